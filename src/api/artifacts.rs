@@ -1,0 +1,70 @@
+//! `/v1/artifacts`: what jobs produced, and the files themselves.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+
+use super::download::serve_blob;
+use super::error::ApiError;
+use super::extract::parse_id;
+use super::views::ArtifactView;
+use super::AppState;
+use crate::store::ArtifactRecord;
+
+async fn find(app: &AppState, raw: &str) -> Result<ArtifactRecord, ApiError> {
+    let id = parse_id("artifact", raw)?;
+    app.store
+        .get_artifact(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("artifact", raw))
+}
+
+/// An artifact's description.
+#[utoipa::path(
+    get,
+    path = "/v1/artifacts/{id}",
+    tag = "artifacts",
+    params(("id" = String, Path, description = "Artifact id")),
+    responses(
+        (status = 200, description = "The artifact", body = ArtifactView),
+        (status = 404, description = "No such artifact", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_artifact(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ArtifactView>, ApiError> {
+    Ok(Json(find(&app, &id).await?.into()))
+}
+
+/// Download an artifact. Supports Range and If-None-Match; the ETag is the file's SHA-256.
+#[utoipa::path(
+    get,
+    path = "/v1/artifacts/{id}/file",
+    tag = "artifacts",
+    params(("id" = String, Path, description = "Artifact id")),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Unchanged (If-None-Match)"),
+        (status = 404, description = "No such artifact", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 416, description = "Range not satisfiable", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn download_artifact(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let a = find(&app, &id).await?;
+    serve_blob(
+        &app,
+        &a.blob_key,
+        &a.sha256,
+        &a.file_name,
+        &a.content_type,
+        &headers,
+    )
+    .await
+}

@@ -1,0 +1,119 @@
+//! `GET /v1/jobs/{id}/events`: server-sent events for a job's status and progress. The stream
+//! follows the store, so it sees jobs run by any worker in any process.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::jobs::{find_job, job_view};
+use super::AppState;
+use crate::domain::JobStatus;
+use crate::store::JobRecord;
+
+const POLL: Duration = Duration::from_millis(200);
+
+/// Live job events: `status` (on every status change, first with the current state),
+/// `progress` (fraction done) and finally `done` with the whole job; then the stream ends.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such job", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn job_events(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let job = find_job(&app, &id).await?;
+    let state = Follow {
+        app,
+        job_id: job.id,
+        last: None,
+        pending: std::collections::VecDeque::new(),
+        finished: false,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(event) = s.pending.pop_front() {
+                return Some((Ok(event), s));
+            }
+            if s.finished || s.app.shutdown.is_cancelled() {
+                return None;
+            }
+            if s.last.is_some() {
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = s.app.shutdown.cancelled() => return None,
+                }
+            }
+            s.poll().await;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+struct Follow {
+    app: AppState,
+    job_id: uuid::Uuid,
+    last: Option<(JobStatus, f64, u32)>,
+    pending: std::collections::VecDeque<Event>,
+    finished: bool,
+}
+
+impl Follow {
+    async fn poll(&mut self) {
+        let job = match self.app.store.get_job(self.job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                self.finished = true;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream could not read the job");
+                return;
+            }
+        };
+        let now = (job.status, job.progress, job.attempts);
+        let before = self.last.replace(now);
+        if before.map(|b| (b.0, b.2)) != Some((now.0, now.2)) {
+            self.pending.push_back(event("status", &summary(&job)));
+        } else if before.map(|b| b.1) != Some(now.1) {
+            self.pending.push_back(event(
+                "progress",
+                &json!({ "id": job.id, "progress": job.progress }),
+            ));
+        }
+        if job.status.is_terminal() {
+            self.finished = true;
+            if let Ok(view) = job_view(&self.app, job, true).await {
+                self.pending.push_back(event("done", &view));
+            }
+        }
+    }
+}
+
+fn summary(job: &JobRecord) -> serde_json::Value {
+    json!({
+        "id": job.id,
+        "status": job.status,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "error": job.error,
+    })
+}
+
+fn event(name: &str, data: &impl serde::Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().event(name))
+}

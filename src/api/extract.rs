@@ -1,0 +1,53 @@
+//! Extractors whose rejections are problem+json too.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use uuid::Uuid;
+
+use super::error::ApiError;
+
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+                "invalid-json",
+                format!("the body is not valid JSON: {}", e.body_text()),
+            ),
+            JsonRejection::JsonDataError(e) => {
+                ApiError::unprocessable("invalid-request", "Invalid request", e.body_text())
+            }
+            other => ApiError::new(
+                other.status(),
+                "invalid-request",
+                "Invalid request",
+                other.body_text(),
+            ),
+        }
+    }
+}
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad_request("invalid-query", r.body_text())
+    }
+}
+
+/// Parses an id from the path; anything that is not a UUID cannot name a resource.
+pub fn parse_id(what: &str, raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what, raw))
+}

@@ -1,0 +1,271 @@
+//! `/v1/jobs`: submit, inspect, list and cancel compression jobs.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{parse_id, ApiJson, ApiQuery};
+use super::views::{next_cursor, JobView, Page, PageQuery};
+use super::AppState;
+use crate::compress::prune::select_tensors;
+use crate::compress::TensorEntry;
+use crate::domain::{JobStatus, Pipeline, PipelineStepDoc, Step};
+use crate::store::{CreateJob, Created, JobFilter, JobRecord, ModelRecord};
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobRequest {
+    /// The model to compress.
+    pub model_id: Uuid,
+    /// Steps, run in order; each names its `op`.
+    #[schema(value_type = Vec<PipelineStepDoc>)]
+    pub pipeline: Vec<Value>,
+}
+
+/// Submit a compression job. Answers 202 at once; the job runs on a worker. Send an
+/// `Idempotency-Key` header to make retries of this request safe.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    request_body = CreateJobRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same body returns the same job")),
+    responses(
+        (status = 202, description = "Queued (or, for a repeated Idempotency-Key, the job created the first time)", body = JobView),
+        (status = 400, description = "Malformed JSON or header", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid pipeline, unknown model, or Idempotency-Key reused with another body", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_job(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateJobRequest>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let pipeline = Pipeline::parse(&req.pipeline)
+        .map_err(|e| ApiError::unprocessable("invalid-pipeline", "Invalid pipeline", e.0))?;
+    let model = app.store.get_model(req.model_id).await?.ok_or_else(|| {
+        ApiError::unprocessable(
+            "model-not-found",
+            "Unknown model",
+            format!(
+                "no model with id '{}'; upload one with POST /v1/models",
+                req.model_id
+            ),
+        )
+    })?;
+    check_against_model(&pipeline, &model)?;
+    let canonical = json!({ "model_id": req.model_id, "pipeline": pipeline.to_json() });
+    let request_hash = hex::encode(Sha256::digest(canonical.to_string()));
+    let created = app
+        .store
+        .create_job(&CreateJob {
+            id: Uuid::now_v7(),
+            model_id: req.model_id,
+            pipeline: pipeline.to_json(),
+            max_attempts: app.config.max_attempts.max(1),
+            idempotency_key: key,
+            request_hash,
+        })
+        .await?;
+    let (job, replayed) = match created {
+        Created::New(job) => {
+            tracing::info!(job_id = %job.id, model_id = %job.model_id, "job queued");
+            (job, false)
+        }
+        Created::Replayed(job) => (job, true),
+        Created::KeyReused => {
+            return Err(ApiError::unprocessable(
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                "this Idempotency-Key was already used with a different request body; use a new key for a new job",
+            ))
+        }
+    };
+    let location = format!("/v1/jobs/{}", job.id);
+    let view = job_view(&app, job, true).await?;
+    let mut res = (StatusCode::ACCEPTED, Json(view)).into_response();
+    res.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).map_err(ApiError::internal)?,
+    );
+    if replayed {
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(res)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("").trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::bad_request(
+            "invalid-idempotency-key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Refuses, before queueing, a pipeline that cannot apply to the model's tensors.
+fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), ApiError> {
+    let tensors: Vec<TensorEntry> =
+        serde_json::from_value(model.tensors.clone()).map_err(ApiError::internal)?;
+    for (i, step) in pipeline.steps().iter().enumerate() {
+        match step {
+            Step::Prune(p) => select_tensors(&tensors, p).map(drop),
+        }
+        .map_err(|e| {
+            ApiError::unprocessable(
+                "invalid-pipeline",
+                "Pipeline does not apply to this model",
+                format!("pipeline[{i}] ({}): {e}", step.op()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+pub async fn job_view(
+    app: &AppState,
+    job: JobRecord,
+    with_metrics: bool,
+) -> Result<JobView, ApiError> {
+    let artifacts = if job.status == JobStatus::Succeeded {
+        app.store.artifacts_of_job(job.id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(JobView::new(job, artifacts, with_metrics))
+}
+
+pub async fn find_job(app: &AppState, raw_id: &str) -> Result<JobRecord, ApiError> {
+    let id = parse_id("job", raw_id)?;
+    app.store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job", raw_id))
+}
+
+/// A job: status, progress, metrics and artifacts.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = find_job(&app, &id).await?;
+    Ok(Json(job_view(&app, job, true).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// Only jobs in this status: queued, running, succeeded, failed, cancelled.
+    pub status: Option<String>,
+    /// Only jobs of this model.
+    pub model_id: Option<Uuid>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+/// List jobs, newest first (without per-tensor metrics; fetch a job for those).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(JobListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = Page<JobView>),
+        (status = 400, description = "Bad filter or paging parameters", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_jobs(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<JobListQuery>,
+) -> Result<Json<Page<JobView>>, ApiError> {
+    let (limit, after) = PageQuery {
+        limit: q.limit,
+        after: q.after,
+    }
+    .parse()?;
+    let status = q
+        .status
+        .as_deref()
+        .map(JobStatus::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid-query", e.to_string()))?;
+    let jobs = app
+        .store
+        .list_jobs(&JobFilter {
+            status,
+            model_id: q.model_id,
+            limit,
+            after,
+        })
+        .await?;
+    let next = next_cursor(&jobs, limit, |j| j.id);
+    let mut data = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        data.push(job_view(&app, job, false).await?);
+    }
+    Ok(Json(Page { data, next }))
+}
+
+/// Cancel a job. A queued job is cancelled at once; a running one stops at its next
+/// checkpoint (watch its status or events).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 202, description = "Cancelled, or cancellation requested", body = JobView),
+        (status = 404, description = "No such job", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job already finished", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let job = find_job(&app, &id).await?;
+    if job.status.is_terminal() {
+        return Err(ApiError::conflict(
+            "job-finished",
+            format!(
+                "the job already {}; there is nothing to cancel",
+                job.status.as_str()
+            ),
+        ));
+    }
+    let job = app
+        .store
+        .cancel_job(job.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job", &id))?;
+    Ok((StatusCode::ACCEPTED, Json(job_view(&app, job, true).await?)))
+}

@@ -1,0 +1,55 @@
+//! Health, readiness and Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::JobStatus;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = Object)))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The database answers; safe to send traffic.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Object),
+        (status = 503, description = "The database is unreachable", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    app.store
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the database is unreachable: {e}")))?;
+    Ok(Json(
+        json!({ "status": "ready", "store": app.store.backend() }),
+    ))
+}
+
+/// Prometheus metrics: jobs by status (from the store, so the same on every replica), job
+/// durations, upload bytes and HTTP latency.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let counts = app.store.count_jobs_by_status().await?;
+    for status in JobStatus::ALL {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == status.as_str())
+            .map_or(0, |(_, n)| *n);
+        metrics::gauge!("compressd_jobs", "status" => status.as_str()).set(n as f64);
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    ))
+}

@@ -1,0 +1,193 @@
+//! The JSON bodies the API answers with.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::domain::{JobStatus, PipelineStepDoc, Problem};
+use crate::store::{ArtifactRecord, JobRecord, ModelRecord};
+
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 200;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelView {
+    pub id: Uuid,
+    pub name: String,
+    /// Always `safetensors` for now.
+    pub format: String,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the file as uploaded.
+    pub sha256: String,
+    pub tensor_count: u64,
+    pub parameter_count: u64,
+    /// The file's `__metadata__`.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Every tensor's name, dtype and shape (single-model responses only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<TensorView>>)]
+    pub tensors: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    /// Where to download the file.
+    pub file_url: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TensorView {
+    name: String,
+    dtype: String,
+    shape: Vec<u64>,
+}
+
+impl ModelView {
+    pub fn new(m: ModelRecord, with_tensors: bool) -> Self {
+        ModelView {
+            file_url: format!("/v1/models/{}/file", m.id),
+            id: m.id,
+            name: m.name,
+            format: m.format,
+            size_bytes: m.size_bytes,
+            sha256: m.sha256,
+            tensor_count: m.tensor_count,
+            parameter_count: m.parameter_count,
+            metadata: m.metadata,
+            tensors: with_tensors.then_some(m.tensors),
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArtifactView {
+    pub id: Uuid,
+    pub job_id: Uuid,
+    /// `model` or `report`.
+    pub kind: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub created_at: DateTime<Utc>,
+    pub file_url: String,
+}
+
+impl From<ArtifactRecord> for ArtifactView {
+    fn from(a: ArtifactRecord) -> Self {
+        ArtifactView {
+            file_url: format!("/v1/artifacts/{}/file", a.id),
+            id: a.id,
+            job_id: a.job_id,
+            kind: a.kind,
+            file_name: a.file_name,
+            content_type: a.content_type,
+            size_bytes: a.size_bytes,
+            sha256: a.sha256,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub model_id: Uuid,
+    /// The pipeline as it will run, with defaults filled in.
+    #[schema(value_type = Vec<PipelineStepDoc>)]
+    pub pipeline: Value,
+    pub status: JobStatus,
+    /// Fraction done, 0 to 1.
+    pub progress: f64,
+    /// Set when the job failed (or, while queued for a retry, the last attempt's error).
+    #[schema(value_type = Option<Problem>)]
+    pub error: Option<Value>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub cancel_requested: bool,
+    /// The worker that holds or last held the job (`host/pid/id`).
+    pub worker: Option<String>,
+    /// Before/after figures per tensor and for the model (single-job responses only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metrics: Option<Value>,
+    pub artifacts: Vec<ArtifactView>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl JobView {
+    pub fn new(j: JobRecord, artifacts: Vec<ArtifactRecord>, with_metrics: bool) -> Self {
+        JobView {
+            id: j.id,
+            model_id: j.model_id,
+            pipeline: j.pipeline,
+            status: j.status,
+            progress: j.progress,
+            error: j.error,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            cancel_requested: j.cancel_requested,
+            worker: j.worker,
+            metrics: if with_metrics { j.metrics } else { None },
+            artifacts: artifacts.into_iter().map(ArtifactView::from).collect(),
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            updated_at: j.updated_at,
+        }
+    }
+}
+
+/// A page of a list, newest first. Pass `next` as `after` to get the following page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub data: Vec<T>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parse(&self) -> Result<(u32, Option<Uuid>), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid-query",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let after = self
+            .after
+            .as_deref()
+            .map(|a| {
+                Uuid::parse_str(a).map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid-query",
+                        "after must be a cursor taken from a previous page's next",
+                    )
+                })
+            })
+            .transpose()?;
+        Ok((limit, after))
+    }
+}
+
+/// The cursor for the page after `items`, if the page was full.
+pub fn next_cursor<T>(items: &[T], limit: u32, id: impl Fn(&T) -> Uuid) -> Option<String> {
+    (items.len() == limit as usize)
+        .then(|| items.last().map(|i| id(i).to_string()))
+        .flatten()
+}

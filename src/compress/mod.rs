@@ -1,0 +1,41 @@
+//! The compression core: tensors in, tensors and metrics out. Synchronous and free of any
+//! server, database or async runtime, so that every piece runs on tiny inputs in a unit test.
+
+pub mod chunked_io;
+pub mod control;
+pub mod cut;
+pub mod dtype;
+pub mod pipeline;
+pub mod prune;
+pub mod report;
+pub mod safetensors_index;
+
+pub use control::{Control, Interrupt};
+pub use pipeline::{run_pipeline, PipelineRun};
+pub use prune::prune_file;
+pub use report::{PruneReport, TensorStats, Totals};
+pub use safetensors_index::{FormatError, OpenError, SafetensorsIndex, TensorEntry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompressError {
+    /// The model file itself is unusable; retrying cannot help.
+    #[error("{0}")]
+    InvalidModel(String),
+    /// The step cannot apply to this model as asked; retrying cannot help.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("stopped: {0:?}")]
+    Interrupted(Interrupt),
+    /// Reading or writing failed; a retry may succeed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<OpenError> for CompressError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Format(f) => CompressError::InvalidModel(f.0),
+            OpenError::Io(io) => CompressError::Io(io),
+        }
+    }
+}

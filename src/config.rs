@@ -1,0 +1,100 @@
+//! Configuration: environment variables, each with a matching command-line flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "compressd", version, about = "Model compression as a service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API and run workers (the default).
+    Serve,
+    /// Print the OpenAPI description (YAML) that the server serves at /openapi.json.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "COMPRESSD_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// sqlite://PATH (created if missing) or postgres://…
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://./data/compressd.db"
+    )]
+    pub database_url: String,
+    /// Where uploaded models, artifacts and scratch files live.
+    #[arg(long, env = "COMPRESSD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Jobs run at once by this process (default: number of cores; 0 runs no worker).
+    #[arg(long, env = "COMPRESSD_WORKERS")]
+    pub workers: Option<usize>,
+    /// Largest accepted upload, in bytes.
+    #[arg(long, env = "COMPRESSD_MAX_UPLOAD_BYTES", default_value_t = 20 << 30)]
+    pub max_upload_bytes: u64,
+    /// How long a worker's claim on a job lasts without a heartbeat.
+    #[arg(long, env = "COMPRESSD_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// Attempts per job before it is marked failed.
+    #[arg(long, env = "COMPRESSD_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, capped at one minute.
+    #[arg(long, env = "COMPRESSD_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub retry_base_ms: u64,
+    /// How often idle workers look for new jobs.
+    #[arg(long, env = "COMPRESSD_POLL_MS", default_value_t = 500)]
+    pub poll_ms: u64,
+    /// On SIGTERM, how long running jobs may take to finish before they go back to the queue.
+    #[arg(long, env = "COMPRESSD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "COMPRESSD_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Testing aid: sleep this long between chunks of every job.
+    #[arg(
+        long,
+        env = "COMPRESSD_TEST_CHUNK_DELAY_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub test_chunk_delay_ms: u64,
+}
+
+impl Config {
+    pub fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.max(300))
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.data_dir.join("scratch")
+    }
+
+    /// Defaults, as `compressd` with no flags and no environment would run.
+    pub fn defaults() -> Config {
+        Cli::parse_from(["compressd"]).config
+    }
+}

@@ -1,0 +1,322 @@
+//! Pipelines: an ordered list of steps, each parsed from JSON into a value that is valid by
+//! construction. A `Pipeline` that exists can be run.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::selection::{NamePattern, TensorSelection};
+
+pub const MAX_STEPS: usize = 32;
+const SUPPORTED_OPS: &str = "prune";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+/// A fraction of weights to set to zero, in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Sparsity(f64);
+
+impl Sparsity {
+    pub fn parse(value: f64) -> Result<Self, ParseError> {
+        if value.is_finite() && (0.0..=1.0).contains(&value) {
+            Ok(Sparsity(value))
+        } else {
+            Err(ParseError(format!(
+                "sparsity must be a number between 0 and 1 (the fraction of weights set to zero), got {value}"
+            )))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// τ in `|w| < τ ⇒ w = 0`; finite and non-negative.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Threshold(f64);
+
+impl Threshold {
+    pub fn parse(value: f64) -> Result<Self, ParseError> {
+        if value.is_finite() && value >= 0.0 {
+            Ok(Threshold(value))
+        } else {
+            Err(ParseError(format!(
+                "threshold must be a finite number ≥ 0, got {value}"
+            )))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// One threshold across all selected tensors.
+    Global,
+    /// Every selected tensor reaches the sparsity on its own.
+    Layer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneMethod {
+    Magnitude,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PruneTarget {
+    Threshold(Threshold),
+    Sparsity { sparsity: Sparsity, scope: Scope },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "PruneWire", into = "PruneWire")]
+pub struct PruneStep {
+    pub method: PruneMethod,
+    pub target: PruneTarget,
+    pub selection: TensorSelection,
+}
+
+/// The JSON form of a `prune` step. Give exactly one of `threshold` or `sparsity`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneWire {
+    /// Pruning criterion; only `magnitude` for now.
+    pub method: PruneMethod,
+    /// Zero every selected weight with |w| < threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Target sparsity (fraction of zeros) over the selected weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsity: Option<f64>,
+    /// With `sparsity`: `global` (one threshold for all selected tensors) or `layer` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    /// Tensor-name patterns (`*` wildcard) to prune. Default: every floating-point tensor
+    /// with two or more dimensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub include: Option<Vec<NamePattern>>,
+    /// Tensor-name patterns to leave untouched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub exclude: Vec<NamePattern>,
+}
+
+impl TryFrom<PruneWire> for PruneStep {
+    type Error = ParseError;
+
+    fn try_from(w: PruneWire) -> Result<Self, ParseError> {
+        let target = match (w.threshold, w.sparsity) {
+            (Some(t), None) => {
+                if w.scope.is_some() {
+                    return Err(ParseError(
+                        "scope applies to sparsity targets only; remove it or use sparsity".into(),
+                    ));
+                }
+                PruneTarget::Threshold(Threshold::parse(t)?)
+            }
+            (None, Some(s)) => PruneTarget::Sparsity {
+                sparsity: Sparsity::parse(s)?,
+                scope: w.scope.unwrap_or(Scope::Layer),
+            },
+            (Some(_), Some(_)) => {
+                return Err(ParseError(
+                    "give either threshold or sparsity, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(ParseError(
+                    "a prune step needs a target: threshold (|w| < τ ⇒ 0) or sparsity (fraction of zeros)"
+                        .into(),
+                ))
+            }
+        };
+        if matches!(&w.include, Some(v) if v.is_empty()) {
+            return Err(ParseError(
+                "include is empty, so nothing would be pruned; omit it to select every weight"
+                    .into(),
+            ));
+        }
+        Ok(PruneStep {
+            method: w.method,
+            target,
+            selection: TensorSelection {
+                include: w.include,
+                exclude: w.exclude,
+            },
+        })
+    }
+}
+
+impl From<PruneStep> for PruneWire {
+    fn from(s: PruneStep) -> Self {
+        let (threshold, sparsity, scope) = match s.target {
+            PruneTarget::Threshold(t) => (Some(t.get()), None, None),
+            PruneTarget::Sparsity { sparsity, scope } => (None, Some(sparsity.get()), Some(scope)),
+        };
+        PruneWire {
+            method: s.method,
+            threshold,
+            sparsity,
+            scope,
+            include: s.selection.include,
+            exclude: s.selection.exclude,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Step {
+    Prune(PruneStep),
+}
+
+impl Step {
+    pub fn op(&self) -> &'static str {
+        match self {
+            Step::Prune(_) => "prune",
+        }
+    }
+}
+
+/// Documents the shape of one pipeline step in the OpenAPI description.
+#[derive(ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum PipelineStepDoc {
+    Prune(PruneWire),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Pipeline(Vec<Step>);
+
+impl Pipeline {
+    /// Parses a request's `pipeline` array, naming the step and field at fault.
+    pub fn parse(steps: &[Value]) -> Result<Self, ParseError> {
+        if steps.is_empty() {
+            return Err(ParseError(format!(
+                "pipeline is empty; give at least one step, e.g. {{\"op\":\"prune\",\"method\":\"magnitude\",\"sparsity\":0.5}} (supported ops: {SUPPORTED_OPS})"
+            )));
+        }
+        if steps.len() > MAX_STEPS {
+            return Err(ParseError(format!(
+                "pipeline has {} steps; at most {MAX_STEPS} are allowed",
+                steps.len()
+            )));
+        }
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Self::parse_step(v).map_err(|e| ParseError(format!("pipeline[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Pipeline)
+    }
+
+    fn parse_step(value: &Value) -> Result<Step, ParseError> {
+        let Value::Object(map) = value else {
+            return Err(ParseError(
+                "each step must be a JSON object with an \"op\" field".into(),
+            ));
+        };
+        let op = match map.get("op") {
+            Some(Value::String(op)) => op.as_str(),
+            Some(_) => return Err(ParseError("\"op\" must be a string".into())),
+            None => {
+                return Err(ParseError(format!(
+                    "missing \"op\"; supported ops: {SUPPORTED_OPS}"
+                )))
+            }
+        };
+        let mut fields = map.clone();
+        fields.remove("op");
+        let fields = Value::Object(fields);
+        match op {
+            "prune" => serde_json::from_value::<PruneStep>(fields)
+                .map(Step::Prune)
+                .map_err(|e| ParseError(format!("prune: {e}"))),
+            other => Err(ParseError(format!(
+                "unknown op '{other}'; supported ops: {SUPPORTED_OPS}"
+            ))),
+        }
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.0
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("a pipeline always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fills_defaults_and_round_trips() {
+        let p =
+            Pipeline::parse(&[json!({"op":"prune","method":"magnitude","sparsity":0.9})]).unwrap();
+        assert_eq!(
+            p.to_json(),
+            json!([{"op":"prune","method":"magnitude","sparsity":0.9,"scope":"layer"}])
+        );
+        let back: Pipeline = serde_json::from_value(p.to_json()).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn names_the_step_and_the_problem() {
+        let err = Pipeline::parse(&[
+            json!({"op":"prune","method":"magnitude","sparsity":0.5}),
+            json!({"op":"quantise"}),
+        ])
+        .unwrap_err();
+        assert!(
+            err.0.starts_with("pipeline[1]: unknown op 'quantise'"),
+            "{err}"
+        );
+
+        for (bad, needle) in [
+            (
+                json!({"op":"prune","method":"magnitude","sparsity":1.5}),
+                "between 0 and 1",
+            ),
+            (
+                json!({"op":"prune","method":"magnitude","threshold":-1.0}),
+                "≥ 0",
+            ),
+            (json!({"op":"prune","method":"magnitude"}), "needs a target"),
+            (
+                json!({"op":"prune","method":"magnitude","sparsity":0.5,"threshold":0.1}),
+                "not both",
+            ),
+            (
+                json!({"op":"prune","method":"random","sparsity":0.5}),
+                "unknown variant",
+            ),
+            (
+                json!({"op":"prune","method":"magnitude","sparsity":0.5,"bogus":1}),
+                "unknown field",
+            ),
+            (
+                json!({"op":"prune","method":"magnitude","threshold":0.1,"scope":"global"}),
+                "scope applies",
+            ),
+        ] {
+            let err = Pipeline::parse(std::slice::from_ref(&bad)).unwrap_err();
+            assert!(err.0.contains(needle), "{bad}: {err}");
+        }
+    }
+}

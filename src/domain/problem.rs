@@ -1,0 +1,31 @@
+//! RFC 9457 problem details: the one shape every error takes, in HTTP answers and in a failed
+//! job's `error` field.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A stable URI naming the kind of problem, e.g. `urn:compressd:problem:invalid-model`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, in words a user can act on.
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn new(code: &str, title: &str, status: u16, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: format!("urn:compressd:problem:{code}"),
+            title: title.to_owned(),
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a problem always serialises")
+    }
+}

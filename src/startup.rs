@@ -1,0 +1,162 @@
+//! Builds the application: store, blob storage, workers and the HTTP server on one listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::store::{BlobStore, LocalBlobs, Store};
+use crate::telemetry;
+use crate::worker::{Worker, WorkerPool, WorkerSettings};
+
+pub struct Application {
+    address: std::net::SocketAddr,
+    server: JoinHandle<std::io::Result<()>>,
+    pool: WorkerPool,
+    worker: Worker,
+    store: Store,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Application {
+    /// Connects, migrates, binds (port 0 picks a free port) and starts serving and working.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database_url)
+            .await
+            .with_context(|| format!("opening the store at {}", redact(&config.database_url)))?;
+        for dir in [config.tmp_dir(), config.scratch_dir()] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let blobs: Arc<dyn BlobStore> = Arc::new(
+            LocalBlobs::new(config.blob_dir())
+                .with_context(|| format!("creating {}", config.blob_dir().display()))?,
+        );
+        let worker = Worker::new(
+            store.clone(),
+            blobs.clone(),
+            WorkerSettings {
+                lease: config.lease(),
+                max_attempts: config.max_attempts.max(1),
+                retry_base: Duration::from_millis(config.retry_base_ms),
+                progress_interval: Duration::from_millis(250),
+                scratch_dir: config.scratch_dir(),
+                chunk_delay: Duration::from_millis(config.test_chunk_delay_ms),
+            },
+        );
+        let pool = WorkerPool::start(
+            worker.clone(),
+            config.workers(),
+            Duration::from_millis(config.poll_ms.max(10)),
+        );
+        let listener = TcpListener::bind(&config.bind)
+            .await
+            .with_context(|| format!("binding {}", config.bind))?;
+        let address = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let grace = Duration::from_secs(config.shutdown_grace_seconds);
+        let state = AppState {
+            store: store.clone(),
+            blobs,
+            config: Arc::new(config.clone()),
+            metrics: telemetry::metrics_handle(),
+            shutdown: shutdown.clone(),
+        };
+        let app = api::router(state);
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        tracing::info!(
+            %address,
+            store = store.backend(),
+            workers = config.workers(),
+            worker_id = worker.id(),
+            "compressd listening"
+        );
+        Ok(Application {
+            address,
+            server,
+            pool,
+            worker,
+            store,
+            shutdown,
+            grace,
+        })
+    }
+
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// A worker of this process, for tests to drive the queue one job at a time.
+    pub fn worker(&self) -> Worker {
+        self.worker.clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: no new jobs; running jobs get the grace period");
+        self.stop().await
+    }
+
+    /// Stops accepting requests and jobs, lets running jobs finish within the grace period,
+    /// releases the rest back to the queue.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.pool.shutdown(self.grace).await;
+        let served = self.server.await;
+        self.store.close().await;
+        served??;
+        tracing::info!("compressd stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..s + 3 + colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,325 @@
+//! The job queue. A claim is a lease: a token and an expiry. Every write a worker makes is
+//! fenced by its token, so an attempt that lost its lease can no longer change the job.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::records::{convert, JobRecord, JobRow, Lease, NewArtifact};
+use super::{is_unique_violation, now_ms, on_pool, Db, Result, Store};
+use crate::domain::JobStatus;
+
+pub struct CreateJob {
+    pub id: Uuid,
+    pub model_id: Uuid,
+    pub pipeline: Value,
+    pub max_attempts: u32,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+}
+
+pub enum Created {
+    New(JobRecord),
+    /// The idempotency key was seen before with the same request.
+    Replayed(JobRecord),
+    /// The idempotency key was seen before with a different request.
+    KeyReused,
+}
+
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub model_id: Option<Uuid>,
+    pub limit: u32,
+    pub after: Option<Uuid>,
+}
+
+/// How an attempt ends.
+pub enum Finish {
+    Succeeded {
+        metrics: Value,
+        artifacts: Vec<NewArtifact>,
+    },
+    Failed {
+        error: Value,
+    },
+    Retry {
+        error: Value,
+        delay_ms: i64,
+    },
+    Cancelled,
+    /// Shutdown: back to the queue without spending an attempt.
+    Released,
+}
+
+const CLAIMABLE: &str = "(status = 'queued' AND run_after <= $4)
+    OR (status = 'running' AND lease_expires_at < $4 AND attempts < max_attempts AND cancel_requested = FALSE)";
+
+const CLAIM_SET: &str =
+    "status = 'running', attempts = attempts + 1, lease_token = $1, lease_owner = $2,
+    lease_expires_at = $3, started_at = COALESCE(started_at, $4), updated_at = $4, progress = 0";
+
+impl Store {
+    pub async fn create_job(&self, job: &CreateJob) -> Result<Created> {
+        let now = now_ms();
+        let inserted: std::result::Result<JobRow, sqlx::Error> = on_pool!(&self.db, pool => sqlx::query_as(
+            "INSERT INTO jobs (id, model_id, pipeline, status, max_attempts, idempotency_key, request_hash, run_after, created_at, updated_at)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7) RETURNING *",
+        )
+        .bind(job.id.to_string())
+        .bind(job.model_id.to_string())
+        .bind(job.pipeline.to_string())
+        .bind(job.max_attempts as i64)
+        .bind(&job.idempotency_key)
+        .bind(&job.request_hash)
+        .bind(now)
+        .fetch_one(pool)
+        .await);
+        match inserted {
+            Ok(row) => Ok(Created::New(row.try_into()?)),
+            Err(e) if is_unique_violation(&e) && job.idempotency_key.is_some() => {
+                let (row, hash): (JobRow, Option<String>) = on_pool!(&self.db, pool => {
+                    let row: JobRow = sqlx::query_as("SELECT * FROM jobs WHERE idempotency_key = $1")
+                        .bind(&job.idempotency_key)
+                        .fetch_one(pool)
+                        .await?;
+                    let (hash,): (Option<String>,) =
+                        sqlx::query_as("SELECT request_hash FROM jobs WHERE idempotency_key = $1")
+                            .bind(&job.idempotency_key)
+                            .fetch_one(pool)
+                            .await?;
+                    (row, hash)
+                });
+                if hash.as_deref() == Some(job.request_hash.as_str()) {
+                    Ok(Created::Replayed(row.try_into()?))
+                } else {
+                    Ok(Created::KeyReused)
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        let row: Option<JobRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// Newest first.
+    pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRecord>> {
+        let rows: Vec<JobRow> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT * FROM jobs WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR model_id = $2)
+             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+        )
+        .bind(f.status.map(JobStatus::as_str))
+        .bind(f.model_id.map(|m| m.to_string()))
+        .bind(f.after.map(|a| a.to_string()))
+        .bind(f.limit as i64)
+        .fetch_all(pool)
+        .await)?;
+        convert(rows)
+    }
+
+    pub async fn count_jobs_by_status(&self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            on_pool!(&self.db, pool => sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+            .fetch_all(pool)
+            .await)?,
+        )
+    }
+
+    /// Queued jobs stop at once; running ones are asked to stop at their next checkpoint.
+    /// Returns the job as it now stands, or None if there is no such job.
+    pub async fn cancel_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        let now = now_ms();
+        on_pool!(&self.db, pool => {
+            sqlx::query("UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2 WHERE id = $1 AND status = 'queued'")
+                .bind(id.to_string())
+                .bind(now)
+                .execute(pool)
+                .await?;
+            sqlx::query("UPDATE jobs SET cancel_requested = TRUE, updated_at = $2 WHERE id = $1 AND status = 'running'")
+                .bind(id.to_string())
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
+        self.get_job(id).await
+    }
+
+    /// Claims the oldest runnable job: a queued one whose backoff has passed, or a running
+    /// one whose worker stopped renewing its lease.
+    pub async fn claim_job(&self, worker: &str, lease_ms: i64) -> Result<Option<Lease>> {
+        let now = now_ms();
+        let token = Uuid::new_v4();
+        let sql = match self.db {
+            Db::Sqlite(_) => format!(
+                "UPDATE jobs SET {CLAIM_SET} WHERE id = (SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY id LIMIT 1) RETURNING *"
+            ),
+            Db::Postgres(_) => format!(
+                "UPDATE jobs SET {CLAIM_SET} WHERE id = (SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *"
+            ),
+        };
+        let row: Option<JobRow> = on_pool!(&self.db, pool => sqlx::query_as(&sql)
+            .bind(token.to_string())
+            .bind(worker)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_optional(pool)
+            .await)?;
+        Ok(row
+            .map(JobRecord::try_from)
+            .transpose()?
+            .map(|job| Lease { job, token }))
+    }
+
+    /// Settles running jobs whose lease ran out and that cannot be claimed again: cancelled
+    /// if a cancel was asked for, failed if no attempts are left. Returns how many.
+    pub async fn reap_expired(&self, error: &(dyn Fn(u32) -> Value + Sync)) -> Result<u64> {
+        let now = now_ms();
+        let cancelled = on_pool!(&self.db, pool => sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $1, updated_at = $1, lease_token = NULL, lease_expires_at = NULL
+             WHERE status = 'running' AND lease_expires_at < $1 AND cancel_requested = TRUE",
+        )
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        let exhausted: Vec<(String, i64)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_expires_at < $1 AND attempts >= max_attempts",
+        )
+        .bind(now)
+        .fetch_all(pool)
+        .await)?;
+        let mut failed = 0;
+        for (id, attempts) in exhausted {
+            failed += on_pool!(&self.db, pool => sqlx::query(
+                "UPDATE jobs SET status = 'failed', error = $2, finished_at = $3, updated_at = $3, lease_token = NULL, lease_expires_at = NULL
+                 WHERE id = $1 AND status = 'running' AND lease_expires_at < $3",
+            )
+            .bind(&id)
+            .bind(error(attempts as u32).to_string())
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        }
+        Ok(cancelled + failed)
+    }
+
+    /// Extends the lease. None: the lease is lost. Some(true): a cancel was asked for.
+    pub async fn heartbeat(&self, id: Uuid, token: Uuid, lease_ms: i64) -> Result<Option<bool>> {
+        let now = now_ms();
+        let row: Option<(bool,)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "UPDATE jobs SET lease_expires_at = $3, updated_at = $4 WHERE id = $1 AND lease_token = $2 AND status = 'running'
+             RETURNING cancel_requested",
+        )
+        .bind(id.to_string())
+        .bind(token.to_string())
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(|(c,)| c))
+    }
+
+    pub async fn set_progress(&self, id: Uuid, token: Uuid, progress: f64) -> Result<bool> {
+        let n = on_pool!(&self.db, pool => sqlx::query(
+            "UPDATE jobs SET progress = $3, updated_at = $4 WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+        )
+        .bind(id.to_string())
+        .bind(token.to_string())
+        .bind(progress)
+        .bind(now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(n > 0)
+    }
+
+    /// Ends an attempt. Returns false, changing nothing, if `token` no longer holds the lease.
+    pub async fn finish_job(&self, id: Uuid, token: Uuid, finish: Finish) -> Result<bool> {
+        let now = now_ms();
+        const FENCE: &str = "WHERE id = $1 AND lease_token = $2 AND status = 'running'";
+        // lease_owner stays: it tells which worker ran the job last.
+        const UNLEASE: &str = "lease_token = NULL, lease_expires_at = NULL";
+        let (id_s, token_s) = (id.to_string(), token.to_string());
+        let updated = on_pool!(&self.db, pool => match &finish {
+            Finish::Succeeded { metrics, artifacts } => {
+                let mut tx = pool.begin().await?;
+                let n = sqlx::query(&format!(
+                    "UPDATE jobs SET status = 'succeeded', progress = 1, metrics = $3, error = NULL, finished_at = $4, updated_at = $4, {UNLEASE} {FENCE}"
+                ))
+                .bind(&id_s)
+                .bind(&token_s)
+                .bind(metrics.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    for a in artifacts {
+                        sqlx::query(
+                            "INSERT INTO artifacts (id, job_id, kind, file_name, content_type, size_bytes, sha256, blob_key, created_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        )
+                        .bind(a.id.to_string())
+                        .bind(&id_s)
+                        .bind(&a.kind)
+                        .bind(&a.file_name)
+                        .bind(&a.content_type)
+                        .bind(a.size_bytes as i64)
+                        .bind(&a.sha256)
+                        .bind(&a.blob_key)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                }
+                n
+            }
+            Finish::Failed { error } => sqlx::query(&format!(
+                "UPDATE jobs SET status = 'failed', error = $3, finished_at = $4, updated_at = $4, {UNLEASE} {FENCE}"
+            ))
+            .bind(&id_s)
+            .bind(&token_s)
+            .bind(error.to_string())
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Finish::Retry { error, delay_ms } => sqlx::query(&format!(
+                "UPDATE jobs SET status = 'queued', error = $3, run_after = $4, updated_at = $5, progress = 0, {UNLEASE} {FENCE}"
+            ))
+            .bind(&id_s)
+            .bind(&token_s)
+            .bind(error.to_string())
+            .bind(now + delay_ms)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Finish::Cancelled => sqlx::query(&format!(
+                "UPDATE jobs SET status = 'cancelled', finished_at = $3, updated_at = $3, {UNLEASE} {FENCE}"
+            ))
+            .bind(&id_s)
+            .bind(&token_s)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Finish::Released => sqlx::query(&format!(
+                "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_after = $3, updated_at = $3, progress = 0, {UNLEASE} {FENCE}"
+            ))
+            .bind(&id_s)
+            .bind(&token_s)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        });
+        Ok(updated == 1)
+    }
+}

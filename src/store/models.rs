@@ -1,0 +1,69 @@
+//! Uploaded models.
+
+use uuid::Uuid;
+
+use super::records::{convert, ModelRecord, ModelRow, NewModel};
+use super::{now_ms, on_pool, Result, Store};
+
+impl Store {
+    pub async fn insert_model(&self, m: &NewModel) -> Result<ModelRecord> {
+        let row: ModelRow = on_pool!(&self.db, pool => sqlx::query_as(
+            "INSERT INTO models (id, name, format, size_bytes, sha256, tensor_count, parameter_count, tensors, metadata, blob_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+        )
+        .bind(m.id.to_string())
+        .bind(&m.name)
+        .bind(&m.format)
+        .bind(m.size_bytes as i64)
+        .bind(&m.sha256)
+        .bind(m.tensor_count as i64)
+        .bind(m.parameter_count as i64)
+        .bind(m.tensors.to_string())
+        .bind(m.metadata.to_string())
+        .bind(&m.blob_key)
+        .bind(now_ms())
+        .fetch_one(pool)
+        .await)?;
+        row.try_into()
+    }
+
+    pub async fn get_model(&self, id: Uuid) -> Result<Option<ModelRecord>> {
+        let row: Option<ModelRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM models WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// Newest first; `after` is the id of the last model of the previous page.
+    pub async fn list_models(&self, limit: u32, after: Option<Uuid>) -> Result<Vec<ModelRecord>> {
+        let rows: Vec<ModelRow> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT * FROM models WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(after.map(|a| a.to_string()))
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await)?;
+        convert(rows)
+    }
+
+    pub async fn active_jobs_for_model(&self, id: Uuid) -> Result<i64> {
+        let (n,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM jobs WHERE model_id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(id.to_string())
+        .fetch_one(pool)
+        .await)?;
+        Ok(n)
+    }
+
+    /// Removes the row; the caller removes the blob afterwards.
+    pub async fn delete_model(&self, id: Uuid) -> Result<bool> {
+        let done = on_pool!(&self.db, pool => sqlx::query("DELETE FROM models WHERE id = $1")
+            .bind(id.to_string())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done > 0)
+    }
+}

@@ -1,0 +1,303 @@
+//! One attempt at one job: claim, run with a live lease, record the outcome (fenced).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::outputs::{store_outputs, JobOutputs};
+use super::{Outcome, Worker};
+use crate::compress::{run_pipeline, CompressError, Control, Interrupt, PipelineRun};
+use crate::domain::{Pipeline, Problem};
+use crate::store::{Finish, Lease, StoreError};
+use tracing::Instrument;
+
+/// Why an attempt did not produce a result.
+enum AttemptError {
+    /// The job can never succeed as asked.
+    Permanent(Problem),
+    /// Something outside the job failed; another attempt may succeed.
+    Transient(Problem),
+    Interrupted(Interrupt),
+}
+
+impl From<CompressError> for AttemptError {
+    fn from(e: CompressError) -> Self {
+        match e {
+            CompressError::InvalidModel(d) => {
+                AttemptError::Permanent(Problem::new("invalid-model", "Invalid model", 422, d))
+            }
+            CompressError::InvalidRequest(d) => AttemptError::Permanent(Problem::new(
+                "invalid-pipeline",
+                "Pipeline does not apply to this model",
+                422,
+                d,
+            )),
+            CompressError::Interrupted(why) => AttemptError::Interrupted(why),
+            CompressError::Io(e) => AttemptError::Transient(io_problem(&e)),
+        }
+    }
+}
+
+fn io_problem(e: &std::io::Error) -> Problem {
+    Problem::new(
+        "io-error",
+        "Storage error",
+        503,
+        format!("reading or writing files failed: {e}"),
+    )
+}
+
+fn store_problem(e: &StoreError) -> Problem {
+    Problem::new("store-error", "Database error", 503, e.to_string())
+}
+
+impl Worker {
+    /// Claims and runs one job, if any is waiting. Tests call this directly to drive the
+    /// queue one step at a time.
+    pub async fn run_next_job(&self) -> Result<Outcome, StoreError> {
+        let store = &self.inner.store;
+        store
+            .reap_expired(&|attempts| {
+                Problem::new(
+                    "worker-lost",
+                    "Worker lost",
+                    503,
+                    format!("the worker running this job stopped answering {attempts} times (process killed or machine lost); giving up"),
+                )
+                .to_json()
+            })
+            .await?;
+        let lease_ms = self.inner.settings.lease.as_millis() as i64;
+        let Some(lease) = store.claim_job(self.id(), lease_ms).await? else {
+            return Ok(Outcome::Idle);
+        };
+        let span = tracing::info_span!(
+            "job",
+            job_id = %lease.job.id,
+            model_id = %lease.job.model_id,
+            attempt = lease.job.attempts
+        );
+        self.run_claimed(lease).instrument(span).await
+    }
+
+    async fn run_claimed(&self, lease: Lease) -> Result<Outcome, StoreError> {
+        let started = Instant::now();
+        let (id, token) = (lease.job.id, lease.token);
+        tracing::info!(worker = self.id(), "job claimed");
+        let control = Arc::new(Control::new(self.inner.settings.chunk_delay));
+        self.inner
+            .running
+            .lock()
+            .expect("lock")
+            .insert(id, control.clone());
+        let result = self.attempt(&lease, &control).await;
+        self.inner.running.lock().expect("lock").remove(&id);
+
+        let store = &self.inner.store;
+        let (finish, outcome, stored) = match result {
+            Ok(outputs) => {
+                let stored = outputs
+                    .artifacts
+                    .iter()
+                    .map(|a| a.blob_key.clone())
+                    .collect();
+                let finish = Finish::Succeeded {
+                    metrics: outputs.metrics,
+                    artifacts: outputs.artifacts,
+                };
+                (Some(finish), Outcome::Succeeded(id), stored)
+            }
+            Err(AttemptError::Interrupted(Interrupt::LeaseLost)) => {
+                (None, Outcome::LeaseLost(id), vec![])
+            }
+            Err(AttemptError::Interrupted(Interrupt::Cancelled)) => {
+                (Some(Finish::Cancelled), Outcome::Cancelled(id), vec![])
+            }
+            Err(AttemptError::Interrupted(Interrupt::Shutdown)) => {
+                (Some(Finish::Released), Outcome::Released(id), vec![])
+            }
+            Err(AttemptError::Permanent(problem)) => {
+                tracing::warn!(detail = %problem.detail, "job failed");
+                (
+                    Some(Finish::Failed {
+                        error: problem.to_json(),
+                    }),
+                    Outcome::Failed(id),
+                    vec![],
+                )
+            }
+            Err(AttemptError::Transient(problem)) => {
+                if lease.job.attempts >= lease.job.max_attempts {
+                    let mut problem = problem;
+                    problem.detail = format!(
+                        "{} (gave up after {} attempts)",
+                        problem.detail, lease.job.attempts
+                    );
+                    (
+                        Some(Finish::Failed {
+                            error: problem.to_json(),
+                        }),
+                        Outcome::Failed(id),
+                        vec![],
+                    )
+                } else {
+                    let delay = self.backoff(lease.job.attempts);
+                    tracing::warn!(detail = %problem.detail, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
+                    let finish = Finish::Retry {
+                        error: problem.to_json(),
+                        delay_ms: delay.as_millis() as i64,
+                    };
+                    (Some(finish), Outcome::Retrying(id), vec![])
+                }
+            }
+        };
+        let Some(finish) = finish else {
+            tracing::warn!("lease lost; discarding this attempt");
+            return Ok(Outcome::LeaseLost(id));
+        };
+        let recorded = store.finish_job(id, token, finish).await;
+        if !matches!(recorded, Ok(true)) {
+            for key in stored {
+                let _ = self.inner.blobs.delete(&key).await;
+            }
+            recorded?;
+            tracing::warn!("lease lost before the result was recorded; discarded");
+            return Ok(Outcome::LeaseLost(id));
+        }
+        let label = match outcome {
+            Outcome::Succeeded(_) => "succeeded",
+            Outcome::Failed(_) => "failed",
+            Outcome::Retrying(_) => "retrying",
+            Outcome::Cancelled(_) => "cancelled",
+            Outcome::Released(_) => "released",
+            Outcome::Idle | Outcome::LeaseLost(_) => "lease_lost",
+        };
+        metrics::histogram!("compressd_job_duration_seconds", "outcome" => label)
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            outcome = label,
+            seconds = started.elapsed().as_secs_f64(),
+            "attempt finished"
+        );
+        Ok(outcome)
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.inner.settings.retry_base;
+        let factor = 1u32 << attempts.saturating_sub(1).min(16);
+        (base * factor).min(Duration::from_secs(60))
+    }
+
+    async fn attempt(
+        &self,
+        lease: &Lease,
+        control: &Arc<Control>,
+    ) -> Result<JobOutputs, AttemptError> {
+        let store = &self.inner.store;
+        let job = &lease.job;
+        let pipeline: Pipeline = serde_json::from_value(job.pipeline.clone()).map_err(|e| {
+            AttemptError::Permanent(Problem::new(
+                "invalid-pipeline",
+                "Invalid pipeline",
+                422,
+                format!("stored pipeline no longer parses: {e}"),
+            ))
+        })?;
+        let model = store
+            .get_model(job.model_id)
+            .await
+            .map_err(|e| AttemptError::Transient(store_problem(&e)))?
+            .ok_or_else(|| {
+                AttemptError::Permanent(Problem::new(
+                    "model-not-found",
+                    "Model not found",
+                    404,
+                    format!("model {} was deleted before the job ran", job.model_id),
+                ))
+            })?;
+        let workdir =
+            self.inner
+                .settings
+                .scratch_dir
+                .join(format!("{}-{}", job.id, lease.token.simple()));
+        tokio::fs::create_dir_all(&workdir)
+            .await
+            .map_err(|e| AttemptError::Transient(io_problem(&e)))?;
+        let result = async {
+            let input = self
+                .inner
+                .blobs
+                .scratch_copy(&model.blob_key, &workdir)
+                .await
+                .map_err(|e| AttemptError::Transient(io_problem(&e)))?;
+            let run = self
+                .run_blocking(
+                    lease,
+                    control,
+                    input.path().to_owned(),
+                    workdir.clone(),
+                    pipeline.clone(),
+                )
+                .await?;
+            store_outputs(&self.inner.blobs, lease, &model, &pipeline, run, &workdir)
+                .await
+                .map_err(|e| AttemptError::Transient(io_problem(&e)))
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&workdir).await;
+        result
+    }
+
+    /// Runs the pipeline on the blocking pool, renewing the lease and publishing progress
+    /// meanwhile.
+    async fn run_blocking(
+        &self,
+        lease: &Lease,
+        control: &Arc<Control>,
+        input: std::path::PathBuf,
+        workdir: std::path::PathBuf,
+        pipeline: Pipeline,
+    ) -> Result<PipelineRun, AttemptError> {
+        let (id, token) = (lease.job.id, lease.token);
+        let store = &self.inner.store;
+        let settings = &self.inner.settings;
+        let span = tracing::Span::current();
+        let ctl = control.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| run_pipeline(&input, &workdir, &pipeline, &ctl))
+        });
+        let lease_ms = settings.lease.as_millis() as i64;
+        let mut heartbeat = tokio::time::interval(settings.lease / 3);
+        let mut progress = tokio::time::interval(settings.progress_interval);
+        let mut reported = -1.0f64;
+        let joined = loop {
+            tokio::select! {
+                joined = &mut task => break joined,
+                _ = heartbeat.tick() => match store.heartbeat(id, token, lease_ms).await {
+                    Ok(None) => control.interrupt(Interrupt::LeaseLost),
+                    Ok(Some(true)) => control.interrupt(Interrupt::Cancelled),
+                    Ok(Some(false)) => {}
+                    // The lease runs on; if the store stays away it expires and the job moves on.
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                },
+                _ = progress.tick() => {
+                    let p = (control.progress() * 1000.0).round() / 1000.0;
+                    if p != reported && store.set_progress(id, token, p).await.unwrap_or(true) {
+                        reported = p;
+                    }
+                }
+            }
+        };
+        match joined {
+            Ok(result) => result.map_err(AttemptError::from),
+            Err(e) => {
+                tracing::error!(error = %e, "pipeline panicked");
+                Err(AttemptError::Permanent(Problem::new(
+                    "internal",
+                    "Internal error",
+                    500,
+                    "the pipeline crashed on this model; this is a bug in compressd, please report it",
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Workers: claim a job from the store, run its pipeline off the async runtime while keeping
+//! the lease alive, then record the result. Any number of workers, in any number of
+//! processes, share one queue through the store alone.
+
+mod attempt;
+mod outputs;
+mod pool;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::compress::{Control, Interrupt};
+use crate::store::{BlobStore, Store};
+
+pub use pool::WorkerPool;
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub progress_interval: Duration,
+    pub scratch_dir: PathBuf,
+    /// Slows every chunk; for tests that must catch a job mid-flight.
+    pub chunk_delay: Duration,
+}
+
+/// What one call of `run_next_job` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Idle,
+    Succeeded(Uuid),
+    Failed(Uuid),
+    Retrying(Uuid),
+    Cancelled(Uuid),
+    Released(Uuid),
+    /// Another worker took the job over; this attempt's result was discarded.
+    LeaseLost(Uuid),
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    store: Store,
+    blobs: Arc<dyn BlobStore>,
+    settings: WorkerSettings,
+    running: Mutex<HashMap<Uuid, Arc<Control>>>,
+}
+
+impl Worker {
+    /// Each process start gets a fresh worker id.
+    pub fn new(store: Store, blobs: Arc<dyn BlobStore>, settings: WorkerSettings) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        let id = format!("{host}/{}/{}", std::process::id(), Uuid::new_v4().simple());
+        Worker {
+            inner: Arc::new(Inner {
+                id,
+                store,
+                blobs,
+                settings,
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub fn settings(&self) -> &WorkerSettings {
+        &self.inner.settings
+    }
+
+    /// Asks every job running in this process to stop at its next checkpoint.
+    pub fn interrupt_all(&self, why: Interrupt) {
+        for control in self.inner.running.lock().expect("lock").values() {
+            control.interrupt(why);
+        }
+    }
+
+    pub fn running_jobs(&self) -> usize {
+        self.inner.running.lock().expect("lock").len()
+    }
+}

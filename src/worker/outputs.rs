@@ -1,0 +1,186 @@
+//! Turns a finished pipeline run into stored artifacts (the model and a JSON report) and the
+//! job's metrics. Blobs are keyed by the attempt's lease token, so a stale attempt can never
+//! overwrite the files of the attempt that won.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::compress::{PipelineRun, PruneReport};
+use crate::domain::Pipeline;
+use crate::store::{BlobStore, Lease, ModelRecord, NewArtifact};
+
+pub struct JobOutputs {
+    pub metrics: Value,
+    pub artifacts: Vec<NewArtifact>,
+}
+
+pub async fn store_outputs(
+    blobs: &Arc<dyn BlobStore>,
+    lease: &Lease,
+    model: &ModelRecord,
+    pipeline: &Pipeline,
+    run: PipelineRun,
+    workdir: &Path,
+) -> io::Result<JobOutputs> {
+    let base = safe_file_stem(&model.name);
+    let prefix = format!("artifacts/{}/{}", lease.job.id, lease.token.simple());
+    let metrics = job_metrics(model, &run.steps);
+
+    let mut artifacts = Vec::new();
+    let model_artifact = put(
+        blobs,
+        &prefix,
+        &run.output,
+        format!("{base}.compressed.safetensors"),
+        "model",
+        "application/octet-stream",
+    )
+    .await?;
+    let report = json!({
+        "job_id": lease.job.id,
+        "attempt": lease.job.attempts,
+        "input_model": {
+            "id": model.id,
+            "name": model.name,
+            "sha256": model.sha256,
+            "size_bytes": model.size_bytes,
+        },
+        "pipeline": pipeline.to_json(),
+        "metrics": metrics,
+        "artifacts": [{
+            "kind": "model",
+            "file_name": model_artifact.file_name,
+            "sha256": model_artifact.sha256,
+            "size_bytes": model_artifact.size_bytes,
+            "format": "safetensors (dense; same names, shapes, dtypes and metadata as the input)",
+            "read_with": ["safetensors (Python, Rust)", "PyTorch via safetensors.torch.load_file", "candle", "transformers"],
+        }],
+    });
+    artifacts.push(model_artifact);
+    let report_path = workdir.join("report.json");
+    tokio::fs::write(&report_path, serde_json::to_vec_pretty(&report)?).await?;
+    let uploaded = put(
+        blobs,
+        &prefix,
+        &report_path,
+        format!("{base}.report.json"),
+        "report",
+        "application/json",
+    )
+    .await;
+    match uploaded {
+        Ok(a) => artifacts.push(a),
+        Err(e) => {
+            for a in &artifacts {
+                let _ = blobs.delete(&a.blob_key).await;
+            }
+            return Err(e);
+        }
+    }
+    Ok(JobOutputs { metrics, artifacts })
+}
+
+async fn put(
+    blobs: &Arc<dyn BlobStore>,
+    prefix: &str,
+    path: &Path,
+    file_name: String,
+    kind: &str,
+    content_type: &str,
+) -> io::Result<NewArtifact> {
+    let (sha256, size_bytes) = hash_file(path.to_owned()).await?;
+    let blob_key = format!("{prefix}/{file_name}");
+    blobs.put(&blob_key, path).await?;
+    Ok(NewArtifact {
+        id: Uuid::now_v7(),
+        kind: kind.to_owned(),
+        file_name,
+        content_type: content_type.to_owned(),
+        size_bytes,
+        sha256,
+        blob_key,
+    })
+}
+
+pub async fn hash_file(path: PathBuf) -> io::Result<(String, u64)> {
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        Ok((hex::encode(hasher.finalize()), total))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Before/after for the whole pipeline, then every step in full.
+fn job_metrics(model: &ModelRecord, steps: &[PruneReport]) -> Value {
+    let (first, last) = (steps.first(), steps.last());
+    let seconds: f64 = steps.iter().map(|s| s.seconds).sum();
+    let read: u64 = steps.iter().map(|s| s.bytes_read).sum();
+    json!({
+        "summary": {
+            "parameters": first.map(|s| s.model.parameters),
+            "nonzero_before": first.map(|s| s.model.nonzero_before),
+            "nonzero_after": last.map(|s| s.model.nonzero_after),
+            "density_before": first.map(|s| s.model.density_before),
+            "density_after": last.map(|s| s.model.density_after),
+            "sparsity_before": first.map(|s| s.model.sparsity_before),
+            "sparsity_after": last.map(|s| s.model.sparsity_after),
+            "file_bytes_before": model.size_bytes,
+            "file_bytes_after": last.map(|s| s.file_bytes_after),
+            "seconds": seconds,
+            "input_gb_per_second": if seconds > 0.0 { model.size_bytes as f64 / 1e9 / seconds } else { 0.0 },
+            "bytes_read": read,
+        },
+        "steps": steps,
+    })
+}
+
+/// A file name stem from a user-given model name: letters, digits, '.', '-', '_' only.
+fn safe_file_stem(name: &str) -> String {
+    let stem: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    let stem = stem.trim_matches('.').to_owned();
+    if stem.is_empty() {
+        "model".into()
+    } else {
+        stem
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_file_stem;
+
+    #[test]
+    fn file_stems_are_safe() {
+        assert_eq!(safe_file_stem("lenet"), "lenet");
+        assert_eq!(safe_file_stem("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(safe_file_stem("a b\nc"), "a_b_c");
+        assert_eq!(safe_file_stem(".."), "model");
+    }
+}

@@ -1,0 +1,273 @@
+//! A real compressd on a random port, against a database of its own, spoken to over HTTP.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use compressd::config::Config;
+use compressd::startup::Application;
+use compressd::worker::{Outcome, Worker};
+use reqwest::multipart;
+use serde_json::{json, Value};
+use sqlx::Connection;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database for one test: a new SQLite file, or a new PostgreSQL database.
+pub struct TestDb {
+    pub url: String,
+    pg_admin: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// None when the backend is PostgreSQL and TEST_DATABASE_URL is unset.
+    pub async fn create(backend: Backend, dir: &std::path::Path) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => Some(TestDb {
+                url: format!("sqlite://{}", dir.join("compressd.db").display()),
+                pg_admin: None,
+            }),
+            Backend::Postgres => {
+                let admin = std::env::var("TEST_DATABASE_URL").ok()?;
+                let name = format!("compressd_test_{}", Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to TEST_DATABASE_URL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create database");
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                Some(TestDb {
+                    url: format!("{base}/{name}"),
+                    pg_admin: Some((admin.clone(), name)),
+                })
+            }
+        }
+    }
+
+    pub async fn drop_database(&self) {
+        if let Some((admin, name)) = &self.pg_admin {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub app: Option<Application>,
+    pub config: Config,
+    pub db: std::sync::Arc<TestDb>,
+    pub dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+pub fn test_config(db_url: &str, data_dir: PathBuf) -> Config {
+    let mut config = Config::defaults();
+    config.bind = "127.0.0.1:0".into();
+    config.database_url = db_url.into();
+    config.data_dir = data_dir;
+    config.workers = Some(0);
+    config.poll_ms = 50;
+    config.retry_base_ms = 50;
+    config.shutdown_grace_seconds = 5;
+    config
+}
+
+impl TestApp {
+    /// Starts an app with no background workers (tests drive the queue with `run_next_job`)
+    /// unless `tweak` says otherwise. None when the backend is not available.
+    pub async fn spawn(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        if std::env::var("TEST_LOG").is_ok() {
+            compressd::telemetry::init_logging("text");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let Some(db) = TestDb::create(backend, dir.path()).await else {
+            eprintln!("postgres backend skipped: TEST_DATABASE_URL is not set");
+            return None;
+        };
+        let mut config = test_config(&db.url, dir.path().join("data"));
+        tweak(&mut config);
+        let mut app = Self::start(config, std::sync::Arc::new(db), std::sync::Arc::new(dir)).await;
+        app.http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Some(app)
+    }
+
+    /// A second server on the same database and data directory.
+    pub async fn sibling(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        Self::start(config, self.db.clone(), self.dir.clone()).await
+    }
+
+    async fn start(
+        config: Config,
+        db: std::sync::Arc<TestDb>,
+        dir: std::sync::Arc<tempfile::TempDir>,
+    ) -> TestApp {
+        let app = Application::build(config.clone())
+            .await
+            .expect("app starts");
+        TestApp {
+            base: format!("http://{}", app.address()),
+            http: reqwest::Client::new(),
+            app: Some(app),
+            config,
+            db,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn worker(&self) -> Worker {
+        self.app.as_ref().expect("running").worker()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await.expect("clean stop");
+        }
+    }
+
+    pub async fn finish(mut self) {
+        self.stop().await;
+        if std::sync::Arc::strong_count(&self.db) == 1 {
+            self.db.drop_database().await;
+        }
+    }
+
+    pub async fn upload(&self, bytes: Vec<u8>, name: &str) -> reqwest::Response {
+        let part = multipart::Part::bytes(bytes).file_name(format!("{name}.safetensors"));
+        let form = multipart::Form::new()
+            .text("name", name.to_owned())
+            .part("file", part);
+        self.http
+            .post(self.url("/v1/models"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads and returns the model id, asserting success.
+    pub async fn upload_ok(&self, bytes: Vec<u8>, name: &str) -> String {
+        let res = self.upload(bytes, name).await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn post_job(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/jobs"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn submit(&self, model_id: &str, pipeline: Value) -> String {
+        let res = self
+            .post_job(json!({"model_id": model_id, "pipeline": pipeline}))
+            .await;
+        assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+        res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let res = self.http.get(self.url(path)).send().await.unwrap();
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        self.get_json(&format!("/v1/jobs/{id}")).await
+    }
+
+    pub async fn download(&self, path: &str) -> Vec<u8> {
+        let res = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.bytes().await.unwrap().to_vec()
+    }
+
+    /// Runs queued jobs on this test's worker until none is left.
+    pub async fn run_jobs(&self) -> Vec<Outcome> {
+        let worker = self.worker();
+        let mut outcomes = Vec::new();
+        loop {
+            match worker.run_next_job().await.expect("store reachable") {
+                Outcome::Idle => return outcomes,
+                o => outcomes.push(o),
+            }
+        }
+    }
+
+    /// Polls until the job reaches `status`.
+    pub async fn wait_for(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if job["status"] == status {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not become {status}: {job:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The model artifact of a finished job, downloaded and parsed.
+    pub async fn model_artifact(&self, job: &Value) -> Vec<u8> {
+        let artifact = job["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == "model")
+            .expect("a model artifact");
+        self.download(artifact["file_url"].as_str().unwrap()).await
+    }
+}
+
+/// Runs `$test(Backend)` once per backend, as `sqlite::$test` and `postgres::$test`.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

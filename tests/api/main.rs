@@ -1,0 +1,12 @@
+//! Integration tests: the real server over HTTP, on SQLite and (with TEST_DATABASE_URL set)
+//! PostgreSQL. Each test gets its own database and data directory.
+
+mod helpers;
+mod models;
+
+mod flow;
+mod jobs;
+mod openapi;
+mod pruning;
+mod recovery;
+mod uploads;

@@ -1,0 +1,254 @@
+//! Crashes, expired leases, shutdowns and several servers on one database: every job ends
+//! exactly once.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use compressd::store::Finish;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{Backend, TestApp};
+use crate::models::{f32_tensor, mlp, safetensors, values};
+
+/// A model of `n` tensors; each is one chunk, so a slowed job takes 3·n checkpoints.
+fn layered(n: u64) -> Vec<u8> {
+    let tensors: Vec<_> = (0..n)
+        .map(|i| {
+            f32_tensor(
+                Box::leak(format!("l{i}.weight").into_boxed_str()),
+                &[128, 128],
+                &values(128 * 128, i),
+            )
+        })
+        .collect();
+    safetensors(&tensors, None)
+}
+
+const PRUNE: &str = r#"[{"op":"prune","method":"magnitude","sparsity":0.5,"scope":"global"}]"#;
+
+fn pipeline() -> Value {
+    serde_json::from_str(PRUNE).unwrap()
+}
+
+fn model_artifacts(job: &Value) -> usize {
+    job["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "model")
+        .count()
+}
+
+/// A worker that claimed a job and vanished: its lease expires, another worker finishes the
+/// job, and the vanished worker's late answers are discarded.
+async fn expired_lease_is_taken_over_and_fenced(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |c| c.lease_ms = 400).await else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "m").await;
+    let job = app.submit(&model, pipeline()).await;
+    let store = app.app.as_ref().unwrap().store().clone();
+    let stale = store
+        .claim_job("vanished-worker", 400)
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert!(app.run_jobs().await.is_empty(), "a live lease is not taken");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let outcomes = app.run_jobs().await;
+    assert_eq!(outcomes.len(), 1);
+    let done = app.job(&job).await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(model_artifacts(&done), 1);
+    assert_ne!(done["worker"], "vanished-worker");
+
+    let id = Uuid::parse_str(&job).unwrap();
+    assert_eq!(
+        store.heartbeat(id, stale.token, 400).await.unwrap(),
+        None,
+        "stale heartbeat refused"
+    );
+    assert!(!store.set_progress(id, stale.token, 0.3).await.unwrap());
+    let late = Finish::Failed {
+        error: json!({"detail": "late"}),
+    };
+    assert!(
+        !store.finish_job(id, stale.token, late).await.unwrap(),
+        "stale finish refused"
+    );
+    let after = app.job(&job).await;
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(after["progress"], 1.0);
+    app.finish().await;
+}
+
+/// A job whose workers keep dying fails after its last attempt, with the reason.
+async fn attempts_run_out(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |c| {
+        c.lease_ms = 300;
+        c.max_attempts = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "m").await;
+    let job = app.submit(&model, pipeline()).await;
+    let store = app.app.as_ref().unwrap().store().clone();
+    for _ in 0..2 {
+        store
+            .claim_job("dies", 300)
+            .await
+            .unwrap()
+            .expect("claimed");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(app.run_jobs().await.is_empty());
+    let failed = app.job(&job).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["attempts"], 2);
+    assert_eq!(failed["error"]["type"], "urn:compressd:problem:worker-lost");
+    app.finish().await;
+}
+
+fn spawn_server(app: &TestApp, extra: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_compressd"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.config.database_url)
+        .env("COMPRESSD_DATA_DIR", &app.config.data_dir)
+        .env("COMPRESSD_BIND", "127.0.0.1:0")
+        .env("COMPRESSD_POLL_MS", "50")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    if std::env::var("TEST_LOG").is_err() {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    cmd.spawn().expect("start compressd")
+}
+
+/// `kill -9` mid-job: the job is retried by another process and finishes exactly once.
+async fn killed_worker_process_is_recovered(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |c| c.lease_ms = 1000).await else {
+        return;
+    };
+    let model = app.upload_ok(layered(20), "m").await;
+    let job = app.submit(&model, pipeline()).await;
+    let mut child = spawn_server(
+        &app,
+        &[
+            ("COMPRESSD_WORKERS", "1"),
+            ("COMPRESSD_LEASE_MS", "1000"),
+            ("COMPRESSD_TEST_CHUNK_DELAY_MS", "100"),
+        ],
+    );
+    let running = app.wait_for(&job, "running", Duration::from_secs(20)).await;
+    let victim = running["worker"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        app.job(&job).await["status"],
+        "running",
+        "the dead worker's claim stays until its lease runs out"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.run_jobs().await;
+    let done = app.job(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["attempts"], 2);
+    assert_ne!(done["worker"].as_str().unwrap(), victim);
+    assert_eq!(model_artifacts(&done), 1);
+    app.finish().await;
+}
+
+/// SIGTERM: the server stops taking work, and a job that outlasts the grace period goes back
+/// to the queue without spending an attempt.
+async fn sigterm_releases_running_jobs(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let model = app.upload_ok(layered(30), "m").await;
+    let job = app.submit(&model, pipeline()).await;
+    let mut child = spawn_server(
+        &app,
+        &[
+            ("COMPRESSD_WORKERS", "1"),
+            ("COMPRESSD_SHUTDOWN_GRACE_SECONDS", "1"),
+            ("COMPRESSD_TEST_CHUNK_DELAY_MS", "100"),
+        ],
+    );
+    app.wait_for(&job, "running", Duration::from_secs(20)).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
+    let released = app.job(&job).await;
+    assert_eq!(released["status"], "queued", "{released:#}");
+    assert_eq!(released["attempts"], 0);
+
+    app.run_jobs().await;
+    let done = app.job(&job).await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["attempts"], 1);
+    app.finish().await;
+}
+
+/// Two servers on one database share the queue: every job runs once, both servers work.
+async fn two_servers_share_the_queue(backend: Backend) {
+    let Some(first) = TestApp::spawn(backend, |c| {
+        c.workers = Some(2);
+        c.test_chunk_delay_ms = 20;
+    })
+    .await
+    else {
+        return;
+    };
+    let second = first.sibling(|_| {}).await;
+    let model = first.upload_ok(layered(4), "m").await;
+    let mut jobs = Vec::new();
+    for i in 0..12 {
+        let target = json!([{"op":"prune","method":"magnitude","sparsity": 0.05 * (i + 1) as f64,"scope":"layer"}]);
+        let via = if i % 2 == 0 { &first } else { &second };
+        jobs.push(via.submit(&model, target).await);
+    }
+    let mut workers = HashSet::new();
+    for job in &jobs {
+        let done = second
+            .wait_for(job, "succeeded", Duration::from_secs(60))
+            .await;
+        assert_eq!(done["attempts"], 1, "{done:#}");
+        assert_eq!(model_artifacts(&done), 1);
+        workers.insert(done["worker"].as_str().unwrap().to_owned());
+    }
+    assert!(workers.len() >= 2, "both servers took jobs: {workers:?}");
+    let attempt_dirs: usize = std::fs::read_dir(first.config.data_dir.join("blobs/artifacts"))
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(attempt_dirs, jobs.len(), "one set of files per job");
+    second.finish().await;
+    first.finish().await;
+}
+
+crate::on_each_backend!(
+    expired_lease_is_taken_over_and_fenced,
+    attempts_run_out,
+    killed_worker_process_is_recovered,
+    sigterm_releases_running_jobs,
+    two_servers_share_the_queue,
+);
