@@ -20,6 +20,9 @@ pub enum Command {
     Serve,
     /// Print the OpenAPI description (YAML) that the server serves at /openapi.json.
     Openapi,
+    /// Exit 0 if the server at COMPRESSD_BIND answers /readyz with 200 (for container
+    /// health checks, where no curl is installed).
+    Healthcheck,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,3 +1,7 @@
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
 use clap::Parser;
 use compressd::config::{Cli, Command};
 use compressd::startup::Application;
@@ -10,10 +14,29 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", compressd::api::openapi().to_yaml()?);
             Ok(())
         }
+        Some(Command::Healthcheck) => healthcheck(&cli.config.bind),
         Some(Command::Serve) | None => {
             compressd::telemetry::init_logging(&cli.config.log_format);
             let app = Application::build(cli.config).await?;
             app.run_until_stopped().await
         }
     }
+}
+
+fn healthcheck(bind: &str) -> anyhow::Result<()> {
+    // A wildcard bind address is reachable on loopback.
+    let target = bind
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    let mut stream = TcpStream::connect(&target)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    anyhow::ensure!(
+        &head[9..12] == b"200",
+        "not ready: {}",
+        String::from_utf8_lossy(&head)
+    );
+    Ok(())
 }

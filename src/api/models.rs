@@ -143,12 +143,14 @@ async fn receive_multipart(
                 );
             }
             Some("name") => name = Some(field.text().await.map_err(bad)?),
-            other => return Err(ApiError::bad_request(
-                "invalid-multipart",
-                format!(
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid-multipart",
+                    format!(
                     "unexpected part {other:?}; send a 'file' part and optionally a 'name' part"
                 ),
-            )),
+                ))
+            }
         }
     }
     let file = file.ok_or_else(|| {

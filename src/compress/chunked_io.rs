@@ -69,7 +69,9 @@ impl PipelinedWriter {
                 file.write_all(&buf)?;
                 let _ = give_back.try_send(buf);
             }
-            file.sync_all()?;
+            // No fsync here: intermediate files need none, and a kept output is synced
+            // once, when blob storage commits it.
+            file.flush()?;
             Ok(file)
         });
         PipelinedWriter {
@@ -100,7 +102,7 @@ impl PipelinedWriter {
         Ok(())
     }
 
-    /// Flushes everything to disk and returns the file.
+    /// Waits for every buffer to be written and returns the file.
     pub fn finish(mut self) -> io::Result<File> {
         self.join()
     }

@@ -7,6 +7,8 @@ pub mod cut;
 pub mod dtype;
 pub mod pipeline;
 pub mod prune;
+#[cfg(test)]
+mod prune_props;
 pub mod report;
 pub mod safetensors_index;
 

@@ -99,12 +99,6 @@ pub fn prune_file(
         tensors: stats,
         file_bytes_before: index.file_len,
         file_bytes_after: std::fs::metadata(output)?.len(),
-        bytes_read: all_bytes
-            + if threshold.is_some() {
-                0
-            } else {
-                2 * selected_bytes
-            },
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -116,6 +116,5 @@ pub struct PruneReport {
     pub tensors: Vec<TensorStats>,
     pub file_bytes_before: u64,
     pub file_bytes_after: u64,
-    pub bytes_read: u64,
     pub seconds: f64,
 }

@@ -131,7 +131,6 @@ pub async fn hash_file(path: PathBuf) -> io::Result<(String, u64)> {
 fn job_metrics(model: &ModelRecord, steps: &[PruneReport]) -> Value {
     let (first, last) = (steps.first(), steps.last());
     let seconds: f64 = steps.iter().map(|s| s.seconds).sum();
-    let read: u64 = steps.iter().map(|s| s.bytes_read).sum();
     json!({
         "summary": {
             "parameters": first.map(|s| s.model.parameters),
@@ -145,7 +144,6 @@ fn job_metrics(model: &ModelRecord, steps: &[PruneReport]) -> Value {
             "file_bytes_after": last.map(|s| s.file_bytes_after),
             "seconds": seconds,
             "input_gb_per_second": if seconds > 0.0 { model.size_bytes as f64 / 1e9 / seconds } else { 0.0 },
-            "bytes_read": read,
         },
         "steps": steps,
     })

@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -t compressd .    Run: docker run -p 8080:8080 -v compressd-data:/var/lib/compressd compressd
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Dependencies first, so that code changes do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src benches \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && echo 'fn main() {}' > benches/prune_throughput.rs \
+ && cargo build --release --locked --bin compressd \
+ && rm -rf src benches
+COPY src src
+COPY migrations migrations
+COPY benches benches
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin compressd
+
+FROM debian:bookworm-slim
+RUN groupadd --system --gid 10001 compressd \
+ && useradd --system --uid 10001 --gid compressd --home-dir /var/lib/compressd compressd \
+ && mkdir -p /var/lib/compressd && chown compressd:compressd /var/lib/compressd
+COPY --from=build /src/target/release/compressd /usr/local/bin/compressd
+USER compressd
+WORKDIR /var/lib/compressd
+ENV COMPRESSD_BIND=0.0.0.0:8080 \
+    COMPRESSD_DATA_DIR=/var/lib/compressd \
+    DATABASE_URL=sqlite:///var/lib/compressd/compressd.db \
+    COMPRESSD_LOG_FORMAT=json
+EXPOSE 8080
+VOLUME ["/var/lib/compressd"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["compressd", "healthcheck"]
+# SIGTERM lets running jobs finish within COMPRESSD_SHUTDOWN_GRACE_SECONDS, then releases the rest.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["compressd"]
+CMD ["serve"]
