@@ -52,7 +52,9 @@ fn main() -> anyhow::Result<()> {
     );
     for (name, step) in cases {
         let pipeline = Pipeline::parse(&[step])?;
-        let Step::Prune(prune) = &pipeline.steps()[0];
+        let Step::Prune(prune) = &pipeline.steps()[0] else {
+            unreachable!()
+        };
         reset_peak_rss();
         let started = Instant::now();
         let report = prune_file(&input, &output, prune, &Control::default())?;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use compressd::config::{Cli, Command};
-use compressd::startup::Application;
+use compressd::startup::{Application, ShutdownSignal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,9 +16,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Healthcheck) => healthcheck(&cli.config.bind),
         Some(Command::Serve) | None => {
+            let signal = ShutdownSignal::install();
             compressd::telemetry::init_logging(&cli.config.log_format);
             let app = Application::build(cli.config).await?;
-            app.run_until_stopped().await
+            app.run_until_stopped(signal).await
         }
     }
 }

@@ -109,9 +109,9 @@ impl Application {
         &self.store
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        shutdown_signal().await;
+    /// Serves until `signal` fires, then shuts down gracefully.
+    pub async fn run_until_stopped(self, signal: ShutdownSignal) -> anyhow::Result<()> {
+        signal.wait().await;
         tracing::info!("shutdown requested: no new jobs; running jobs get the grace period");
         self.stop().await
     }
@@ -129,24 +129,37 @@ impl Application {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM or Ctrl-C, listened for from the moment it is installed: install it before
+/// anything starts work, so that a signal during start-up is not lost to the default action.
+pub struct ShutdownSignal {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    pub fn install() -> Self {
+        ShutdownSignal {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    }
+
+    pub async fn wait(self) {
+        #[cfg(unix)]
+        let term = async move {
+            match self.term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
     }
 }
 

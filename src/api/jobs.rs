@@ -15,6 +15,7 @@ use super::extract::{parse_id, ApiJson, ApiQuery};
 use super::views::{next_cursor, JobView, Page, PageQuery};
 use super::AppState;
 use crate::compress::prune::select_tensors;
+use crate::compress::quantize::check_groups;
 use crate::compress::TensorEntry;
 use crate::domain::{JobStatus, Pipeline, PipelineStepDoc, Step};
 use crate::store::{CreateJob, Created, JobFilter, JobRecord, ModelRecord};
@@ -126,7 +127,9 @@ fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), A
         serde_json::from_value(model.tensors.clone()).map_err(ApiError::internal)?;
     for (i, step) in pipeline.steps().iter().enumerate() {
         match step {
-            Step::Prune(p) => select_tensors(&tensors, p).map(drop),
+            Step::Prune(p) => select_tensors(&tensors, &p.selection, "prune").map(drop),
+            Step::Quantize(q) => select_tensors(&tensors, &q.selection, "quantize")
+                .and_then(|selected| check_groups(&tensors, &selected, q.scheme)),
         }
         .map_err(|e| {
             ApiError::unprocessable(

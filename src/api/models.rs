@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::download::serve_blob;
 use super::error::ApiError;
 use super::extract::{parse_id, ApiQuery};
-use super::upload::{receive, TempUpload};
+use super::upload::{drain, receive, TempUpload};
 use super::views::{next_cursor, ModelView, Page, PageQuery};
 use super::AppState;
 use crate::compress::{OpenError, SafetensorsIndex};
@@ -67,16 +67,14 @@ pub async fn upload_model(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
+    let too_large = |n: u64| n > limit.saturating_add(64 << 10);
+    if declared.is_some_and(too_large) {
+        drain(std::pin::pin!(request.into_body().into_data_stream())).await;
+        return Err(ApiError::too_large(limit));
+    }
     let (upload, part_name) = if content_type.starts_with("multipart/form-data") {
-        // The form's other parts are small; allow them a little room over the file limit.
-        if declared.is_some_and(|n| n > limit.saturating_add(64 << 10)) {
-            return Err(ApiError::too_large(limit));
-        }
         receive_multipart(&app, &content_type, request.into_body()).await?
     } else if content_type.starts_with("application/octet-stream") {
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::too_large(limit));
-        }
         let stream = request.into_body().into_data_stream();
         let upload = receive(stream, &app.config.tmp_dir(), limit)
             .await

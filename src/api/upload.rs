@@ -60,6 +60,25 @@ impl ReceiveError {
     }
 }
 
+/// Reads and discards what is left of a refused body, a little of it: a client that is still
+/// sending when the connection closes often sees a reset instead of the answer, so a small
+/// overshoot is absorbed and a large one is cut off.
+pub async fn drain<S, E>(body: std::pin::Pin<&mut S>)
+where
+    S: Stream<Item = Result<Bytes, E>>,
+{
+    const MAX_BYTES: usize = 1 << 20;
+    let mut body = body;
+    let mut seen = 0usize;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while seen < MAX_BYTES {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(bytes))) => seen += bytes.len(),
+            _ => break,
+        }
+    }
+}
+
 /// Streams `body` into a new file under `tmp_dir`, refusing to go past `limit` bytes.
 pub async fn receive<S, E>(body: S, tmp_dir: &Path, limit: u64) -> Result<TempUpload, ReceiveError>
 where
@@ -97,6 +116,7 @@ where
                 upload.size += bytes.len() as u64;
                 if upload.size > limit {
                     failure = Some(ReceiveError::TooLarge);
+                    drain(body.as_mut()).await;
                     break;
                 }
                 metrics::counter!("compressd_upload_bytes_total").increment(bytes.len() as u64);

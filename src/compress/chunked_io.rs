@@ -1,37 +1,81 @@
-//! Streaming tensor bytes: positioned reads into a reused buffer, and a writer thread so that
-//! writing one chunk overlaps reading and pruning the next. Reads go through `pread` rather
-//! than a memory map so that resident memory stays at a few chunks whatever the model size.
+//! Streaming tensor bytes: the input is mapped one window at a time (no copy, every core can
+//! read it, and resident memory stays at a window whatever the model size), and the output is
+//! written on a thread of its own so that writing one chunk overlaps pruning the next.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::ops::Deref;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
+
+use memmap2::{Mmap, MmapOptions};
 
 use super::control::Control;
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
 use super::CompressError;
 
-pub const CHUNK_BYTES: usize = 8 << 20;
+pub const CHUNK_BYTES: usize = 16 << 20;
 
 /// A tensor's byte range cut into chunks of whole elements: (offset in data section, length).
 pub fn chunks(tensor: &TensorEntry) -> impl Iterator<Item = (u64, usize)> + '_ {
     let width = tensor.dtype.size();
     let step = ((CHUNK_BYTES / width) * width) as u64;
     (tensor.begin..tensor.end)
-        .step_by(step as usize)
+        .step_by(step.max(1) as usize)
         .map(move |offset| (offset, (tensor.end - offset).min(step) as usize))
 }
 
-/// Reads one chunk into `buf`, resized to fit.
-pub fn read_chunk(
+/// One chunk of the input, mapped read-only; unmapped on drop.
+pub struct Window {
+    map: Option<Mmap>,
+    skip: usize,
+    len: usize,
+}
+
+impl Deref for Window {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.map {
+            Some(m) => &m[self.skip..self.skip + self.len],
+            None => &[],
+        }
+    }
+}
+
+fn page_size() -> u64 {
+    // Every platform compressd targets maps at 4 KiB granularity or a divisor of 64 KiB.
+    64 << 10
+}
+
+/// Maps a chunk of the data section.
+pub fn map_chunk(
     file: &File,
     index: &SafetensorsIndex,
     (offset, len): (u64, usize),
-    buf: &mut Vec<u8>,
-) -> io::Result<()> {
-    buf.resize(len, 0);
-    file.read_exact_at(buf, index.data_start + offset)
+) -> io::Result<Window> {
+    if len == 0 {
+        return Ok(Window {
+            map: None,
+            skip: 0,
+            len: 0,
+        });
+    }
+    let absolute = index.data_start + offset;
+    let aligned = absolute - absolute % page_size();
+    let skip = (absolute - aligned) as usize;
+    // SAFETY: blobs are immutable once stored and work files belong to this attempt alone, so
+    // nothing truncates or rewrites the file while it is mapped.
+    let map = unsafe {
+        MmapOptions::new()
+            .offset(aligned)
+            .len(skip + len)
+            .map(file)?
+    };
+    Ok(Window {
+        map: Some(map),
+        skip,
+        len,
+    })
 }
 
 /// Visits a tensor's bytes chunk by chunk, checking for interruption and counting progress
@@ -40,14 +84,12 @@ pub fn for_each_chunk(
     file: &File,
     index: &SafetensorsIndex,
     tensor: &TensorEntry,
-    buf: &mut Vec<u8>,
     control: &Control,
     mut visit: impl FnMut(&[u8]),
 ) -> Result<(), CompressError> {
     for chunk in chunks(tensor) {
         control.checkpoint()?;
-        read_chunk(file, index, chunk, buf)?;
-        visit(buf);
+        visit(&map_chunk(file, index, chunk)?);
         control.advance(chunk.1 as u64);
     }
     Ok(())
@@ -81,13 +123,12 @@ impl PipelinedWriter {
         }
     }
 
-    /// A buffer to fill: one the writer has finished with, or a new one.
-    pub fn buffer(&mut self) -> Vec<u8> {
-        let mut buf = self
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK_BYTES));
-        buf.clear();
+    /// A buffer of `len` bytes to fill, reusing one the writer has finished with. Its contents
+    /// are stale: the caller overwrites every byte.
+    pub fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self.recycled.try_recv().unwrap_or_default();
+        // Reused buffers are already full length, so this writes nothing in the common case.
+        buf.resize(len, 0);
         buf
     }
 
@@ -128,6 +169,7 @@ impl Drop for PipelinedWriter {
 
 /// Copies the 8-byte length and the header verbatim: pruning keeps every offset.
 pub fn copy_header(input: &File, index: &SafetensorsIndex) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
     let mut header = vec![0u8; index.data_start as usize];
     input.read_exact_at(&mut header, 0)?;
     Ok(header)

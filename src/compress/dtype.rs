@@ -137,6 +137,26 @@ impl KeyReader {
         }
     }
 
+    #[inline]
+    fn key_of(self, b: &[u8]) -> Key {
+        match self {
+            KeyReader::F32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff,
+            KeyReader::F16(table) => table[(u16::from_le_bytes([b[0], b[1]]) & 0x7fff) as usize],
+            KeyReader::BF16 => ((u16::from_le_bytes([b[0], b[1]]) & 0x7fff) as u32) << 16,
+        }
+    }
+
+    /// Copies `input` to `out` element by element, writing zero where `keep(key)` is false.
+    #[inline]
+    pub fn filter_into(self, input: &[u8], out: &mut [u8], mut keep: impl FnMut(Key) -> bool) {
+        match self {
+            KeyReader::F32 => filter_width::<4>(input, out, |b| keep(self.key_of(b))),
+            KeyReader::F16(_) | KeyReader::BF16 => {
+                filter_width::<2>(input, out, |b| keep(self.key_of(b)))
+            }
+        }
+    }
+
     /// Maps every element through `keep(key) -> bool`, zeroing those it rejects.
     #[inline]
     pub fn retain(self, bytes: &mut [u8], mut keep: impl FnMut(Key) -> bool) {
@@ -158,6 +178,15 @@ impl KeyReader {
                 }
             }),
         }
+    }
+}
+
+#[inline]
+fn filter_width<const W: usize>(input: &[u8], out: &mut [u8], mut keep: impl FnMut(&[u8]) -> bool) {
+    for (i, o) in input.chunks_exact(W).zip(out.chunks_exact_mut(W)) {
+        let i: &[u8; W] = i.try_into().expect("exact chunk");
+        let o: &mut [u8; W] = o.try_into().expect("exact chunk");
+        *o = if keep(i) { *i } else { [0; W] };
     }
 }
 

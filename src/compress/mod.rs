@@ -9,11 +9,16 @@ pub mod pipeline;
 pub mod prune;
 #[cfg(test)]
 mod prune_props;
+pub mod quant;
+pub mod quantize;
+pub mod reader;
 pub mod report;
 pub mod safetensors_index;
+pub mod sparse;
+pub mod st_writer;
 
 pub use control::{Control, Interrupt};
-pub use pipeline::{run_pipeline, PipelineRun};
+pub use pipeline::{run_pipeline, OutputFile, PipelineRun, StepReport};
 pub use prune::prune_file;
 pub use report::{PruneReport, TensorStats, Totals};
 pub use safetensors_index::{FormatError, OpenError, SafetensorsIndex, TensorEntry};

@@ -1,18 +1,61 @@
-//! Runs a pipeline's steps in order, each reading the previous step's output.
+//! Runs a pipeline's steps in order, each reading the previous step's output, and names the
+//! files the run leaves for the caller to keep.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
+use super::chunked_io::map_chunk;
 use super::control::Control;
-use super::prune::prune_file;
+use super::prune::{prune_file, select_tensors};
+use super::quantize::{quantize_file, QuantizeReport};
 use super::report::PruneReport;
+use super::safetensors_index::SafetensorsIndex;
+use super::sparse::write_sparse;
+use super::st_writer::SpooledWriter;
 use super::CompressError;
-use crate::domain::{Pipeline, Step};
+use crate::domain::{Pipeline, PruneStep, Step, Storage};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum StepReport {
+    Prune(PruneReport),
+    Quantize(QuantizeReport),
+}
+
+/// A file the run produced, and what it is.
+#[derive(Debug, Clone)]
+pub struct OutputFile {
+    /// `model` (the compressed model) or `model_dequantized`.
+    pub kind: &'static str,
+    pub path: PathBuf,
+    /// Appended to the model's name to make the file name.
+    pub suffix: &'static str,
+    pub format: &'static str,
+    pub read_with: &'static [&'static str],
+}
 
 pub struct PipelineRun {
-    /// The last step's output file, inside the work directory.
-    pub output: PathBuf,
-    pub steps: Vec<PruneReport>,
+    pub outputs: Vec<OutputFile>,
+    pub steps: Vec<StepReport>,
 }
+
+const ANY_SAFETENSORS_READER: &[&str] = &[
+    "safetensors (Python, Rust)",
+    "PyTorch via safetensors.torch.load_file",
+    "candle",
+    "transformers",
+];
+const COMPRESSED_TENSORS: &[&str] = &[
+    "vLLM and llm-compressor (compressed-tensors 0.9 layout)",
+    "compressd's reader (docs/formats.md)",
+    "any safetensors reader, as raw tensors",
+];
+const SPARSE_READERS: &[&str] = &[
+    "compressd's reader (docs/formats.md)",
+    "any safetensors reader, as raw mask/values tensors",
+];
 
 pub fn run_pipeline(
     input: &Path,
@@ -23,11 +66,26 @@ pub fn run_pipeline(
     let count = pipeline.steps().len();
     let mut current = input.to_path_buf();
     let mut reports = Vec::with_capacity(count);
+    let mut outputs = Vec::new();
     for (i, step) in pipeline.steps().iter().enumerate() {
         control.begin_step(i, count);
         let output = workdir.join(format!("step-{i}.safetensors"));
         let report = match step {
-            Step::Prune(p) => prune_file(&current, &output, p, control),
+            Step::Prune(p) => {
+                prune_step(&current, &output, workdir, i, p, control).map(StepReport::Prune)
+            }
+            Step::Quantize(q) => {
+                let dequantized = workdir.join(format!("step-{i}.dequantized.safetensors"));
+                let report = quantize_file(&current, &output, &dequantized, q, control);
+                outputs.push(OutputFile {
+                    kind: "model_dequantized",
+                    path: dequantized,
+                    suffix: ".dequantized.safetensors",
+                    format: "safetensors, dense: the input's layout with the quantization error baked in",
+                    read_with: ANY_SAFETENSORS_READER,
+                });
+                report.map(StepReport::Quantize)
+            }
         };
         if i > 0 {
             let _ = std::fs::remove_file(&current);
@@ -36,8 +94,80 @@ pub fn run_pipeline(
         current = output;
     }
     control.begin_step(count, count);
+    let (format, read_with) = match pipeline.steps().last() {
+        Some(Step::Quantize(q)) if q.store == Storage::Sparse => (
+            "safetensors with bitmask-v1 sparse tensors and quantized codes",
+            SPARSE_READERS,
+        ),
+        Some(Step::Quantize(_)) => (
+            "safetensors, quantized (compressed-tensors conventions)",
+            COMPRESSED_TENSORS,
+        ),
+        Some(Step::Prune(p)) if p.store == Storage::Sparse => {
+            ("safetensors with bitmask-v1 sparse tensors", SPARSE_READERS)
+        }
+        _ => (
+            "safetensors, dense: same names, shapes, dtypes and metadata as the input",
+            ANY_SAFETENSORS_READER,
+        ),
+    };
+    outputs.insert(
+        0,
+        OutputFile {
+            kind: "model",
+            path: current,
+            suffix: ".compressed.safetensors",
+            format,
+            read_with,
+        },
+    );
     Ok(PipelineRun {
-        output: current,
+        outputs,
         steps: reports,
     })
+}
+
+fn prune_step(
+    input: &Path,
+    output: &Path,
+    workdir: &Path,
+    i: usize,
+    step: &PruneStep,
+    control: &Control,
+) -> Result<PruneReport, CompressError> {
+    if step.store == Storage::Dense {
+        return prune_file(input, output, step, control);
+    }
+    let dense = workdir.join(format!("step-{i}.dense.safetensors"));
+    let mut report = prune_file(input, &dense, step, control)?;
+    let written = sparsify(&dense, output, step);
+    let _ = std::fs::remove_file(&dense);
+    report.file_bytes_after = written?;
+    Ok(report)
+}
+
+/// Rewrites the pruned tensors of a dense file in bitmask-v1 form.
+fn sparsify(dense: &Path, output: &Path, step: &PruneStep) -> Result<u64, CompressError> {
+    let index = SafetensorsIndex::open(dense)?;
+    let selected = select_tensors(&index.tensors, &step.selection, "prune")?;
+    let file = File::open(dense)?;
+    let mut out = SpooledWriter::new(&output.with_extension("spool"))?;
+    for (t, &sel) in index.tensors.iter().zip(&selected) {
+        let window = map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?;
+        if sel {
+            write_sparse(
+                &mut out,
+                &t.name,
+                t.dtype.name(),
+                t.dtype.size(),
+                &t.shape,
+                &window,
+            )?;
+        } else {
+            out.add(&t.name, t.dtype.name(), &t.shape, &window)?;
+        }
+    }
+    let mut meta = index.metadata.clone();
+    meta.insert("compressd.sparse".into(), "bitmask-v1".into());
+    Ok(out.finish(&meta, output)?)
 }

@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::chunked_io::{chunks, copy_header, for_each_chunk, read_chunk, PipelinedWriter};
+use super::chunked_io::{chunks, copy_header, for_each_chunk, map_chunk, PipelinedWriter};
 use super::control::Control;
 use super::cut::{self, Cut, Histogram, BUCKETS};
 use super::dtype::{count_nonzero, threshold_key, Key, KeyReader, INFINITY_KEY};
 use super::report::{PruneReport, TensorStats, Totals};
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
 use super::CompressError;
-use crate::domain::{PruneMethod, PruneStep, PruneTarget, Scope};
+use crate::domain::{PruneMethod, PruneStep, PruneTarget, Scope, TensorSelection};
 
 const BLOCK_BYTES: usize = 64 << 10;
 
@@ -38,7 +38,7 @@ pub fn prune_file(
     let index = SafetensorsIndex::open(input)?;
     let file = File::open(input)?;
     let plan = Plan {
-        selected: select_tensors(&index.tensors, step)?,
+        selected: select_tensors(&index.tensors, &step.selection, "prune")?,
         index: &index,
         file: &file,
         control,
@@ -114,11 +114,12 @@ enum Share {
 /// Also used to refuse a job before it is queued.
 pub fn select_tensors(
     tensors: &[TensorEntry],
-    step: &PruneStep,
+    selection: &TensorSelection,
+    op: &str,
 ) -> Result<Vec<bool>, CompressError> {
     let selected: Vec<bool> = tensors
         .iter()
-        .map(|t| step.selection.selects(&t.name, t.is_weight()))
+        .map(|t| selection.selects(&t.name, t.is_weight()))
         .collect();
     if let Some(t) = tensors
         .iter()
@@ -127,7 +128,7 @@ pub fn select_tensors(
         .map(|(t, _)| t)
     {
         return Err(CompressError::InvalidRequest(format!(
-            "tensor '{}' has dtype {}; magnitude pruning supports F32, F16 and BF16 (narrow include or add it to exclude)",
+            "tensor '{}' has dtype {}; {op} supports F32, F16 and BF16 tensors (narrow include or add it to exclude)",
             t.name,
             t.dtype.name()
         )));
@@ -160,9 +161,8 @@ impl Plan<'_> {
     /// Adds a tensor's high-bits histogram to `into`, refusing NaN and infinite weights.
     fn high_histogram(&self, t: &TensorEntry, into: &mut Histogram) -> Result<(), CompressError> {
         let mut own = vec![0u64; BUCKETS];
-        let mut buf = Vec::new();
         let reader = Self::reader(t);
-        for_each_chunk(self.file, self.index, t, &mut buf, self.control, |chunk| {
+        for_each_chunk(self.file, self.index, t, self.control, |chunk| {
             cut::high_histogram(reader, chunk, &mut own)
         })?;
         let bad = cut::non_finite(&own);
@@ -179,9 +179,8 @@ impl Plan<'_> {
         high: u32,
         into: &mut Histogram,
     ) -> Result<(), CompressError> {
-        let mut buf = Vec::new();
         let reader = Self::reader(t);
-        for_each_chunk(self.file, self.index, t, &mut buf, self.control, |chunk| {
+        for_each_chunk(self.file, self.index, t, self.control, |chunk| {
             cut::low_histogram(reader, chunk, high, into)
         })
     }
@@ -251,14 +250,15 @@ impl Plan<'_> {
             let (mut before, mut after, mut bad) = (0u64, 0u64, 0u64);
             for chunk in chunks(t) {
                 self.control.checkpoint()?;
-                let mut buf = writer.buffer();
-                read_chunk(self.file, self.index, chunk, &mut buf)?;
+                let input = map_chunk(self.file, self.index, chunk)?;
+                let mut buf = writer.buffer(input.len());
                 if sel {
-                    let s = prune_chunk(Self::reader(t), &mut buf, cut.key, ties);
+                    let s = prune_chunk(Self::reader(t), &input, &mut buf, cut.key, ties);
                     before += s.nonzero_before;
                     after += s.nonzero_after;
                     bad += s.non_finite;
                 } else {
+                    buf.copy_from_slice(&input);
                     let n = count_nonzero(t.dtype, &buf);
                     before += n;
                     after += n;
@@ -292,12 +292,19 @@ struct ChunkStats {
 }
 
 /// Zeroes every element with key < `cut`, then the first `ties` elements equal to it.
-fn prune_chunk(reader: KeyReader, buf: &mut [u8], cut: Key, ties: &mut u64) -> ChunkStats {
-    let blocks: Vec<ChunkStats> = buf
-        .par_chunks_mut(BLOCK_BYTES)
-        .map(|block| {
+fn prune_chunk(
+    reader: KeyReader,
+    input: &[u8],
+    buf: &mut [u8],
+    cut: Key,
+    ties: &mut u64,
+) -> ChunkStats {
+    let blocks: Vec<ChunkStats> = input
+        .par_chunks(BLOCK_BYTES)
+        .zip(buf.par_chunks_mut(BLOCK_BYTES))
+        .map(|(input, block)| {
             let mut s = ChunkStats::default();
-            reader.retain(block, |k| {
+            reader.filter_into(input, block, |k| {
                 s.nonzero_before += (k != 0) as u64;
                 s.non_finite += (k >= INFINITY_KEY) as u64;
                 s.ties += (k == cut) as u64;
@@ -347,9 +354,16 @@ mod tests {
 
     #[test]
     fn prunes_below_the_cut_and_exactly_the_tie_quota() {
-        let mut buf = f32_bytes(&[0.3, -0.1, 0.3, 0.0, -0.3, 0.9]);
+        let input = f32_bytes(&[0.3, -0.1, 0.3, 0.0, -0.3, 0.9]);
+        let mut buf = vec![0xff; input.len()];
         let mut ties = 2;
-        let s = prune_chunk(KeyReader::F32, &mut buf, 0.3f32.to_bits(), &mut ties);
+        let s = prune_chunk(
+            KeyReader::F32,
+            &input,
+            &mut buf,
+            0.3f32.to_bits(),
+            &mut ties,
+        );
         assert_eq!(f32_values(&buf), vec![0.0, 0.0, 0.0, 0.0, -0.3, 0.9]);
         assert_eq!(ties, 0);
         assert_eq!((s.nonzero_before, s.nonzero_after), (5, 2));

@@ -81,7 +81,9 @@ fn run(tensors: &[(Kind, Vec<f32>)], step: serde_json::Value) -> Vec<(Vec<f32>, 
     .unwrap();
     let output = dir.path().join("out.safetensors");
     let pipeline = Pipeline::parse(&[step]).unwrap();
-    let Step::Prune(p) = &pipeline.steps()[0];
+    let Step::Prune(p) = &pipeline.steps()[0] else {
+        unreachable!()
+    };
     prune_file(&input, &output, p, &Control::default()).unwrap();
     let out_bytes = std::fs::read(&output).unwrap();
     let out = safetensors::SafeTensors::deserialize(&out_bytes).unwrap();

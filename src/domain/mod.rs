@@ -4,6 +4,7 @@
 mod job;
 mod pipeline;
 mod problem;
+mod quantize;
 mod selection;
 
 pub use job::{JobStatus, UnknownStatus};
@@ -12,4 +13,5 @@ pub use pipeline::{
     Sparsity, Step, Threshold,
 };
 pub use problem::Problem;
+pub use quantize::{Granularity, QuantizeStep, QuantizeWire, Scheme, Storage};
 pub use selection::{NamePattern, TensorSelection};

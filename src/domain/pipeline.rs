@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::quantize::{QuantizeStep, QuantizeWire, Storage};
 use super::selection::{NamePattern, TensorSelection};
 
 pub const MAX_STEPS: usize = 32;
-const SUPPORTED_OPS: &str = "prune";
+const SUPPORTED_OPS: &str = "prune, quantize";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
@@ -81,6 +82,7 @@ pub struct PruneStep {
     pub method: PruneMethod,
     pub target: PruneTarget,
     pub selection: TensorSelection,
+    pub store: Storage,
 }
 
 /// The JSON form of a `prune` step. Give exactly one of `threshold` or `sparsity`.
@@ -107,6 +109,9 @@ pub struct PruneWire {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<String>)]
     pub exclude: Vec<NamePattern>,
+    /// `sparse` writes pruned tensors as a bitmask plus their non-zero values (last step only).
+    #[serde(default)]
+    pub store: Storage,
 }
 
 impl TryFrom<PruneWire> for PruneStep {
@@ -151,6 +156,7 @@ impl TryFrom<PruneWire> for PruneStep {
                 include: w.include,
                 exclude: w.exclude,
             },
+            store: w.store,
         })
     }
 }
@@ -168,6 +174,7 @@ impl From<PruneStep> for PruneWire {
             scope,
             include: s.selection.include,
             exclude: s.selection.exclude,
+            store: s.store,
         }
     }
 }
@@ -176,13 +183,20 @@ impl From<PruneStep> for PruneWire {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Step {
     Prune(PruneStep),
+    Quantize(QuantizeStep),
 }
 
 impl Step {
     pub fn op(&self) -> &'static str {
         match self {
             Step::Prune(_) => "prune",
+            Step::Quantize(_) => "quantize",
         }
+    }
+
+    /// Whether the step writes a plain dense safetensors file that another step can read.
+    pub fn writes_dense(&self) -> bool {
+        matches!(self, Step::Prune(p) if p.store == Storage::Dense)
     }
 }
 
@@ -192,6 +206,7 @@ impl Step {
 #[allow(dead_code)]
 pub enum PipelineStepDoc {
     Prune(PruneWire),
+    Quantize(QuantizeWire),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,14 +227,23 @@ impl Pipeline {
                 steps.len()
             )));
         }
-        steps
+        let parsed = steps
             .iter()
             .enumerate()
             .map(|(i, v)| {
                 Self::parse_step(v).map_err(|e| ParseError(format!("pipeline[{i}]: {e}")))
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Pipeline)
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(i) = parsed[..parsed.len() - 1]
+            .iter()
+            .position(|s| !s.writes_dense())
+        {
+            return Err(ParseError(format!(
+                "pipeline[{i}] ({}) writes a quantized or sparse file, so it must be the last step; put prune steps first",
+                parsed[i].op()
+            )));
+        }
+        Ok(Pipeline(parsed))
     }
 
     fn parse_step(value: &Value) -> Result<Step, ParseError> {
@@ -244,6 +268,9 @@ impl Pipeline {
             "prune" => serde_json::from_value::<PruneStep>(fields)
                 .map(Step::Prune)
                 .map_err(|e| ParseError(format!("prune: {e}"))),
+            "quantize" => serde_json::from_value::<QuantizeStep>(fields)
+                .map(Step::Quantize)
+                .map_err(|e| ParseError(format!("quantize: {e}"))),
             other => Err(ParseError(format!(
                 "unknown op '{other}'; supported ops: {SUPPORTED_OPS}"
             ))),
@@ -270,7 +297,7 @@ mod tests {
             Pipeline::parse(&[json!({"op":"prune","method":"magnitude","sparsity":0.9})]).unwrap();
         assert_eq!(
             p.to_json(),
-            json!([{"op":"prune","method":"magnitude","sparsity":0.9,"scope":"layer"}])
+            json!([{"op":"prune","method":"magnitude","sparsity":0.9,"scope":"layer","store":"dense"}])
         );
         let back: Pipeline = serde_json::from_value(p.to_json()).unwrap();
         assert_eq!(back, p);

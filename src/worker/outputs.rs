@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::compress::{PipelineRun, PruneReport};
+use crate::compress::{PipelineRun, PruneReport, StepReport};
 use crate::domain::Pipeline;
 use crate::store::{BlobStore, Lease, ModelRecord, NewArtifact};
 
@@ -29,58 +29,66 @@ pub async fn store_outputs(
 ) -> io::Result<JobOutputs> {
     let base = safe_file_stem(&model.name);
     let prefix = format!("artifacts/{}/{}", lease.job.id, lease.token.simple());
-    let metrics = job_metrics(model, &run.steps);
+    let main_bytes = std::fs::metadata(&run.outputs[0].path)?.len();
+    let metrics = job_metrics(model, &run.steps, main_bytes);
 
     let mut artifacts = Vec::new();
-    let model_artifact = put(
-        blobs,
-        &prefix,
-        &run.output,
-        format!("{base}.compressed.safetensors"),
-        "model",
-        "application/octet-stream",
-    )
-    .await?;
-    let report = json!({
-        "job_id": lease.job.id,
-        "attempt": lease.job.attempts,
-        "input_model": {
-            "id": model.id,
-            "name": model.name,
-            "sha256": model.sha256,
-            "size_bytes": model.size_bytes,
-        },
-        "pipeline": pipeline.to_json(),
-        "metrics": metrics,
-        "artifacts": [{
-            "kind": "model",
-            "file_name": model_artifact.file_name,
-            "sha256": model_artifact.sha256,
-            "size_bytes": model_artifact.size_bytes,
-            "format": "safetensors (dense; same names, shapes, dtypes and metadata as the input)",
-            "read_with": ["safetensors (Python, Rust)", "PyTorch via safetensors.torch.load_file", "candle", "transformers"],
-        }],
-    });
-    artifacts.push(model_artifact);
-    let report_path = workdir.join("report.json");
-    tokio::fs::write(&report_path, serde_json::to_vec_pretty(&report)?).await?;
-    let uploaded = put(
-        blobs,
-        &prefix,
-        &report_path,
-        format!("{base}.report.json"),
-        "report",
-        "application/json",
-    )
-    .await;
-    match uploaded {
-        Ok(a) => artifacts.push(a),
-        Err(e) => {
-            for a in &artifacts {
-                let _ = blobs.delete(&a.blob_key).await;
-            }
-            return Err(e);
+    let mut listed = Vec::new();
+    let result = async {
+        for output in &run.outputs {
+            let a = put(
+                blobs,
+                &prefix,
+                &output.path,
+                format!("{base}{}", output.suffix),
+                output.kind,
+                "application/octet-stream",
+            )
+            .await?;
+            listed.push(json!({
+                "kind": a.kind,
+                "file_name": a.file_name,
+                "sha256": a.sha256,
+                "size_bytes": a.size_bytes,
+                "format": output.format,
+                "read_with": output.read_with,
+            }));
+            artifacts.push(a);
         }
+        let report = json!({
+            "job_id": lease.job.id,
+            "attempt": lease.job.attempts,
+            "input_model": {
+                "id": model.id,
+                "name": model.name,
+                "sha256": model.sha256,
+                "size_bytes": model.size_bytes,
+            },
+            "pipeline": pipeline.to_json(),
+            "metrics": metrics,
+            "artifacts": listed,
+        });
+        let report_path = workdir.join("report.json");
+        tokio::fs::write(&report_path, serde_json::to_vec_pretty(&report)?).await?;
+        artifacts.push(
+            put(
+                blobs,
+                &prefix,
+                &report_path,
+                format!("{base}.report.json"),
+                "report",
+                "application/json",
+            )
+            .await?,
+        );
+        io::Result::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        for a in &artifacts {
+            let _ = blobs.delete(&a.blob_key).await;
+        }
+        return Err(e);
     }
     Ok(JobOutputs { metrics, artifacts })
 }
@@ -128,25 +136,43 @@ pub async fn hash_file(path: PathBuf) -> io::Result<(String, u64)> {
 }
 
 /// Before/after for the whole pipeline, then every step in full.
-fn job_metrics(model: &ModelRecord, steps: &[PruneReport]) -> Value {
-    let (first, last) = (steps.first(), steps.last());
-    let seconds: f64 = steps.iter().map(|s| s.seconds).sum();
-    json!({
-        "summary": {
-            "parameters": first.map(|s| s.model.parameters),
-            "nonzero_before": first.map(|s| s.model.nonzero_before),
-            "nonzero_after": last.map(|s| s.model.nonzero_after),
-            "density_before": first.map(|s| s.model.density_before),
-            "density_after": last.map(|s| s.model.density_after),
-            "sparsity_before": first.map(|s| s.model.sparsity_before),
-            "sparsity_after": last.map(|s| s.model.sparsity_after),
-            "file_bytes_before": model.size_bytes,
-            "file_bytes_after": last.map(|s| s.file_bytes_after),
-            "seconds": seconds,
-            "input_gb_per_second": if seconds > 0.0 { model.size_bytes as f64 / 1e9 / seconds } else { 0.0 },
-        },
-        "steps": steps,
-    })
+fn job_metrics(model: &ModelRecord, steps: &[StepReport], file_bytes_after: u64) -> Value {
+    let prunes: Vec<&PruneReport> = steps
+        .iter()
+        .filter_map(|s| match s {
+            StepReport::Prune(p) => Some(p),
+            StepReport::Quantize(_) => None,
+        })
+        .collect();
+    let seconds: f64 = steps
+        .iter()
+        .map(|s| match s {
+            StepReport::Prune(p) => p.seconds,
+            StepReport::Quantize(q) => q.seconds,
+        })
+        .sum();
+    let mut summary = json!({
+        "file_bytes_before": model.size_bytes,
+        "file_bytes_after": file_bytes_after,
+        "compression_ratio": model.size_bytes as f64 / file_bytes_after.max(1) as f64,
+        "seconds": seconds,
+        "input_gb_per_second": if seconds > 0.0 { model.size_bytes as f64 / 1e9 / seconds } else { 0.0 },
+    });
+    if let (Some(first), Some(last)) = (prunes.first(), prunes.last()) {
+        let extra = json!({
+            "parameters": first.model.parameters,
+            "nonzero_before": first.model.nonzero_before,
+            "nonzero_after": last.model.nonzero_after,
+            "density_before": first.model.density_before,
+            "density_after": last.model.density_after,
+            "sparsity_before": first.model.sparsity_before,
+            "sparsity_after": last.model.sparsity_after,
+        });
+        if let (Value::Object(s), Value::Object(e)) = (&mut summary, extra) {
+            s.extend(e);
+        }
+    }
+    json!({ "summary": summary, "steps": steps })
 }
 
 /// A file name stem from a user-given model name: letters, digits, '.', '-', '_' only.

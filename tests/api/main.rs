@@ -8,5 +8,6 @@ mod flow;
 mod jobs;
 mod openapi;
 mod pruning;
+mod quantize;
 mod recovery;
 mod uploads;

@@ -205,8 +205,9 @@ async fn oversized_uploads_get_413(backend: Backend) {
     let Some(app) = TestApp::spawn(backend, |c| c.max_upload_bytes = 4096).await else {
         return;
     };
-    let big = safetensors(&[f32_tensor("w", &[64, 64], &vec![0.5; 64 * 64])], None);
-    assert!(big.len() > 4096);
+    // Larger than the limit plus the allowance for multipart framing.
+    let big = safetensors(&[f32_tensor("w", &[160, 160], &vec![0.5; 160 * 160])], None);
+    assert!(big.len() > 4096 + (64 << 10));
 
     // Declared up front: refused before the body is read.
     let res = app
@@ -233,8 +234,10 @@ async fn oversized_uploads_get_413(backend: Backend) {
         .unwrap();
     assert_eq!(res.status(), 413);
 
-    // Inside a multipart form.
-    let res = app.upload(big, "big").await;
+    // Inside a multipart form, declared and not.
+    let res = app.upload(big.clone(), "big").await;
+    assert_eq!(res.status(), 413);
+    let res = app.upload(big[..8192].to_vec(), "big").await;
     assert_eq!(res.status(), 413);
     assert_nothing_stored(&app).await;
     app.finish().await;

@@ -1,0 +1,249 @@
+//! One tensor through one scheme: the tensors to store (compressed-tensors names and dtypes)
+//! and the dequantized values, for measuring the error and for the dense copy.
+
+use rayon::prelude::*;
+
+use super::{fp8, int, kmeans};
+use crate::domain::{Granularity, Scheme};
+
+/// A tensor to write: name suffix (appended to the weight's name), dtype, shape, bytes.
+pub struct Part {
+    pub suffix: &'static str,
+    pub dtype: &'static str,
+    pub shape: Vec<u64>,
+    pub bytes: Vec<u8>,
+}
+
+pub struct Encoded {
+    /// The first part holds the codes and keeps the weight's name (plus suffix).
+    pub parts: Vec<Part>,
+    pub restored: Vec<f32>,
+    /// Values cast to infinity or to zero (fp16, bf16) or saturated (fp8).
+    pub overflowed: u64,
+    pub flushed_to_zero: u64,
+    pub codebook_size: Option<usize>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// `shape` is the weight's; rows are its first axis, columns everything after.
+pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
+    let rows = shape.first().copied().unwrap_or(1).max(1) as usize;
+    let cols = values.len() / rows;
+    match scheme {
+        Scheme::Int8 {
+            symmetric,
+            granularity,
+        } => {
+            let g = match granularity {
+                Granularity::Tensor => int::Granularity::Tensor,
+                Granularity::Channel => int::Granularity::Channel,
+                Granularity::Group(n) => int::Granularity::Group(n),
+            };
+            let spec = int::IntSpec {
+                bits: 8,
+                symmetric,
+                granularity: g,
+            };
+            let q = int::quantize(values, rows, cols, spec);
+            let restored = int::dequantize(&q, spec.group_len(rows, cols));
+            let param_shape = match granularity {
+                Granularity::Tensor => vec![1],
+                Granularity::Channel => vec![rows as u64, 1],
+                Granularity::Group(n) => vec![rows as u64, (cols / n) as u64],
+            };
+            let mut parts = vec![
+                Part {
+                    suffix: "",
+                    dtype: "I8",
+                    shape: shape.to_vec(),
+                    bytes: q.codes.iter().map(|c| *c as u8).collect(),
+                },
+                Part {
+                    suffix: "_scale",
+                    dtype: "F32",
+                    shape: param_shape.clone(),
+                    bytes: f32_bytes(&q.scales),
+                },
+            ];
+            if !symmetric {
+                parts.push(Part {
+                    suffix: "_zero_point",
+                    dtype: "I8",
+                    shape: param_shape,
+                    bytes: q.zero_points.iter().map(|z| *z as u8).collect(),
+                });
+            }
+            plain(parts, restored)
+        }
+        Scheme::Int4 {
+            symmetric,
+            group_size,
+        } => {
+            let spec = int::IntSpec {
+                bits: 4,
+                symmetric,
+                granularity: int::Granularity::Group(group_size),
+            };
+            let q = int::quantize(values, rows, cols, spec);
+            let restored = int::dequantize(&q, group_size);
+            let packed = int::pack_int4(&q.codes);
+            let param_shape = vec![rows as u64, (cols / group_size) as u64];
+            let mut parts = vec![
+                Part {
+                    suffix: "_packed",
+                    dtype: "I32",
+                    shape: vec![rows as u64, (cols / 8) as u64],
+                    bytes: packed.iter().flat_map(|p| p.to_le_bytes()).collect(),
+                },
+                Part {
+                    suffix: "_scale",
+                    dtype: "F32",
+                    shape: param_shape.clone(),
+                    bytes: f32_bytes(&q.scales),
+                },
+                Part {
+                    suffix: "_shape",
+                    dtype: "I64",
+                    shape: vec![2],
+                    bytes: [rows as i64, cols as i64]
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
+                },
+            ];
+            if !symmetric {
+                parts.push(Part {
+                    suffix: "_zero_point",
+                    dtype: "I8",
+                    shape: param_shape,
+                    bytes: q.zero_points.iter().map(|z| *z as u8).collect(),
+                });
+            }
+            plain(parts, restored)
+        }
+        Scheme::Fp8E4m3 { per_channel } => {
+            let group = if per_channel {
+                cols.max(1)
+            } else {
+                values.len().max(1)
+            };
+            let scales: Vec<f32> = values
+                .par_chunks(group)
+                .map(|g| g.iter().fold(0f32, |m, w| m.max(w.abs())) / fp8::MAX)
+                .collect();
+            let mut codes = vec![0u8; values.len()];
+            let mut restored = vec![0f32; values.len()];
+            codes
+                .par_chunks_mut(group)
+                .zip(restored.par_chunks_mut(group))
+                .zip(values.par_chunks(group))
+                .zip(&scales)
+                .for_each(|(((c, r), v), &s)| {
+                    for ((c, r), &w) in c.iter_mut().zip(r.iter_mut()).zip(v) {
+                        *c = if s == 0.0 { 0 } else { fp8::encode(w / s) };
+                        *r = fp8::decode(*c) * s;
+                    }
+                });
+            let scale_shape = if per_channel {
+                vec![rows as u64, 1]
+            } else {
+                vec![1]
+            };
+            plain(
+                vec![
+                    Part {
+                        suffix: "",
+                        dtype: "F8_E4M3",
+                        shape: shape.to_vec(),
+                        bytes: codes,
+                    },
+                    Part {
+                        suffix: "_scale",
+                        dtype: "F32",
+                        shape: scale_shape,
+                        bytes: f32_bytes(&scales),
+                    },
+                ],
+                restored,
+            )
+        }
+        Scheme::Fp16 | Scheme::Bf16 => {
+            let half16 = scheme == Scheme::Fp16;
+            let (mut over, mut flushed) = (0u64, 0u64);
+            let mut bytes = Vec::with_capacity(values.len() * 2);
+            let mut restored = Vec::with_capacity(values.len());
+            for &w in values {
+                let (bits, back) = if half16 {
+                    let h = half::f16::from_f32(w);
+                    (h.to_bits(), h.to_f32())
+                } else {
+                    let h = half::bf16::from_f32(w);
+                    (h.to_bits(), h.to_f32())
+                };
+                over += (back.is_infinite() && w.is_finite()) as u64;
+                flushed += (back == 0.0 && w != 0.0) as u64;
+                bytes.extend_from_slice(&bits.to_le_bytes());
+                restored.push(back);
+            }
+            Encoded {
+                parts: vec![Part {
+                    suffix: "",
+                    dtype: if half16 { "F16" } else { "BF16" },
+                    shape: shape.to_vec(),
+                    bytes,
+                }],
+                restored,
+                overflowed: over,
+                flushed_to_zero: flushed,
+                codebook_size: None,
+            }
+        }
+        Scheme::Kmeans { bits } => {
+            let shared = kmeans::cluster(values, bits);
+            let restored = kmeans::decode(&shared);
+            let k = shared.codebook.len();
+            let packed = kmeans::pack_bits(&shared.codes, bits);
+            let mut e = plain(
+                vec![
+                    Part {
+                        suffix: "_indices",
+                        dtype: "U8",
+                        shape: vec![packed.len() as u64],
+                        bytes: packed,
+                    },
+                    Part {
+                        suffix: "_codebook",
+                        dtype: "F32",
+                        shape: vec![k as u64],
+                        bytes: f32_bytes(&shared.codebook),
+                    },
+                    Part {
+                        suffix: "_shape",
+                        dtype: "I64",
+                        shape: vec![shape.len() as u64],
+                        bytes: shape
+                            .iter()
+                            .flat_map(|d| (*d as i64).to_le_bytes())
+                            .collect(),
+                    },
+                ],
+                restored,
+            );
+            e.codebook_size = Some(k);
+            e
+        }
+    }
+}
+
+fn plain(parts: Vec<Part>, restored: Vec<f32>) -> Encoded {
+    Encoded {
+        parts,
+        restored,
+        overflowed: 0,
+        flushed_to_zero: 0,
+        codebook_size: None,
+    }
+}

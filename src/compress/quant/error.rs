@@ -1,0 +1,91 @@
+//! How far dequantized weights are from the originals.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct ErrorStats {
+    pub mse: f64,
+    pub max_abs_error: f64,
+    /// Signal-to-quantization-noise ratio, 10·log10(Σw² / Σ(w−ŵ)²); infinite when exact.
+    pub sqnr_db: f64,
+    pub cosine_similarity: f64,
+}
+
+/// Running sums from which the statistics follow, so that a whole model's error needs no
+/// copy of its weights.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorSums {
+    n: u64,
+    signal: f64,
+    noise: f64,
+    dot: f64,
+    restored_sq: f64,
+    max: f64,
+}
+
+impl ErrorSums {
+    pub fn add(&mut self, original: &[f32], restored: &[f32]) {
+        assert_eq!(original.len(), restored.len());
+        for (&w, &r) in original.iter().zip(restored) {
+            let (w, r) = (w as f64, r as f64);
+            let d = w - r;
+            self.signal += w * w;
+            self.noise += d * d;
+            self.dot += w * r;
+            self.restored_sq += r * r;
+            self.max = self.max.max(d.abs());
+        }
+        self.n += original.len() as u64;
+    }
+
+    pub fn merge(&mut self, other: &ErrorSums) {
+        self.n += other.n;
+        self.signal += other.signal;
+        self.noise += other.noise;
+        self.dot += other.dot;
+        self.restored_sq += other.restored_sq;
+        self.max = self.max.max(other.max);
+    }
+
+    pub fn stats(&self) -> ErrorStats {
+        let cosine = if self.signal == 0.0 && self.restored_sq == 0.0 {
+            1.0
+        } else if self.signal == 0.0 || self.restored_sq == 0.0 {
+            0.0
+        } else {
+            self.dot / (self.signal.sqrt() * self.restored_sq.sqrt())
+        };
+        ErrorStats {
+            mse: self.noise / self.n.max(1) as f64,
+            max_abs_error: self.max,
+            sqnr_db: if self.noise == 0.0 {
+                f64::INFINITY
+            } else {
+                10.0 * (self.signal / self.noise).log10()
+            },
+            cosine_similarity: cosine,
+        }
+    }
+}
+
+impl ErrorStats {
+    pub fn measure(original: &[f32], restored: &[f32]) -> Self {
+        let mut sums = ErrorSums::default();
+        sums.add(original, restored);
+        sums.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_errors() {
+        let e = ErrorStats::measure(&[1.0, -2.0, 0.0, 2.0], &[1.0, -2.0, 0.5, 2.0]);
+        assert_eq!(e.mse, 0.0625);
+        assert_eq!(e.max_abs_error, 0.5);
+        assert!((e.sqnr_db - 10.0 * (9.0f64 / 0.25).log10()).abs() < 1e-12);
+        assert!(ErrorStats::measure(&[1.0], &[1.0]).sqnr_db.is_infinite());
+    }
+}

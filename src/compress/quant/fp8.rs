@@ -1,0 +1,91 @@
+//! OCP FP8 E4M3 (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; no infinities; the
+//! largest finite value is 448). Encoding rounds to nearest, ties to even, and saturates.
+
+use std::sync::OnceLock;
+
+pub const MAX: f32 = 448.0;
+
+/// Value of every code 0..=126 with the sign bit clear, ascending (127 is NaN).
+fn positive_values() -> &'static [f32; 127] {
+    static TABLE: OnceLock<[f32; 127]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0f32; 127];
+        for (code, v) in t.iter_mut().enumerate() {
+            *v = decode(code as u8);
+        }
+        t
+    })
+}
+
+pub fn decode(code: u8) -> f32 {
+    let sign = if code & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exp = ((code >> 3) & 0xf) as i32;
+    let man = (code & 0x7) as f32;
+    if exp == 0xf && code & 0x7 == 0x7 {
+        return f32::NAN;
+    }
+    let magnitude = if exp == 0 {
+        man / 8.0 * 2f32.powi(-6)
+    } else {
+        (1.0 + man / 8.0) * 2f32.powi(exp - 7)
+    };
+    sign * magnitude
+}
+
+pub fn encode(x: f32) -> u8 {
+    let sign = if x.is_sign_negative() { 0x80 } else { 0 };
+    let a = x.abs();
+    if a.is_nan() {
+        return 0x7f;
+    }
+    let table = positive_values();
+    if a >= MAX {
+        return sign | 126;
+    }
+    // First code whose value is ≥ a; the answer is it or the one below.
+    let hi = table.partition_point(|&v| v < a);
+    if hi == 0 {
+        return sign;
+    }
+    let (lo_v, hi_v) = (table[hi - 1], table[hi]);
+    let code = if a - lo_v < hi_v - a {
+        hi - 1
+    } else if a - lo_v > hi_v - a {
+        hi
+    } else if (hi - 1) % 2 == 0 {
+        hi - 1
+    } else {
+        hi
+    };
+    sign | code as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_codes() {
+        assert_eq!(decode(0x7e), 448.0);
+        assert_eq!(decode(0x01), 2f32.powi(-9));
+        assert_eq!(decode(0x38), 1.0);
+        assert_eq!(encode(1.0), 0x38);
+        assert_eq!(encode(-448.0), 0xfe);
+        assert_eq!(encode(1e6), 0x7e, "saturates");
+        assert_eq!(encode(0.0), 0);
+        // 1.0625 lies halfway between 1.0 (code 0x38, even) and 1.125 (0x39): ties to even.
+        assert_eq!(encode(1.0625), 0x38);
+        assert_eq!(encode(1.1875), 0x3a);
+    }
+
+    #[test]
+    fn every_code_round_trips() {
+        for code in (0u8..=255).filter(|c| c & 0x7f != 0x7f) {
+            let v = decode(code);
+            if v == 0.0 {
+                continue;
+            }
+            assert_eq!(encode(v), code, "{code:#x} = {v}");
+        }
+    }
+}

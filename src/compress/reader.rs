@@ -1,0 +1,197 @@
+//! Reads back what compressd writes: dense safetensors, compressed-tensors style quantized
+//! tensors (int8, packed int4, fp8), k-means codebooks and bitmask-v1 sparse tensors, and
+//! returns every weight as dense f32 values. This is the reference for docs/formats.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::Path;
+
+use super::chunked_io::map_chunk;
+use super::dtype::Dtype;
+use super::quant::{fp8, int, kmeans};
+use super::quantize::load_f32;
+use super::safetensors_index::SafetensorsIndex;
+use super::sparse::densify;
+use super::CompressError;
+
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<u64>,
+    bytes: Vec<u8>,
+}
+
+fn bad(msg: String) -> CompressError {
+    CompressError::InvalidModel(msg)
+}
+
+/// Tensor name → (shape, values).
+pub type DenseTensors = BTreeMap<String, (Vec<u64>, Vec<f32>)>;
+
+/// Every logical tensor of the file, dequantized to f32, with its shape.
+pub fn read_dense(path: &Path) -> Result<DenseTensors, CompressError> {
+    let index = SafetensorsIndex::open(path)?;
+    let file = File::open(path)?;
+    let mut raw: HashMap<String, Raw> = HashMap::new();
+    for t in &index.tensors {
+        let bytes = map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?.to_vec();
+        raw.insert(
+            t.name.clone(),
+            Raw {
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                bytes,
+            },
+        );
+    }
+    // Sparse tensors first: `N.mask` + `N.values` + `N.shape` become `N`.
+    let sparse: Vec<String> = raw
+        .keys()
+        .filter_map(|k| k.strip_suffix(".mask").map(str::to_owned))
+        .collect();
+    for name in sparse {
+        let (Some(mask), Some(values), Some(shape)) = (
+            raw.remove(&format!("{name}.mask")),
+            raw.remove(&format!("{name}.values")),
+            raw.remove(&format!("{name}.shape")),
+        ) else {
+            return Err(bad(format!(
+                "sparse tensor '{name}' lacks its mask, values or shape"
+            )));
+        };
+        let shape: Vec<u64> = shape
+            .bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u64)
+            .collect();
+        let n = shape.iter().product::<u64>() as usize;
+        let bytes = densify(&mask.bytes, &values.bytes, values.dtype.size(), n)
+            .ok_or_else(|| bad(format!("sparse tensor '{name}': mask and values disagree")))?;
+        raw.insert(
+            name,
+            Raw {
+                dtype: values.dtype,
+                shape,
+                bytes,
+            },
+        );
+    }
+    let names: Vec<String> = raw.keys().cloned().collect();
+    let mut out = BTreeMap::new();
+    for name in names {
+        if is_auxiliary(&name, &raw) {
+            continue;
+        }
+        let value = decode_tensor(&name, &raw)?;
+        out.insert(strip_code_suffix(&name).to_owned(), value);
+    }
+    Ok(out)
+}
+
+fn strip_code_suffix(name: &str) -> &str {
+    name.strip_suffix("_packed")
+        .or_else(|| name.strip_suffix("_indices"))
+        .unwrap_or(name)
+}
+
+/// Scales, zero points, shapes and codebooks are read with the tensor they belong to.
+fn is_auxiliary(name: &str, raw: &HashMap<String, Raw>) -> bool {
+    ["_scale", "_zero_point", "_shape", "_codebook"]
+        .iter()
+        .any(|suffix| {
+            name.strip_suffix(suffix).is_some_and(|base| {
+                raw.contains_key(base)
+                    || raw.contains_key(&format!("{base}_packed"))
+                    || raw.contains_key(&format!("{base}_indices"))
+            })
+        })
+}
+
+fn f32s(r: &Raw) -> Vec<f32> {
+    load_f32(&r.bytes, r.dtype)
+}
+
+fn decode_tensor(
+    name: &str,
+    raw: &HashMap<String, Raw>,
+) -> Result<(Vec<u64>, Vec<f32>), CompressError> {
+    let t = &raw[name];
+    let get = |suffix: &str| raw.get(&format!("{}{suffix}", strip_code_suffix(name)));
+    if let Some(base) = name.strip_suffix("_indices") {
+        let book =
+            get("_codebook").ok_or_else(|| bad(format!("'{base}' has indices but no codebook")))?;
+        let book = f32s(book);
+        let shape =
+            get("_shape").ok_or_else(|| bad(format!("'{base}' has indices but no _shape")))?;
+        let shape: Vec<u64> = shape
+            .bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u64)
+            .collect();
+        let n = shape.iter().product::<u64>() as usize;
+        let bits = (usize::BITS - (book.len().max(2) - 1).leading_zeros()).max(2);
+        let bits = (2..=8)
+            .find(|b| t.bytes.len() == (n * b).div_ceil(8))
+            .unwrap_or(bits as usize) as u32;
+        let codes = kmeans::unpack_bits(&t.bytes, bits, n);
+        let values = codes
+            .iter()
+            .map(|&c| book.get(c as usize).copied().unwrap_or(f32::NAN))
+            .collect();
+        return Ok((shape, values));
+    }
+    if name.ends_with("_packed") {
+        let shape = get("_shape").ok_or_else(|| bad(format!("'{name}' has no _shape")))?;
+        let shape: Vec<u64> = shape
+            .bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u64)
+            .collect();
+        let packed: Vec<i32> = t
+            .bytes
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let codes = int::unpack_int4(&packed);
+        return Ok((shape, grouped(&codes, get("_scale"), get("_zero_point"))));
+    }
+    match (t.dtype, get("_scale")) {
+        (Dtype::I8, Some(scale)) => {
+            let codes: Vec<i8> = t.bytes.iter().map(|b| *b as i8).collect();
+            Ok((
+                t.shape.clone(),
+                grouped(&codes, Some(scale), get("_zero_point")),
+            ))
+        }
+        (Dtype::F8E4M3, Some(scale)) => {
+            let scales = f32s(scale);
+            let group = t.bytes.len() / scales.len().max(1);
+            let values = t
+                .bytes
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| fp8::decode(c) * scales[i / group.max(1)])
+                .collect();
+            Ok((t.shape.clone(), values))
+        }
+        (Dtype::F32 | Dtype::F16 | Dtype::BF16, _) => Ok((t.shape.clone(), f32s(t))),
+        (other, _) => Err(bad(format!(
+            "tensor '{name}' has dtype {} and no quantization parameters",
+            other.name()
+        ))),
+    }
+}
+
+/// Integer codes with one scale (and zero point) per group; groups tile the rows.
+fn grouped(codes: &[i8], scale: Option<&Raw>, zero: Option<&Raw>) -> Vec<f32> {
+    let scales = scale.map(f32s).unwrap_or_default();
+    let zeros: Vec<i8> = zero
+        .map(|z| z.bytes.iter().map(|b| *b as i8).collect())
+        .unwrap_or_default();
+    let group = codes.len() / scales.len().max(1);
+    let q = int::Quantized {
+        codes: codes.to_vec(),
+        scales,
+        zero_points: zeros,
+    };
+    int::dequantize(&q, group.max(1))
+}
