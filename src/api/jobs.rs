@@ -130,6 +130,7 @@ fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), A
             Step::Prune(p) => select_tensors(&tensors, &p.selection, "prune").map(drop),
             Step::Quantize(q) => select_tensors(&tensors, &q.selection, "quantize")
                 .and_then(|selected| check_groups(&tensors, &selected, q.scheme)),
+            Step::Export(e) => select_tensors(&tensors, &e.selection, "export").map(drop),
         }
         .map_err(|e| {
             ApiError::unprocessable(

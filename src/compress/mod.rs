@@ -5,6 +5,7 @@ pub mod chunked_io;
 pub mod control;
 pub mod cut;
 pub mod dtype;
+pub mod gguf;
 pub mod pipeline;
 pub mod prune;
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::chunked_io::map_chunk;
 use super::control::Control;
+use super::gguf::{export_gguf, GgufReport};
 use super::prune::{prune_file, select_tensors};
 use super::quantize::{quantize_file, QuantizeReport};
 use super::report::PruneReport;
@@ -22,6 +23,17 @@ use crate::domain::{Pipeline, PruneStep, Step, Storage};
 pub enum StepReport {
     Prune(PruneReport),
     Quantize(QuantizeReport),
+    Export(GgufReport),
+}
+
+impl StepReport {
+    pub fn seconds(&self) -> f64 {
+        match self {
+            StepReport::Prune(p) => p.seconds,
+            StepReport::Quantize(q) => q.seconds,
+            StepReport::Export(e) => e.seconds,
+        }
+    }
 }
 
 /// A file the run produced, and what it is.
@@ -52,6 +64,11 @@ const COMPRESSED_TENSORS: &[&str] = &[
     "compressd's reader (docs/formats.md)",
     "any safetensors reader, as raw tensors",
 ];
+const GGUF_READERS: &[&str] = &[
+    "llama.cpp",
+    "gguf (Python reference reader)",
+    "candle (quantized::gguf_file)",
+];
 const SPARSE_READERS: &[&str] = &[
     "compressd's reader (docs/formats.md)",
     "any safetensors reader, as raw mask/values tensors",
@@ -61,6 +78,7 @@ pub fn run_pipeline(
     input: &Path,
     workdir: &Path,
     pipeline: &Pipeline,
+    model_name: &str,
     control: &Control,
 ) -> Result<PipelineRun, CompressError> {
     let count = pipeline.steps().len();
@@ -69,21 +87,33 @@ pub fn run_pipeline(
     let mut outputs = Vec::new();
     for (i, step) in pipeline.steps().iter().enumerate() {
         control.begin_step(i, count);
-        let output = workdir.join(format!("step-{i}.safetensors"));
+        let extension = if matches!(step, Step::Export(_)) {
+            "gguf"
+        } else {
+            "safetensors"
+        };
+        let output = workdir.join(format!("step-{i}.{extension}"));
         let report = match step {
+            Step::Export(e) => {
+                export_gguf(&current, &output, e, model_name, control).map(StepReport::Export)
+            }
             Step::Prune(p) => {
                 prune_step(&current, &output, workdir, i, p, control).map(StepReport::Prune)
             }
             Step::Quantize(q) => {
-                let dequantized = workdir.join(format!("step-{i}.dequantized.safetensors"));
-                let report = quantize_file(&current, &output, &dequantized, q, control);
-                outputs.push(OutputFile {
-                    kind: "model_dequantized",
-                    path: dequantized,
-                    suffix: ".dequantized.safetensors",
-                    format: "safetensors, dense: the input's layout with the quantization error baked in",
-                    read_with: ANY_SAFETENSORS_READER,
-                });
+                let dequantized = q
+                    .dequantized_copy
+                    .then(|| workdir.join(format!("step-{i}.dequantized.safetensors")));
+                let report = quantize_file(&current, &output, dequantized.as_deref(), q, control);
+                if let Some(path) = dequantized {
+                    outputs.push(OutputFile {
+                        kind: "model_dequantized",
+                        path,
+                        suffix: ".dequantized.safetensors",
+                        format: "safetensors, dense: the input's layout with the quantization error baked in",
+                        read_with: ANY_SAFETENSORS_READER,
+                    });
+                }
                 report.map(StepReport::Quantize)
             }
         };
@@ -94,21 +124,27 @@ pub fn run_pipeline(
         current = output;
     }
     control.begin_step(count, count);
-    let (format, read_with) = match pipeline.steps().last() {
+    let (format, read_with, suffix) = match pipeline.steps().last() {
+        Some(Step::Export(_)) => ("GGUF v3 (ggml block types)", GGUF_READERS, ".gguf"),
         Some(Step::Quantize(q)) if q.store == Storage::Sparse => (
             "safetensors with bitmask-v1 sparse tensors and quantized codes",
             SPARSE_READERS,
+            ".compressed.safetensors",
         ),
         Some(Step::Quantize(_)) => (
             "safetensors, quantized (compressed-tensors conventions)",
             COMPRESSED_TENSORS,
+            ".compressed.safetensors",
         ),
-        Some(Step::Prune(p)) if p.store == Storage::Sparse => {
-            ("safetensors with bitmask-v1 sparse tensors", SPARSE_READERS)
-        }
+        Some(Step::Prune(p)) if p.store == Storage::Sparse => (
+            "safetensors with bitmask-v1 sparse tensors",
+            SPARSE_READERS,
+            ".compressed.safetensors",
+        ),
         _ => (
             "safetensors, dense: same names, shapes, dtypes and metadata as the input",
             ANY_SAFETENSORS_READER,
+            ".compressed.safetensors",
         ),
     };
     outputs.insert(
@@ -116,7 +152,7 @@ pub fn run_pipeline(
         OutputFile {
             kind: "model",
             path: current,
-            suffix: ".compressed.safetensors",
+            suffix,
             format,
             read_with,
         },

@@ -55,7 +55,8 @@ pub struct QuantizeReport {
     pub error: ErrorStats,
     pub file_bytes_before: u64,
     pub file_bytes_after: u64,
-    pub dequantized_file_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dequantized_file_bytes: Option<u64>,
     pub tensors: Vec<QuantTensorStats>,
     pub seconds: f64,
 }
@@ -120,7 +121,7 @@ pub fn check_groups(
 pub fn quantize_file(
     input: &Path,
     output: &Path,
-    dequantized: &Path,
+    dequantized: Option<&Path>,
     step: &QuantizeStep,
     control: &Control,
 ) -> Result<QuantizeReport, CompressError> {
@@ -133,18 +134,26 @@ pub fn quantize_file(
 
     let spool = output.with_extension("spool");
     let mut out = SpooledWriter::new(&spool)?;
-    let mut deq = PipelinedWriter::new(File::create(dequantized)?);
-    deq.write(copy_header(&file, &index)?)?;
+    let mut deq = match dequantized {
+        Some(path) => {
+            let mut w = PipelinedWriter::new(File::create(path)?);
+            w.write(copy_header(&file, &index)?)?;
+            Some(w)
+        }
+        None => None,
+    };
     let mut model_error = ErrorSums::default();
     let mut stats = Vec::with_capacity(index.tensors.len());
     for (t, &sel) in index.tensors.iter().zip(&selected) {
         control.checkpoint()?;
         let window = map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?;
-        let mut buf = deq.buffer(0);
         if !sel {
             out.add(&t.name, t.dtype.name(), &t.shape, &window)?;
-            buf.extend_from_slice(&window);
-            deq.write(buf)?;
+            if let Some(deq) = deq.as_mut() {
+                let mut buf = deq.buffer(0);
+                buf.extend_from_slice(&window);
+                deq.write(buf)?;
+            }
             stats.push(passthrough(t));
             control.advance(t.byte_len());
             continue;
@@ -174,8 +183,11 @@ pub fn quantize_file(
         sums.add(&values, &enc.restored);
         model_error.merge(&sums);
         let error = sums.stats();
-        store_f32(&enc.restored, t.dtype, &mut buf);
-        deq.write(buf)?;
+        if let Some(deq) = deq.as_mut() {
+            let mut buf = deq.buffer(0);
+            store_f32(&enc.restored, t.dtype, &mut buf);
+            deq.write(buf)?;
+        }
         let n = t.numel();
         stats.push(QuantTensorStats {
             name: t.name.clone(),
@@ -193,7 +205,9 @@ pub fn quantize_file(
         });
         control.advance(t.byte_len());
     }
-    deq.finish()?;
+    if let Some(deq) = deq {
+        deq.finish()?;
+    }
     let error = model_error.stats();
     let metadata = output_metadata(&index, &selected, step);
     let file_bytes_after = out.finish(&metadata, output)?;
@@ -217,7 +231,9 @@ pub fn quantize_file(
         error,
         file_bytes_before: index.file_len,
         file_bytes_after,
-        dequantized_file_bytes: std::fs::metadata(dequantized)?.len(),
+        dequantized_file_bytes: dequantized
+            .map(|p| std::fs::metadata(p).map(|m| m.len()))
+            .transpose()?,
         tensors: stats,
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -5,11 +5,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::export::{ExportStep, ExportWire};
 use super::quantize::{QuantizeStep, QuantizeWire, Storage};
 use super::selection::{NamePattern, TensorSelection};
 
 pub const MAX_STEPS: usize = 32;
-const SUPPORTED_OPS: &str = "prune, quantize";
+const SUPPORTED_OPS: &str = "prune, quantize, export";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
@@ -184,6 +185,7 @@ impl From<PruneStep> for PruneWire {
 pub enum Step {
     Prune(PruneStep),
     Quantize(QuantizeStep),
+    Export(ExportStep),
 }
 
 impl Step {
@@ -191,6 +193,7 @@ impl Step {
         match self {
             Step::Prune(_) => "prune",
             Step::Quantize(_) => "quantize",
+            Step::Export(_) => "export",
         }
     }
 
@@ -207,6 +210,7 @@ impl Step {
 pub enum PipelineStepDoc {
     Prune(PruneWire),
     Quantize(QuantizeWire),
+    Export(ExportWire),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +275,9 @@ impl Pipeline {
             "quantize" => serde_json::from_value::<QuantizeStep>(fields)
                 .map(Step::Quantize)
                 .map_err(|e| ParseError(format!("quantize: {e}"))),
+            "export" => serde_json::from_value::<ExportStep>(fields)
+                .map(Step::Export)
+                .map_err(|e| ParseError(format!("export: {e}"))),
             other => Err(ParseError(format!(
                 "unknown op '{other}'; supported ops: {SUPPORTED_OPS}"
             ))),

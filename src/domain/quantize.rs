@@ -83,6 +83,8 @@ pub struct QuantizeStep {
     pub scheme: Scheme,
     pub selection: TensorSelection,
     pub store: Storage,
+    /// Also write the dequantized weights, dense, in the input's layout.
+    pub dequantized_copy: bool,
 }
 
 /// The JSON form of a `quantize` step.
@@ -104,6 +106,10 @@ pub struct QuantizeWire {
     pub bits: Option<u32>,
     #[serde(default)]
     pub store: Storage,
+    /// Also write a dense copy (the input's dtypes and layout) with the quantization error
+    /// baked in, for tools that read no quantized format.
+    #[serde(default)]
+    pub dequantized_copy: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub include: Option<Vec<NamePattern>>,
@@ -201,6 +207,7 @@ impl TryFrom<QuantizeWire> for QuantizeStep {
                 exclude: w.exclude,
             },
             store: w.store,
+            dequantized_copy: w.dequantized_copy,
         })
     }
 }
@@ -264,6 +271,7 @@ impl From<QuantizeStep> for QuantizeWire {
             group_size,
             bits,
             store: s.store,
+            dequantized_copy: s.dequantized_copy,
             include: s.selection.include,
             exclude: s.selection.exclude,
         }

@@ -236,6 +236,7 @@ impl Worker {
                     input.path().to_owned(),
                     workdir.clone(),
                     pipeline.clone(),
+                    model.name.clone(),
                 )
                 .await?;
             store_outputs(&self.inner.blobs, lease, &model, &pipeline, run, &workdir)
@@ -256,6 +257,7 @@ impl Worker {
         input: std::path::PathBuf,
         workdir: std::path::PathBuf,
         pipeline: Pipeline,
+        model_name: String,
     ) -> Result<PipelineRun, AttemptError> {
         let (id, token) = (lease.job.id, lease.token);
         let store = &self.inner.store;
@@ -263,7 +265,7 @@ impl Worker {
         let span = tracing::Span::current();
         let ctl = control.clone();
         let mut task = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| run_pipeline(&input, &workdir, &pipeline, &ctl))
+            span.in_scope(|| run_pipeline(&input, &workdir, &pipeline, &model_name, &ctl))
         });
         let lease_ms = settings.lease.as_millis() as i64;
         let mut heartbeat = tokio::time::interval(settings.lease / 3);

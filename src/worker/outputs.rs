@@ -141,16 +141,10 @@ fn job_metrics(model: &ModelRecord, steps: &[StepReport], file_bytes_after: u64)
         .iter()
         .filter_map(|s| match s {
             StepReport::Prune(p) => Some(p),
-            StepReport::Quantize(_) => None,
+            _ => None,
         })
         .collect();
-    let seconds: f64 = steps
-        .iter()
-        .map(|s| match s {
-            StepReport::Prune(p) => p.seconds,
-            StepReport::Quantize(q) => q.seconds,
-        })
-        .sum();
+    let seconds: f64 = steps.iter().map(StepReport::seconds).sum();
     let mut summary = json!({
         "file_bytes_before": model.size_bytes,
         "file_bytes_after": file_bytes_after,

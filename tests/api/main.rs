@@ -4,6 +4,7 @@
 mod helpers;
 mod models;
 
+mod export;
 mod flow;
 mod jobs;
 mod openapi;

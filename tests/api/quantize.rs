@@ -52,6 +52,7 @@ async fn every_scheme_reads_back_as_its_dequantized_copy(backend: Backend) {
     for scheme in schemes {
         let mut step = scheme.clone();
         step["op"] = json!("quantize");
+        step["dequantized_copy"] = json!(true);
         let job = run(
             &app,
             &model,
