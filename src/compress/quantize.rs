@@ -61,8 +61,18 @@ pub struct QuantizeReport {
     pub seconds: f64,
 }
 
-/// Reads a tensor as f32 values.
+/// Reads a tensor as f32 values, on every core.
 pub fn load_f32(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
+    use rayon::prelude::*;
+    let width = dtype.size();
+    let mut out = vec![0f32; bytes.len() / width.max(1)];
+    out.par_chunks_mut(1 << 16)
+        .zip(bytes.par_chunks(width << 16))
+        .for_each(|(o, b)| o.copy_from_slice(&load_f32_serial(b, dtype)));
+    out
+}
+
+fn load_f32_serial(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
     match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)

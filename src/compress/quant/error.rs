@@ -24,8 +24,26 @@ pub struct ErrorSums {
 }
 
 impl ErrorSums {
+    /// Adds a tensor's worth of pairs, on every core.
     pub fn add(&mut self, original: &[f32], restored: &[f32]) {
+        use rayon::prelude::*;
         assert_eq!(original.len(), restored.len());
+        let part = original
+            .par_chunks(1 << 16)
+            .zip(restored.par_chunks(1 << 16))
+            .map(|(o, r)| {
+                let mut s = ErrorSums::default();
+                s.add_serial(o, r);
+                s
+            })
+            .reduce(ErrorSums::default, |mut a, b| {
+                a.merge(&b);
+                a
+            });
+        self.merge(&part);
+    }
+
+    fn add_serial(&mut self, original: &[f32], restored: &[f32]) {
         for (&w, &r) in original.iter().zip(restored) {
             let (w, r) = (w as f64, r as f64);
             let d = w - r;

@@ -6,18 +6,25 @@ use std::sync::OnceLock;
 pub const MAX: f32 = 448.0;
 
 /// Value of every code 0..=126 with the sign bit clear, ascending (127 is NaN).
+#[cfg(test)]
 fn positive_values() -> &'static [f32; 127] {
     static TABLE: OnceLock<[f32; 127]> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = [0f32; 127];
         for (code, v) in t.iter_mut().enumerate() {
-            *v = decode(code as u8);
+            *v = decode_bits(code as u8);
         }
         t
     })
 }
 
+/// The value of a code (table lookup).
 pub fn decode(code: u8) -> f32 {
+    static TABLE: OnceLock<[f32; 256]> = OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|c| decode_bits(c as u8)))[code as usize]
+}
+
+fn decode_bits(code: u8) -> f32 {
     let sign = if code & 0x80 != 0 { -1.0 } else { 1.0 };
     let exp = ((code >> 3) & 0xf) as i32;
     let man = (code & 0x7) as f32;
@@ -32,7 +39,36 @@ pub fn decode(code: u8) -> f32 {
     sign * magnitude
 }
 
+/// Rounds the f32 mantissa to three bits directly (ties to even); the table search in
+/// `encode_by_search` is the reference it is tested against.
 pub fn encode(x: f32) -> u8 {
+    let sign = ((x.to_bits() >> 24) & 0x80) as u8;
+    let a = x.abs();
+    if a.is_nan() {
+        return 0x7f;
+    }
+    if a >= MAX {
+        return sign | 126;
+    }
+    if a < MIN_NORMAL {
+        // Subnormals are the multiples of 2^-9; 8·2^-9 is the smallest normal, code 0x08.
+        return sign | (a * 512.0).round_ties_even() as u8;
+    }
+    let bits = a.to_bits();
+    let exp = (bits >> 23) as i32 - 127;
+    let mantissa = bits & 0x7f_ffff;
+    let (mut m3, rest) = (mantissa >> 20, mantissa & 0xf_ffff);
+    if rest > 0x8_0000 || (rest == 0x8_0000 && m3 & 1 == 1) {
+        m3 += 1;
+    }
+    let code = (((exp + 7) as u32) << 3) + m3;
+    sign | code.min(126) as u8
+}
+
+const MIN_NORMAL: f32 = 1.0 / 64.0;
+
+#[cfg(test)]
+fn encode_by_search(x: f32) -> u8 {
     let sign = if x.is_sign_negative() { 0x80 } else { 0 };
     let a = x.abs();
     if a.is_nan() {
@@ -76,6 +112,33 @@ mod tests {
         // 1.0625 lies halfway between 1.0 (code 0x38, even) and 1.125 (0x39): ties to even.
         assert_eq!(encode(1.0625), 0x38);
         assert_eq!(encode(1.1875), 0x3a);
+    }
+
+    #[test]
+    fn fast_encoding_matches_the_nearest_value_search() {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let x = match i % 3 {
+                0 => f32::from_bits(s as u32),
+                1 => ((s >> 11) as f64 / (1u64 << 53) as f64 * 1000.0 - 500.0) as f32,
+                _ => ((s >> 11) as f64 / (1u64 << 53) as f64 * 0.04 - 0.02) as f32,
+            };
+            if x.is_nan() {
+                continue;
+            }
+            assert_eq!(encode(x), encode_by_search(x), "{x:e}");
+        }
+        for code in 0u8..=126 {
+            let v = decode(code);
+            let next = decode(code + 1);
+            if next.is_finite() {
+                let mid = (v + next) / 2.0;
+                assert_eq!(encode(mid), encode_by_search(mid), "tie at {mid:e}");
+            }
+        }
     }
 
     #[test]

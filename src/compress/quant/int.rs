@@ -88,6 +88,18 @@ pub fn quantize(values: &[f32], rows: usize, cols: usize, spec: IntSpec) -> Quan
     }
 }
 
+/// Round half to even (as `torch.round` does) for |x| < 2^22, without a libm call: adding
+/// and removing 1.5·2^23 leaves the nearest integer under the default rounding mode.
+#[inline]
+pub fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
+}
+
 /// Scale and zero point for one group. The asymmetric range always includes zero.
 fn params_for(group: &[f32], spec: IntSpec, lo: i32, hi: i32) -> (f32, i32) {
     if spec.symmetric {
@@ -101,7 +113,7 @@ fn params_for(group: &[f32], spec: IntSpec, lo: i32, hi: i32) -> (f32, i32) {
         if scale == 0.0 {
             return (0.0, 0);
         }
-        let zp = (lo as f32 - min / scale).round() as i32;
+        let zp = round_even(lo as f32 - min / scale) as i32;
         (scale, zp.clamp(lo, hi))
     }
 }
@@ -202,6 +214,23 @@ mod tests {
             let codes: Vec<i8> = codes.iter().copied().take(codes.len() / 8 * 8).collect();
             prop_assert_eq!(unpack_int4(&pack_int4(&codes)), codes);
         }
+    }
+
+    #[test]
+    fn rounding_is_half_to_even() {
+        for (x, r) in [
+            (0.5f32, 0.0f32),
+            (1.5, 2.0),
+            (2.5, 2.0),
+            (-0.5, -0.0),
+            (-1.5, -2.0),
+            (0.49999997, 0.0),
+            (126.6, 127.0),
+            (-3.2, -3.0),
+        ] {
+            assert_eq!(round_even(x), r, "{x}");
+        }
+        assert_eq!(round_even(1e9), 1e9);
     }
 
     #[test]
