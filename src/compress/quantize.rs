@@ -340,6 +340,9 @@ fn output_metadata(
         meta.insert("quantization_config".into(), config.to_string());
     }
     meta.insert("compressd.format".into(), format.into());
+    if let Scheme::Kmeans { bits } = step.scheme {
+        meta.insert("compressd.kmeans_bits".into(), bits.to_string());
+    }
     if step.store == Storage::Sparse {
         meta.insert("compressd.sparse".into(), "bitmask-v1".into());
     }

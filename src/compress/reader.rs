@@ -30,6 +30,10 @@ pub type DenseTensors = BTreeMap<String, (Vec<u64>, Vec<f32>)>;
 /// Every logical tensor of the file, dequantized to f32, with its shape.
 pub fn read_dense(path: &Path) -> Result<DenseTensors, CompressError> {
     let index = SafetensorsIndex::open(path)?;
+    let kmeans_bits = index
+        .metadata
+        .get("compressd.kmeans_bits")
+        .and_then(|b| b.parse().ok());
     let file = File::open(path)?;
     let mut raw: HashMap<String, Raw> = HashMap::new();
     for t in &index.tensors {
@@ -58,11 +62,7 @@ pub fn read_dense(path: &Path) -> Result<DenseTensors, CompressError> {
                 "sparse tensor '{name}' lacks its mask, values or shape"
             )));
         };
-        let shape: Vec<u64> = shape
-            .bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u64)
-            .collect();
+        let shape = dims(&shape);
         let n = shape.iter().product::<u64>() as usize;
         let bytes = densify(&mask.bytes, &values.bytes, values.dtype.size(), n)
             .ok_or_else(|| bad(format!("sparse tensor '{name}': mask and values disagree")))?;
@@ -81,7 +81,7 @@ pub fn read_dense(path: &Path) -> Result<DenseTensors, CompressError> {
         if is_auxiliary(&name, &raw) {
             continue;
         }
-        let value = decode_tensor(&name, &raw)?;
+        let value = decode_tensor(&name, &raw, kmeans_bits)?;
         out.insert(strip_code_suffix(&name).to_owned(), value);
     }
     Ok(out)
@@ -106,6 +106,14 @@ fn is_auxiliary(name: &str, raw: &HashMap<String, Raw>) -> bool {
         })
 }
 
+/// An I64 shape tensor's values.
+fn dims(r: &Raw) -> Vec<u64> {
+    r.bytes
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as u64)
+        .collect()
+}
+
 fn f32s(r: &Raw) -> Vec<f32> {
     load_f32(&r.bytes, r.dtype)
 }
@@ -113,6 +121,7 @@ fn f32s(r: &Raw) -> Vec<f32> {
 fn decode_tensor(
     name: &str,
     raw: &HashMap<String, Raw>,
+    kmeans_bits: Option<u32>,
 ) -> Result<(Vec<u64>, Vec<f32>), CompressError> {
     let t = &raw[name];
     let get = |suffix: &str| raw.get(&format!("{}{suffix}", strip_code_suffix(name)));
@@ -122,16 +131,13 @@ fn decode_tensor(
         let book = f32s(book);
         let shape =
             get("_shape").ok_or_else(|| bad(format!("'{base}' has indices but no _shape")))?;
-        let shape: Vec<u64> = shape
-            .bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u64)
-            .collect();
+        let shape = dims(shape);
         let n = shape.iter().product::<u64>() as usize;
-        let bits = (usize::BITS - (book.len().max(2) - 1).leading_zeros()).max(2);
-        let bits = (2..=8)
-            .find(|b| t.bytes.len() == (n * b).div_ceil(8))
-            .unwrap_or(bits as usize) as u32;
+        let bits = kmeans_bits.ok_or_else(|| {
+            bad(format!(
+                "'{base}' has indices but the file names no compressd.kmeans_bits"
+            ))
+        })?;
         let codes = kmeans::unpack_bits(&t.bytes, bits, n);
         let values = codes
             .iter()
@@ -141,11 +147,7 @@ fn decode_tensor(
     }
     if name.ends_with("_packed") {
         let shape = get("_shape").ok_or_else(|| bad(format!("'{name}' has no _shape")))?;
-        let shape: Vec<u64> = shape
-            .bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u64)
-            .collect();
+        let shape = dims(shape);
         let packed: Vec<i32> = t
             .bytes
             .chunks_exact(4)

@@ -67,7 +67,8 @@ pub struct TestApp {
     pub app: Option<Application>,
     pub config: Config,
     pub db: std::sync::Arc<TestDb>,
-    pub dir: std::sync::Arc<tempfile::TempDir>,
+    /// Holds the data directory and SQLite file until the test ends.
+    _dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 pub fn test_config(db_url: &str, data_dir: PathBuf) -> Config {
@@ -104,13 +105,6 @@ impl TestApp {
         Some(app)
     }
 
-    /// A second server on the same database and data directory.
-    pub async fn sibling(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
-        let mut config = self.config.clone();
-        tweak(&mut config);
-        Self::start(config, self.db.clone(), self.dir.clone()).await
-    }
-
     async fn start(
         config: Config,
         db: std::sync::Arc<TestDb>,
@@ -125,7 +119,7 @@ impl TestApp {
             app: Some(app),
             config,
             db,
-            dir,
+            _dir: dir,
         }
     }
 

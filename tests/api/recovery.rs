@@ -208,41 +208,46 @@ async fn sigterm_releases_running_jobs(backend: Backend) {
     app.finish().await;
 }
 
-/// Two servers on one database share the queue: every job runs once, both servers work.
+/// Two server processes on one database share the queue: every job runs once, both work.
 async fn two_servers_share_the_queue(backend: Backend) {
-    let Some(first) = TestApp::spawn(backend, |c| {
-        c.workers = Some(2);
-        c.test_chunk_delay_ms = 20;
-    })
-    .await
-    else {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
         return;
     };
-    let second = first.sibling(|_| {}).await;
-    let model = first.upload_ok(layered(4), "m").await;
+    let workers = [
+        ("COMPRESSD_WORKERS", "2"),
+        ("COMPRESSD_TEST_CHUNK_DELAY_MS", "20"),
+    ];
+    let mut servers = [spawn_server(&app, &workers), spawn_server(&app, &workers)];
+    let model = app.upload_ok(layered(4), "m").await;
     let mut jobs = Vec::new();
     for i in 0..12 {
         let target = json!([{"op":"prune","method":"magnitude","sparsity": 0.05 * (i + 1) as f64,"scope":"layer"}]);
-        let via = if i % 2 == 0 { &first } else { &second };
-        jobs.push(via.submit(&model, target).await);
+        jobs.push(app.submit(&model, target).await);
     }
-    let mut workers = HashSet::new();
+    let mut processes = HashSet::new();
     for job in &jobs {
-        let done = second
-            .wait_for(job, "succeeded", Duration::from_secs(60))
+        let done = app
+            .wait_for(job, "succeeded", Duration::from_secs(90))
             .await;
         assert_eq!(done["attempts"], 1, "{done:#}");
         assert_eq!(model_artifacts(&done), 1);
-        workers.insert(done["worker"].as_str().unwrap().to_owned());
+        // Worker ids are host/pid/random: the pid names the process.
+        let worker = done["worker"].as_str().unwrap();
+        processes.insert(worker.split('/').nth(1).unwrap().to_owned());
     }
-    assert!(workers.len() >= 2, "both servers took jobs: {workers:?}");
-    let attempt_dirs: usize = std::fs::read_dir(first.config.data_dir.join("blobs/artifacts"))
+    assert_eq!(processes.len(), 2, "both servers took jobs: {processes:?}");
+    for server in &mut servers {
+        let _ = Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status();
+        server.wait().unwrap();
+    }
+    let attempt_dirs: usize = std::fs::read_dir(app.config.data_dir.join("blobs/artifacts"))
         .unwrap()
         .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
         .sum();
     assert_eq!(attempt_dirs, jobs.len(), "one set of files per job");
-    second.finish().await;
-    first.finish().await;
+    app.finish().await;
 }
 
 crate::on_each_backend!(
