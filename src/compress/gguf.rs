@@ -20,7 +20,7 @@ use super::prune::select_tensors;
 use super::quant::{ErrorStats, ErrorSums};
 use super::quantize::load_f32;
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
-use super::CompressError;
+use super::{require_finite, CompressError};
 use crate::domain::{ExportStep, GgufType};
 
 const ALIGNMENT: u64 = 32;
@@ -263,12 +263,7 @@ pub fn export_gguf(
         let (bytes, error) = match p.stored {
             Stored::Quant(q) => {
                 let values = load_f32(&window, t.dtype);
-                if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-                    return Err(CompressError::InvalidModel(format!(
-                        "tensor '{}' holds a NaN or infinite value (element {bad}); fix the model or exclude the tensor",
-                        t.name
-                    )));
-                }
+                require_finite(t, &values, "GGUF export")?;
                 let cols = *t.shape.last().expect("rank ≥ 1") as usize;
                 let (bytes, sums) = quantize_rows(&values, cols, ggml_dtype(q))?;
                 model_error.merge(&sums);

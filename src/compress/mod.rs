@@ -47,3 +47,23 @@ impl From<OpenError> for CompressError {
         }
     }
 }
+
+/// Refuses a tensor holding NaN or infinite values: no step can rank, scale or round them.
+pub(crate) fn non_finite_error(tensor: &TensorEntry, count: u64, op: &str) -> CompressError {
+    CompressError::InvalidModel(format!(
+        "tensor '{}' holds {count} NaN or infinite values, which {op} cannot handle; fix the model or exclude the tensor",
+        tensor.name
+    ))
+}
+
+/// `Err` naming the tensor when any of its values is NaN or infinite.
+pub(crate) fn require_finite(
+    tensor: &TensorEntry,
+    values: &[f32],
+    op: &str,
+) -> Result<(), CompressError> {
+    match values.iter().filter(|v| !v.is_finite()).count() {
+        0 => Ok(()),
+        bad => Err(non_finite_error(tensor, bad as u64, op)),
+    }
+}

@@ -15,7 +15,7 @@ use super::cut::{self, Cut, Histogram, BUCKETS};
 use super::dtype::{count_nonzero, threshold_key, Key, KeyReader, INFINITY_KEY};
 use super::report::{PruneReport, TensorStats, Totals};
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
-use super::CompressError;
+use super::{non_finite_error, CompressError};
 use crate::domain::{PruneMethod, PruneStep, PruneTarget, Scope, TensorSelection};
 
 const BLOCK_BYTES: usize = 64 << 10;
@@ -167,7 +167,7 @@ impl Plan<'_> {
         })?;
         let bad = cut::non_finite(&own);
         if bad > 0 {
-            return Err(non_finite(t, bad));
+            return Err(non_finite_error(t, bad, "magnitude pruning"));
         }
         into.iter_mut().zip(own).for_each(|(a, b)| *a += b);
         Ok(())
@@ -267,20 +267,13 @@ impl Plan<'_> {
                 self.control.advance(chunk.1 as u64);
             }
             if bad > 0 {
-                return Err(non_finite(t, bad));
+                return Err(non_finite_error(t, bad, "magnitude pruning"));
             }
             stats.push(TensorStats::new(t, sel, before, after));
         }
         writer.finish()?;
         Ok(stats)
     }
-}
-
-fn non_finite(t: &TensorEntry, count: u64) -> CompressError {
-    CompressError::InvalidModel(format!(
-        "tensor '{}' holds {count} NaN or infinite values; magnitudes of such weights have no order, so fix the model (or exclude the tensor) before pruning",
-        t.name
-    ))
 }
 
 #[derive(Default, Clone, Copy)]

@@ -19,7 +19,7 @@ use super::quant::{ErrorStats, ErrorSums};
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
 use super::sparse::write_sparse;
 use super::st_writer::SpooledWriter;
-use super::CompressError;
+use super::{require_finite, CompressError};
 use crate::domain::{Granularity, QuantizeStep, Scheme, Storage};
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,13 +170,7 @@ pub fn quantize_file(
         }
         let values = load_f32(&window, t.dtype);
         drop(window);
-        let bad = values.iter().filter(|v| !v.is_finite()).count();
-        if bad > 0 {
-            return Err(CompressError::InvalidModel(format!(
-                "tensor '{}' holds {bad} NaN or infinite values; fix the model or exclude the tensor",
-                t.name
-            )));
-        }
+        require_finite(t, &values, "quantization")?;
         let enc = encode(&values, &t.shape, step.scheme);
         let mut bytes_after = 0u64;
         for (i, part) in enc.parts.iter().enumerate() {

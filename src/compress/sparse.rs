@@ -4,6 +4,13 @@
 
 use super::st_writer::SpooledWriter;
 
+/// A shape as the little-endian I64 tensor that stores it.
+pub fn i64_bytes(dims: &[u64]) -> Vec<u8> {
+    dims.iter()
+        .flat_map(|d| (*d as i64).to_le_bytes())
+        .collect()
+}
+
 /// Writes `bytes` (elements of `width` bytes) sparsely; all-zero elements are left out.
 pub fn write_sparse(
     out: &mut SpooledWriter,
@@ -23,10 +30,7 @@ pub fn write_sparse(
         }
     }
     let stored = (values.len() / width) as u64;
-    let shape_bytes: Vec<u8> = shape
-        .iter()
-        .flat_map(|d| (*d as i64).to_le_bytes())
-        .collect();
+    let shape_bytes = i64_bytes(shape);
     out.add(&format!("{name}.mask"), "U8", &[mask.len() as u64], &mask)?;
     out.add(&format!("{name}.values"), dtype, &[stored], &values)?;
     out.add(

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::{fp8, int, kmeans};
+use crate::compress::sparse::i64_bytes;
 use crate::domain::{Granularity, Scheme};
 
 /// A tensor to write: name suffix (appended to the weight's name), dtype, shape, bytes.
@@ -69,12 +70,7 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
                 },
             ];
             if !symmetric {
-                parts.push(Part {
-                    suffix: "_zero_point",
-                    dtype: "I8",
-                    shape: param_shape,
-                    bytes: q.zero_points.iter().map(|z| *z as u8).collect(),
-                });
+                parts.push(zero_point_part(param_shape, &q.zero_points));
             }
             plain(parts, restored)
         }
@@ -108,19 +104,11 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
                     suffix: "_shape",
                     dtype: "I64",
                     shape: vec![2],
-                    bytes: [rows as i64, cols as i64]
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect(),
+                    bytes: i64_bytes(&[rows as u64, cols as u64]),
                 },
             ];
             if !symmetric {
-                parts.push(Part {
-                    suffix: "_zero_point",
-                    dtype: "I8",
-                    shape: param_shape,
-                    bytes: q.zero_points.iter().map(|z| *z as u8).collect(),
-                });
+                parts.push(zero_point_part(param_shape, &q.zero_points));
             }
             plain(parts, restored)
         }
@@ -224,10 +212,7 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
                         suffix: "_shape",
                         dtype: "I64",
                         shape: vec![shape.len() as u64],
-                        bytes: shape
-                            .iter()
-                            .flat_map(|d| (*d as i64).to_le_bytes())
-                            .collect(),
+                        bytes: i64_bytes(shape),
                     },
                 ],
                 restored,
@@ -235,6 +220,16 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
             e.codebook_size = Some(k);
             e
         }
+    }
+}
+
+/// Asymmetric schemes' zero points: one I8 per scale, shaped like the scales.
+fn zero_point_part(param_shape: Vec<u64>, zero_points: &[i8]) -> Part {
+    Part {
+        suffix: "_zero_point",
+        dtype: "I8",
+        shape: param_shape,
+        bytes: zero_points.iter().map(|z| *z as u8).collect(),
     }
 }
 
