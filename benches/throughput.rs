@@ -98,6 +98,7 @@ fn main() -> anyhow::Result<()> {
                 Step::Prune(p) => drop(prune_file(&input, &output, p, &control)?),
                 Step::Quantize(q) => drop(quantize_file(&input, &output, None, q, &control)?),
                 Step::Export(e) => drop(export_gguf(&input, &output, e, "bench", &control)?),
+                other => anyhow::bail!("{} is not a streaming step", other.op()),
             }
             let secs = started.elapsed().as_secs_f64();
             let peak = peak_rss_mib();

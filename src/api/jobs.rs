@@ -14,10 +14,11 @@ use super::error::ApiError;
 use super::extract::{parse_id, ApiJson, ApiQuery};
 use super::views::{next_cursor, JobView, Page, PageQuery};
 use super::AppState;
+use crate::compress::nn::{check_fit, DatasetSummary};
 use crate::compress::prune::select_tensors;
 use crate::compress::quantize::check_groups;
 use crate::compress::TensorEntry;
-use crate::domain::{JobStatus, Pipeline, PipelineStepDoc, Step};
+use crate::domain::{Architecture, JobStatus, Pipeline, PipelineStepDoc, Step};
 use crate::store::{CreateJob, Created, JobFilter, JobRecord, ModelRecord};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -27,6 +28,11 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub struct CreateJobRequest {
     /// The model to compress.
     pub model_id: Uuid,
+    /// Dataset for steps that run the model (train, finetune, evaluate, sensitivity, prune
+    /// with a schedule or gradient criterion). With a dataset and an architecture, every job
+    /// also reports the model's accuracy, cost and speed before and after.
+    #[serde(default)]
+    pub dataset_id: Option<Uuid>,
     /// Steps, run in order; each names its `op`.
     #[schema(value_type = Vec<PipelineStepDoc>)]
     pub pipeline: Vec<Value>,
@@ -66,13 +72,15 @@ pub async fn create_job(
         )
     })?;
     check_against_model(&pipeline, &model)?;
-    let canonical = json!({ "model_id": req.model_id, "pipeline": pipeline.to_json() });
+    check_model_inputs(&app, &pipeline, &model, req.dataset_id).await?;
+    let canonical = json!({ "model_id": req.model_id, "dataset_id": req.dataset_id, "pipeline": pipeline.to_json() });
     let request_hash = hex::encode(Sha256::digest(canonical.to_string()));
     let created = app
         .store
         .create_job(&CreateJob {
             id: Uuid::now_v7(),
             model_id: req.model_id,
+            dataset_id: req.dataset_id,
             pipeline: pipeline.to_json(),
             max_attempts: app.config.max_attempts.max(1),
             idempotency_key: key,
@@ -121,6 +129,60 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// Refuses, before queueing, a job whose steps need an architecture or a dataset it lacks, or
+/// whose dataset does not fit the model.
+async fn check_model_inputs(
+    app: &AppState,
+    pipeline: &Pipeline,
+    model: &ModelRecord,
+    dataset_id: Option<Uuid>,
+) -> Result<(), ApiError> {
+    let refuse = |code: &'static str, title: &'static str, detail: String| {
+        ApiError::unprocessable(code, title, detail)
+    };
+    let arch = match &model.architecture {
+        Some(a) => {
+            Some(serde_json::from_value::<Architecture>(a.clone()).map_err(ApiError::internal)?)
+        }
+        None => None,
+    };
+    if pipeline.needs_architecture() && arch.is_none() {
+        return Err(refuse(
+            "architecture-required",
+            "Model has no architecture",
+            "this pipeline runs the model (train, finetune, evaluate, sensitivity, l1_filter, or pruning with a schedule or gradient criterion), but the model has no architecture; upload one with PUT /v1/models/{id}/architecture".into(),
+        ));
+    }
+    let Some(id) = dataset_id else {
+        if pipeline.needs_dataset() {
+            return Err(refuse(
+                "dataset-required",
+                "Dataset required",
+                "this pipeline trains or measures the model; give dataset_id (upload one with POST /v1/datasets)".into(),
+            ));
+        }
+        return Ok(());
+    };
+    let dataset = app.store.get_dataset(id).await?.ok_or_else(|| {
+        refuse(
+            "dataset-not-found",
+            "Unknown dataset",
+            format!("no dataset with id '{id}'; upload one with POST /v1/datasets"),
+        )
+    })?;
+    let Some(arch) = arch else {
+        return Err(refuse(
+            "architecture-required",
+            "Model has no architecture",
+            "a dataset is only used by models that carry an architecture; set one with PUT /v1/models/{id}/architecture".into(),
+        ));
+    };
+    let summary: DatasetSummary =
+        serde_json::from_value(dataset.summary).map_err(ApiError::internal)?;
+    check_fit(&summary, &arch)
+        .map_err(|e| refuse("dataset-mismatch", "Dataset does not fit the model", e))
+}
+
 /// Refuses, before queueing, a pipeline that cannot apply to the model's tensors.
 fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), ApiError> {
     let tensors: Vec<TensorEntry> =
@@ -131,6 +193,7 @@ fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), A
             Step::Quantize(q) => select_tensors(&tensors, &q.selection, "quantize")
                 .and_then(|selected| check_groups(&tensors, &selected, q.scheme)),
             Step::Export(e) => select_tensors(&tensors, &e.selection, "export").map(drop),
+            Step::Train(_) | Step::Finetune(_) | Step::Evaluate(_) | Step::Sensitivity(_) => Ok(()),
         }
         .map_err(|e| {
             ApiError::unprocessable(

@@ -2,6 +2,7 @@
 //! around them.
 
 mod artifacts;
+mod datasets;
 mod download;
 mod error;
 mod events;
@@ -51,6 +52,7 @@ pub struct AppState {
     ),
     tags(
         (name = "models", description = "Uploaded models"),
+        (name = "datasets", description = "Datasets that jobs train and measure models on"),
         (name = "jobs", description = "Compression jobs"),
         (name = "artifacts", description = "Job outputs"),
         (name = "operations", description = "Health and metrics"),
@@ -64,6 +66,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(models::upload_model, models::list_models))
         .routes(routes!(models::get_model, models::delete_model))
         .routes(routes!(models::download_model))
+        .routes(routes!(models::put_architecture))
+        .routes(routes!(datasets::upload_dataset, datasets::list_datasets))
+        .routes(routes!(datasets::get_dataset, datasets::delete_dataset))
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))

@@ -1,22 +1,28 @@
 //! `/v1/models`: upload, list, inspect, download and delete models.
 
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use futures::TryStreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::download::serve_blob;
 use super::error::ApiError;
-use super::extract::{parse_id, ApiQuery};
-use super::upload::{drain, receive, TempUpload};
+use std::collections::HashMap;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::Value;
+
+use super::extract::{parse_id, ApiJson, ApiQuery};
+use super::upload::{drain, receive, receive_form, TempUpload};
 use super::views::{next_cursor, ModelView, Page, PageQuery};
 use super::AppState;
-use crate::compress::{OpenError, SafetensorsIndex};
+use crate::compress::nn::{check_weights, Network};
+use crate::compress::{OpenError, SafetensorsIndex, TensorEntry};
+use crate::domain::{Architecture, ArchitectureWire};
 use crate::store::NewModel;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -28,15 +34,18 @@ pub struct UploadQuery {
     pub name: Option<String>,
 }
 
-/// Upload a model (safetensors). Send `multipart/form-data` with a `file` part and an optional
-/// `name` part, or the raw file as `application/octet-stream` with `?name=`.
+/// Upload a model (safetensors). Send `multipart/form-data` with a `file` part, an optional
+/// `name` part and an optional `architecture` part (JSON; the weights must then fit it
+/// exactly), or the raw file as `application/octet-stream` with `?name=`. An `architecture`
+/// part without a `file` creates a model with freshly initialised weights (`seed` part,
+/// default 0), ready for a `train` job.
 #[utoipa::path(
     post,
     path = "/v1/models",
     tag = "models",
     params(UploadQuery),
     request_body(
-        description = "The safetensors file: raw, or as the `file` part of a multipart form",
+        description = "The safetensors file: raw, or as the `file` part of a multipart form (with optional `name`, `architecture` and `seed` parts)",
         content(
             (Vec<u8> = "application/octet-stream"),
             (Object = "multipart/form-data"),
@@ -47,7 +56,7 @@ pub struct UploadQuery {
         (status = 400, description = "Malformed request", body = crate::domain::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES", body = crate::domain::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither multipart nor octet-stream", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a valid safetensors file", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a valid safetensors file, an invalid architecture, or weights that do not fit it", body = crate::domain::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn upload_model(
@@ -56,6 +65,42 @@ pub async fn upload_model(
     request: Request,
 ) -> Result<(StatusCode, Json<ModelView>), ApiError> {
     let limit = app.config.max_upload_bytes;
+    let (upload, mut texts, file_name) = receive_upload(&app, request, limit, MODEL_PARTS).await?;
+    let architecture = texts
+        .remove("architecture")
+        .map(|a| parse_architecture(&a))
+        .transpose()?;
+    let upload = match (upload, &architecture) {
+        (Some(u), _) => u,
+        (None, Some(arch)) => initial_weights(&app, arch, texts.remove("seed")).await?,
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid-multipart",
+                "the multipart body has no 'file' part (send weights, or an 'architecture' part to start from a fresh initialisation)",
+            ))
+        }
+    };
+    let stem = file_name.map(|f| f.trim_end_matches(".safetensors").to_owned());
+    let name = validate_name(texts.remove("name").or(query.name).or(stem))?;
+    if upload.size == 0 {
+        return Err(ApiError::bad_request(
+            "empty-upload",
+            "the uploaded file is empty",
+        ));
+    }
+    let model = store_model(&app, upload, name, architecture).await?;
+    Ok((StatusCode::CREATED, Json(ModelView::new(model, true))))
+}
+
+const MODEL_PARTS: &[(&str, u64)] = &[("name", 4096), ("architecture", 1 << 20), ("seed", 64)];
+
+/// Receives a raw or multipart upload: the file (if any), the text parts, the file's name.
+pub(super) async fn receive_upload(
+    app: &AppState,
+    request: Request,
+    limit: u64,
+    parts: &[(&str, u64)],
+) -> Result<(Option<TempUpload>, HashMap<String, String>, Option<String>), ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -67,98 +112,131 @@ pub async fn upload_model(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let too_large = |n: u64| n > limit.saturating_add(64 << 10);
+    let too_large = |n: u64| n > limit.saturating_add(64 << 10).saturating_add(1 << 20);
     if declared.is_some_and(too_large) {
         drain(std::pin::pin!(request.into_body().into_data_stream())).await;
         return Err(ApiError::too_large(limit));
     }
-    let (upload, part_name) = if content_type.starts_with("multipart/form-data") {
-        receive_multipart(&app, &content_type, request.into_body()).await?
+    if content_type.starts_with("multipart/form-data") {
+        let form = receive_form(
+            &app.config.tmp_dir(),
+            limit,
+            &content_type,
+            request.into_body(),
+            parts,
+        )
+        .await?;
+        Ok((form.file, form.texts, form.file_name))
     } else if content_type.starts_with("application/octet-stream") {
         let stream = request.into_body().into_data_stream();
         let upload = receive(stream, &app.config.tmp_dir(), limit)
             .await
             .map_err(|e| e.into_api(limit))?;
-        (upload, None)
+        Ok((Some(upload), HashMap::new(), None))
     } else {
-        return Err(ApiError::new(
+        Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             "Unsupported media type",
             format!("Content-Type '{content_type}' is not accepted: send multipart/form-data with a 'file' part, or application/octet-stream"),
-        ));
-    };
-    let name = validate_name(part_name.or(query.name))?;
-    if upload.size == 0 {
-        return Err(ApiError::bad_request(
-            "empty-upload",
-            "the uploaded file is empty",
-        ));
+        ))
     }
-    let model = store_model(&app, upload, name).await?;
-    Ok((StatusCode::CREATED, Json(ModelView::new(model, true))))
 }
 
-/// Reads a multipart body: the `file` part streams to disk; `name` is a short text part.
-async fn receive_multipart(
+fn parse_architecture(text: &str) -> Result<Architecture, ApiError> {
+    Architecture::parse_json(text)
+        .map_err(|e| ApiError::unprocessable("invalid-architecture", "Invalid architecture", e.0))
+}
+
+/// Fresh weights for an architecture-only upload, written like an uploaded file.
+async fn initial_weights(
     app: &AppState,
-    content_type: &str,
-    body: Body,
-) -> Result<(TempUpload, Option<String>), ApiError> {
-    let limit = app.config.max_upload_bytes;
-    let boundary = multer::parse_boundary(content_type).map_err(|e| {
-        ApiError::bad_request(
-            "invalid-multipart",
-            format!("bad multipart Content-Type: {e}"),
-        )
-    })?;
-    let constraints =
-        multer::Constraints::new().size_limit(multer::SizeLimit::new().for_field("name", 4096));
-    let mut form =
-        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let (mut file, mut name, mut file_name) = (None, None, None);
-    let bad = |e: multer::Error| {
-        ApiError::bad_request(
-            "invalid-multipart",
-            format!("malformed multipart body: {e}"),
-        )
+    arch: &Architecture,
+    seed: Option<String>,
+) -> Result<TempUpload, ApiError> {
+    let seed = match seed {
+        Some(s) => s.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid-seed",
+                format!("seed must be a non-negative integer, got '{s}'"),
+            )
+        })?,
+        None => 0,
     };
-    while let Some(field) = form.next_field().await.map_err(bad)? {
-        match field.name() {
-            Some("file") if file.is_some() => {
-                return Err(ApiError::bad_request(
-                    "invalid-multipart",
-                    "send exactly one 'file' part",
-                ));
-            }
-            Some("file") => {
-                file_name = field.file_name().map(str::to_owned);
-                let stream = field.map_err(|e| e.to_string());
-                file = Some(
-                    receive(stream, &app.config.tmp_dir(), limit)
-                        .await
-                        .map_err(|e| e.into_api(limit))?,
-                );
-            }
-            Some("name") => name = Some(field.text().await.map_err(bad)?),
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid-multipart",
-                    format!(
-                    "unexpected part {other:?}; send a 'file' part and optionally a 'name' part"
-                ),
-                ))
+    let path = app
+        .config
+        .tmp_dir()
+        .join(format!("init-{}.safetensors", Uuid::new_v4().simple()));
+    let arch = arch.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let written = Network::initialise(&arch, &mut rng).and_then(|net| net.save(&path));
+        match written {
+            Ok(_) => TempUpload::adopt(path).map_err(ApiError::internal),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(ApiError::internal(e))
             }
         }
-    }
-    let file = file.ok_or_else(|| {
-        ApiError::bad_request("invalid-multipart", "the multipart body has no 'file' part")
-    })?;
-    let stem = file_name.map(|f| f.trim_end_matches(".safetensors").to_owned());
-    Ok((file, name.or(stem)))
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
-fn validate_name(name: Option<String>) -> Result<String, ApiError> {
+/// The weights must match the architecture tensor for tensor.
+fn check_fit(arch: &Architecture, tensors: &[TensorEntry]) -> Result<(), ApiError> {
+    check_weights(
+        arch,
+        tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice())),
+    )
+    .map_err(|e| {
+        ApiError::unprocessable("weights-mismatch", "Weights do not fit the architecture", e)
+    })
+}
+
+/// Set or replace the model's architecture. The weights must fit it exactly.
+#[utoipa::path(
+    put,
+    path = "/v1/models/{id}/architecture",
+    tag = "models",
+    params(("id" = String, Path, description = "Model id")),
+    request_body = ArchitectureWire,
+    responses(
+        (status = 200, description = "The model with its architecture", body = ModelView),
+        (status = 400, description = "Malformed JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such model", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid architecture, or weights that do not fit it", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn put_architecture(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<ModelView>, ApiError> {
+    let id = parse_id("model", &id)?;
+    let model = app
+        .store
+        .get_model(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model", &id.to_string()))?;
+    let arch = parse_architecture(&body.to_string())?;
+    let tensors: Vec<TensorEntry> =
+        serde_json::from_value(model.tensors.clone()).map_err(ApiError::internal)?;
+    check_fit(&arch, &tensors)?;
+    app.store
+        .set_architecture(id, Some(&arch.to_json()))
+        .await?;
+    let model = app
+        .store
+        .get_model(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model", &id.to_string()))?;
+    Ok(Json(ModelView::new(model, true)))
+}
+
+pub(super) fn validate_name(name: Option<String>) -> Result<String, ApiError> {
     let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
     let Some(name) = name else {
         return Ok("model".into());
@@ -177,6 +255,7 @@ async fn store_model(
     app: &AppState,
     upload: TempUpload,
     name: String,
+    architecture: Option<Architecture>,
 ) -> Result<crate::store::ModelRecord, ApiError> {
     let path = upload.path().to_owned();
     let index = tokio::task::spawn_blocking(move || SafetensorsIndex::open(&path))
@@ -190,6 +269,9 @@ async fn store_model(
             ),
             OpenError::Io(io) => ApiError::internal(io),
         })?;
+    if let Some(arch) = &architecture {
+        check_fit(arch, &index.tensors)?;
+    }
     let id = Uuid::now_v7();
     let blob_key = format!("models/{id}.safetensors");
     let new = NewModel {
@@ -203,6 +285,7 @@ async fn store_model(
         tensors: serde_json::to_value(&index.tensors).map_err(ApiError::internal)?,
         metadata: serde_json::to_value(&index.metadata).map_err(ApiError::internal)?,
         blob_key: blob_key.clone(),
+        architecture: architecture.map(|a| a.to_json()),
     };
     app.blobs.put(&blob_key, upload.path()).await?;
     upload.keep();

@@ -26,6 +26,17 @@ impl TempUpload {
         &self.path
     }
 
+    /// Adopts a file the server wrote itself (e.g. generated weights).
+    pub fn adopt(path: PathBuf) -> std::io::Result<TempUpload> {
+        let bytes = std::fs::read(&path)?;
+        Ok(TempUpload {
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            path,
+            kept: false,
+        })
+    }
+
     /// The file now belongs elsewhere (it was moved); do not delete it.
     pub fn keep(mut self) {
         self.kept = true;
@@ -139,4 +150,87 @@ where
     }
     upload.sha256 = written.map_err(ReceiveError::Io)?;
     Ok(upload)
+}
+
+/// A multipart form: at most one `file` part streamed to disk, plus short text parts.
+pub struct Form {
+    pub file: Option<TempUpload>,
+    pub file_name: Option<String>,
+    pub texts: std::collections::HashMap<String, String>,
+}
+
+/// Reads a multipart body whose text parts are `texts` (name, size limit in bytes).
+pub async fn receive_form(
+    tmp_dir: &Path,
+    limit: u64,
+    content_type: &str,
+    body: axum::body::Body,
+    texts: &[(&str, u64)],
+) -> Result<Form, ApiError> {
+    use futures::TryStreamExt;
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        ApiError::bad_request(
+            "invalid-multipart",
+            format!("bad multipart Content-Type: {e}"),
+        )
+    })?;
+    let mut sizes = multer::SizeLimit::new();
+    for (name, max) in texts {
+        sizes = sizes.for_field(*name, *max);
+    }
+    let constraints = multer::Constraints::new().size_limit(sizes);
+    let mut form =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let bad = |e: multer::Error| {
+        ApiError::bad_request(
+            "invalid-multipart",
+            format!("malformed multipart body: {e}"),
+        )
+    };
+    let mut out = Form {
+        file: None,
+        file_name: None,
+        texts: Default::default(),
+    };
+    let expected = || {
+        let names: Vec<&str> = texts.iter().map(|(n, _)| *n).collect();
+        format!("'file' and optionally {names:?}")
+    };
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().map(str::to_owned);
+        match name.as_deref() {
+            Some("file") if out.file.is_some() => {
+                return Err(ApiError::bad_request(
+                    "invalid-multipart",
+                    "send exactly one 'file' part",
+                ));
+            }
+            Some("file") => {
+                out.file_name = field.file_name().map(str::to_owned);
+                let stream = field.map_err(|e| e.to_string());
+                out.file = Some(
+                    receive(stream, tmp_dir, limit)
+                        .await
+                        .map_err(|e| e.into_api(limit))?,
+                );
+            }
+            Some(n) if texts.iter().any(|(t, _)| *t == n) => {
+                if out.texts.contains_key(n) {
+                    return Err(ApiError::bad_request(
+                        "invalid-multipart",
+                        format!("send at most one '{n}' part"),
+                    ));
+                }
+                let text = field.text().await.map_err(bad)?;
+                out.texts.insert(n.to_owned(), text);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid-multipart",
+                    format!("unexpected part {other:?}; send {}", expected()),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }

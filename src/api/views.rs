@@ -7,8 +7,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::domain::{JobStatus, PipelineStepDoc, Problem};
-use crate::store::{ArtifactRecord, JobRecord, ModelRecord};
+use crate::domain::{ArchitectureWire, JobStatus, PipelineStepDoc, Problem};
+use crate::store::{ArtifactRecord, DatasetRecord, JobRecord, ModelRecord};
 
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
@@ -31,6 +31,9 @@ pub struct ModelView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<TensorView>>)]
     pub tensors: Option<Value>,
+    /// The layers the service runs the model with, if the model has one.
+    #[schema(value_type = Option<ArchitectureWire>)]
+    pub architecture: Option<Value>,
     pub created_at: DateTime<Utc>,
     /// Where to download the file.
     pub file_url: String,
@@ -57,7 +60,35 @@ impl ModelView {
             parameter_count: m.parameter_count,
             metadata: m.metadata,
             tensors: with_tensors.then_some(m.tensors),
+            architecture: m.architecture,
             created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatasetView {
+    pub id: Uuid,
+    pub name: String,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the file as uploaded.
+    pub sha256: String,
+    /// Sample shape, input dtype, class count, and per split: tensor names, sample count and
+    /// samples per class.
+    #[schema(value_type = Object)]
+    pub summary: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<DatasetRecord> for DatasetView {
+    fn from(d: DatasetRecord) -> Self {
+        DatasetView {
+            id: d.id,
+            name: d.name,
+            size_bytes: d.size_bytes,
+            sha256: d.sha256,
+            summary: d.summary,
+            created_at: d.created_at,
         }
     }
 }
@@ -96,12 +127,16 @@ impl From<ArtifactRecord> for ArtifactView {
 pub struct JobView {
     pub id: Uuid,
     pub model_id: Uuid,
+    pub dataset_id: Option<Uuid>,
     /// The pipeline as it will run, with defaults filled in.
     #[schema(value_type = Vec<PipelineStepDoc>)]
     pub pipeline: Value,
     pub status: JobStatus,
     /// Fraction done, 0 to 1.
     pub progress: f64,
+    /// What a long step is doing: step index, op, round, epoch, latest accuracy.
+    #[schema(value_type = Option<Object>)]
+    pub progress_detail: Option<Value>,
     /// Set when the job failed (or, while queued for a retry, the last attempt's error).
     #[schema(value_type = Option<Problem>)]
     pub error: Option<Value>,
@@ -126,9 +161,11 @@ impl JobView {
         JobView {
             id: j.id,
             model_id: j.model_id,
+            dataset_id: j.dataset_id,
             pipeline: j.pipeline,
             status: j.status,
             progress: j.progress,
+            progress_detail: j.progress_detail,
             error: j.error,
             attempts: j.attempts,
             max_attempts: j.max_attempts,

@@ -1,6 +1,7 @@
 //! How a running step hears "stop" and reports progress: plain atomics, checked between chunks.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::CompressError;
@@ -43,6 +44,8 @@ pub struct Control {
     steps: AtomicU64,
     /// Slows every chunk down; only for tests that must catch a job mid-flight.
     chunk_delay: Duration,
+    /// What a long step is doing (round, epoch, accuracy), for progress events.
+    detail: Mutex<Option<serde_json::Value>>,
 }
 
 impl Control {
@@ -94,6 +97,14 @@ impl Control {
 
     pub fn advance(&self, bytes: u64) {
         self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn set_detail(&self, detail: serde_json::Value) {
+        *self.detail.lock().expect("detail lock") = Some(detail);
+    }
+
+    pub fn detail(&self) -> Option<serde_json::Value> {
+        self.detail.lock().expect("detail lock").clone()
     }
 
     /// Fraction of the whole pipeline done, in [0, 1].

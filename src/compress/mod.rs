@@ -6,6 +6,7 @@ pub mod control;
 pub mod cut;
 pub mod dtype;
 pub mod gguf;
+pub mod nn;
 pub mod pipeline;
 pub mod prune;
 #[cfg(test)]
@@ -19,7 +20,7 @@ pub mod sparse;
 pub mod st_writer;
 
 pub use control::{Control, Interrupt};
-pub use pipeline::{run_pipeline, OutputFile, PipelineRun, StepReport};
+pub use pipeline::{run_pipeline, Evaluation, OutputFile, PipelineRun, StepReport};
 pub use prune::prune_file;
 pub use report::{PruneReport, TensorStats, Totals};
 pub use safetensors_index::{FormatError, OpenError, SafetensorsIndex, TensorEntry};

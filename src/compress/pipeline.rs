@@ -9,14 +9,20 @@ use serde::Serialize;
 use super::chunked_io::map_chunk;
 use super::control::Control;
 use super::gguf::{export_gguf, GgufReport};
+use super::nn::steps::{
+    evaluate_step, prune_step as model_prune_step, sensitivity_step, train_step,
+    EvaluateStepReport, ModelPruneReport, ModelState, SensitivityReport, TrainStepReport,
+};
+use super::nn::{EvalReport, Network};
 use super::prune::{prune_file, select_tensors};
 use super::quantize::{quantize_file, QuantizeReport};
+use super::reader::read_dense;
 use super::report::PruneReport;
 use super::safetensors_index::SafetensorsIndex;
 use super::sparse::write_sparse;
 use super::st_writer::SpooledWriter;
 use super::CompressError;
-use crate::domain::{Pipeline, PruneStep, Step, Storage};
+use crate::domain::{EvaluateStep, Pipeline, PruneStep, Step, Storage};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -24,6 +30,10 @@ pub enum StepReport {
     Prune(PruneReport),
     Quantize(QuantizeReport),
     Export(GgufReport),
+    ModelPrune(ModelPruneReport),
+    Train(TrainStepReport),
+    Evaluate(EvaluateStepReport),
+    Sensitivity(SensitivityReport),
 }
 
 impl StepReport {
@@ -32,8 +42,22 @@ impl StepReport {
             StepReport::Prune(p) => p.seconds,
             StepReport::Quantize(q) => q.seconds,
             StepReport::Export(e) => e.seconds,
+            StepReport::ModelPrune(p) => p.seconds,
+            StepReport::Train(t) => t.train.seconds,
+            StepReport::Evaluate(e) => e.seconds,
+            StepReport::Sensitivity(s) => s.seconds,
         }
     }
+}
+
+/// The model measured on the evaluation split before the first step and after the last.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub before: EvalReport,
+    pub after: Option<EvalReport>,
+    /// Why `after` is missing, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_note: Option<String>,
 }
 
 /// A file the run produced, and what it is.
@@ -51,6 +75,7 @@ pub struct OutputFile {
 pub struct PipelineRun {
     pub outputs: Vec<OutputFile>,
     pub steps: Vec<StepReport>,
+    pub evaluation: Option<Evaluation>,
 }
 
 const ANY_SAFETENSORS_READER: &[&str] = &[
@@ -79,12 +104,21 @@ pub fn run_pipeline(
     workdir: &Path,
     pipeline: &Pipeline,
     model_name: &str,
+    state: &mut ModelState,
     control: &Control,
 ) -> Result<PipelineRun, CompressError> {
     let count = pipeline.steps().len();
     let mut current = input.to_path_buf();
     let mut reports = Vec::with_capacity(count);
     let mut outputs = Vec::new();
+    let measured = state.arch.is_some() && state.data.is_some();
+    let before = if measured {
+        Some(state.evaluate(&state.load(input)?, &EvaluateStep::default())?)
+    } else {
+        None
+    };
+    // The dense weights the final model dequantizes to, when a step writes another format.
+    let mut dense_twin: Option<PathBuf> = None;
     for (i, step) in pipeline.steps().iter().enumerate() {
         control.begin_step(i, count);
         let extension = if matches!(step, Step::Export(_)) {
@@ -93,13 +127,46 @@ pub fn run_pipeline(
             "safetensors"
         };
         let output = workdir.join(format!("step-{i}.{extension}"));
-        let report = match step {
-            Step::Export(e) => {
-                export_gguf(&current, &output, e, model_name, control).map(StepReport::Export)
+        let (report, wrote) = match step {
+            Step::Export(e) => (
+                export_gguf(&current, &output, e, model_name, control).map(StepReport::Export),
+                true,
+            ),
+            Step::Prune(p) if p.in_memory() => {
+                let dense = workdir.join(format!("step-{i}.dense.safetensors"));
+                let report = model_prune_step(state, &current, &dense, p, i, control);
+                let report = match (report, p.store) {
+                    (Ok(r), Storage::Sparse) => sparsify(&dense, &output, p).map(|_| r),
+                    (Ok(r), Storage::Dense) => std::fs::rename(&dense, &output)
+                        .map(|_| r)
+                        .map_err(Into::into),
+                    (Err(e), _) => Err(e),
+                };
+                if p.store == Storage::Sparse && measured {
+                    dense_twin = Some(dense);
+                }
+                (report.map(StepReport::ModelPrune), true)
             }
-            Step::Prune(p) => {
-                prune_step(&current, &output, workdir, i, p, control).map(StepReport::Prune)
+            Step::Prune(p) => (
+                prune_step(&current, &output, workdir, i, p, control).map(StepReport::Prune),
+                true,
+            ),
+            Step::Train(r) | Step::Finetune(r) => {
+                let finetune = matches!(step, Step::Finetune(_));
+                (
+                    train_step(state, &current, &output, r, finetune, i, control)
+                        .map(StepReport::Train),
+                    true,
+                )
             }
+            Step::Evaluate(e) => (
+                evaluate_step(state, &current, e).map(StepReport::Evaluate),
+                false,
+            ),
+            Step::Sensitivity(s) => (
+                sensitivity_step(state, &current, s, control).map(StepReport::Sensitivity),
+                false,
+            ),
             Step::Quantize(q) => {
                 let dequantized = q
                     .dequantized_copy
@@ -114,14 +181,40 @@ pub fn run_pipeline(
                         read_with: ANY_SAFETENSORS_READER,
                     });
                 }
-                report.map(StepReport::Quantize)
+                (report.map(StepReport::Quantize), true)
             }
         };
-        if i > 0 {
+        if wrote && i > 0 && current != input {
             let _ = std::fs::remove_file(&current);
         }
         reports.push(report?);
-        current = output;
+        if wrote {
+            current = output;
+        }
+    }
+    let evaluation = match before {
+        Some(before) => Some(evaluate_after(
+            state,
+            pipeline,
+            &current,
+            dense_twin.as_deref(),
+            before,
+        )?),
+        None => None,
+    };
+    if let Some(arch) = &state.arch {
+        let path = workdir.join("architecture.json");
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&arch.to_json()).map_err(std::io::Error::other)?,
+        )?;
+        outputs.push(OutputFile {
+            kind: "architecture",
+            path,
+            suffix: ".architecture.json",
+            format: "compressd architecture JSON (the model's layers after every step)",
+            read_with: &["compressd (POST /v1/models with an architecture part)"],
+        });
     }
     control.begin_step(count, count);
     let (format, read_with, suffix) = match pipeline.steps().last() {
@@ -160,6 +253,43 @@ pub fn run_pipeline(
     Ok(PipelineRun {
         outputs,
         steps: reports,
+        evaluation,
+    })
+}
+
+fn evaluate_after(
+    state: &ModelState,
+    pipeline: &Pipeline,
+    current: &Path,
+    dense_twin: Option<&Path>,
+    before: EvalReport,
+) -> Result<Evaluation, CompressError> {
+    if matches!(pipeline.steps().last(), Some(Step::Export(_))) {
+        return Ok(Evaluation {
+            before,
+            after: None,
+            after_note: Some("GGUF files are measured by the tools that read them; add an evaluate step before export".into()),
+        });
+    }
+    let source = dense_twin.unwrap_or(current);
+    let arch = state
+        .arch
+        .clone()
+        .expect("measured runs have an architecture");
+    let net = Network::from_dense(
+        arch,
+        read_dense(source)?,
+        Default::default(),
+        Default::default(),
+    )?;
+    let after = state.evaluate(&net, &EvaluateStep::default())?;
+    if let Some(twin) = dense_twin {
+        let _ = std::fs::remove_file(twin);
+    }
+    Ok(Evaluation {
+        before,
+        after: Some(after),
+        after_note: None,
     })
 }
 

@@ -16,7 +16,7 @@ use super::dtype::{count_nonzero, threshold_key, Key, KeyReader, INFINITY_KEY};
 use super::report::{PruneReport, TensorStats, Totals};
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
 use super::{non_finite_error, CompressError};
-use crate::domain::{PruneMethod, PruneStep, PruneTarget, Scope, TensorSelection};
+use crate::domain::{PruneStep, PruneTarget, Scope, TensorSelection};
 
 const BLOCK_BYTES: usize = 64 << 10;
 
@@ -58,6 +58,11 @@ pub fn prune_file(
                 Scope::Global => plan.global_cut(sparsity.get())?,
             }
         }
+        PruneTarget::NofM { .. } => {
+            return Err(CompressError::InvalidRequest(
+                "N:M pruning runs on the model in memory, not on the stream".into(),
+            ))
+        }
     };
 
     let result = plan.write_pruned(output, &cuts);
@@ -84,12 +89,11 @@ pub fn prune_file(
             Some(sparsity.get()),
             None,
         ),
+        PruneTarget::NofM { .. } => (None, None, None),
     };
     Ok(PruneReport {
         op: "prune",
-        method: match step.method {
-            PruneMethod::Magnitude => "magnitude",
-        },
+        method: "magnitude",
         scope,
         target_sparsity,
         threshold,

@@ -176,6 +176,14 @@ fn decode_tensor(
             Ok((t.shape.clone(), values))
         }
         (Dtype::F32 | Dtype::F16 | Dtype::BF16, _) => Ok((t.shape.clone(), f32s(t))),
+        // Counters such as PyTorch's `num_batches_tracked` ride along as numbers.
+        (Dtype::I64, None) => Ok((
+            t.shape.clone(),
+            t.bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect(),
+        )),
         (other, _) => Err(bad(format!(
             "tensor '{name}' has dtype {} and no quantization parameters",
             other.name()

@@ -1,19 +1,28 @@
 //! Validated values that flow from a request to the worker: pipelines, jobs, ids.
 //! Nothing here knows about HTTP, SQL or tensors.
 
+mod architecture;
 mod export;
 mod job;
 mod pipeline;
 mod problem;
 mod quantize;
 mod selection;
+mod training;
 
+pub use architecture::{
+    kind_name, Architecture, ArchitectureWire, Layer, LayerKind, LayerWire, ParamRole, ParamSpec,
+    Size2,
+};
 pub use export::{ExportFormat, ExportStep, ExportWire, GgufType};
 pub use job::{JobStatus, UnknownStatus};
 pub use pipeline::{
-    ParseError, Pipeline, PipelineStepDoc, PruneMethod, PruneStep, PruneTarget, PruneWire, Scope,
-    Sparsity, Step, Threshold,
+    Criterion, ParseError, Pipeline, PipelineStepDoc, PruneMethod, PruneStep, PruneTarget,
+    PruneWire, Scope, Sparsity, Step, Threshold,
 };
 pub use problem::Problem;
 pub use quantize::{Granularity, QuantizeStep, QuantizeWire, Scheme, Storage};
 pub use selection::{NamePattern, TensorSelection};
+pub use training::{
+    EvaluateStep, Init, OptimizerKind, Ramp, Schedule, SensitivityStep, TrainStep, TrainWire,
+};

@@ -8,9 +8,10 @@ use utoipa::ToSchema;
 use super::export::{ExportStep, ExportWire};
 use super::quantize::{QuantizeStep, QuantizeWire, Storage};
 use super::selection::{NamePattern, TensorSelection};
+use super::training::{EvaluateStep, Schedule, SensitivityStep, TrainStep, TrainWire};
 
 pub const MAX_STEPS: usize = 32;
-const SUPPORTED_OPS: &str = "prune, quantize, export";
+const SUPPORTED_OPS: &str = "prune, quantize, export, train, finetune, evaluate, sensitivity";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
@@ -68,13 +69,42 @@ pub enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PruneMethod {
+    /// Unstructured: individual weights with the lowest importance.
     Magnitude,
+    /// Structured: whole conv filters / linear neurons with the smallest L1 norm (Li et al.
+    /// 2017); the layer and the next layer's inputs shrink.
+    L1Filter,
+    /// Semi-structured N:M: in every group of `m` consecutive weights along the input
+    /// dimension keep the `n` most important.
+    Nm,
+}
+
+/// How a weight's importance is scored before the least important are removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    /// |w|.
+    #[default]
+    Magnitude,
+    /// First-order Taylor: |Σ_b w · ∂L/∂w| over a few batches of the training split.
+    Taylor,
+    /// Movement (Sanh et al. 2020): −Σ_t w · ∂L/∂w over fine-tuning; weights moving toward
+    /// zero score low.
+    Movement,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PruneTarget {
     Threshold(Threshold),
-    Sparsity { sparsity: Sparsity, scope: Scope },
+    Sparsity {
+        sparsity: Sparsity,
+        scope: Scope,
+    },
+    /// Keep `n` of every `m`.
+    NofM {
+        n: usize,
+        m: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,14 +114,51 @@ pub struct PruneStep {
     pub target: PruneTarget,
     pub selection: TensorSelection,
     pub store: Storage,
+    pub criterion: Criterion,
+    pub schedule: Option<Schedule>,
+    /// Batches of the training split that gradient criteria accumulate over.
+    pub batches: usize,
+}
+
+impl PruneStep {
+    /// Whether the step needs the model loaded and run, rather than streamed tensor by tensor.
+    pub fn in_memory(&self) -> bool {
+        self.method != PruneMethod::Magnitude
+            || self.criterion != Criterion::Magnitude
+            || self.schedule.is_some()
+    }
+
+    pub fn needs_architecture(&self) -> bool {
+        self.method == PruneMethod::L1Filter || self.needs_dataset()
+    }
+
+    pub fn needs_dataset(&self) -> bool {
+        self.criterion != Criterion::Magnitude || self.schedule.is_some()
+    }
 }
 
 /// The JSON form of a `prune` step. Give exactly one of `threshold` or `sparsity`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PruneWire {
-    /// Pruning criterion; only `magnitude` for now.
+    /// `magnitude` (unstructured, default), `l1_filter` (structured) or `nm` (N:M).
+    #[serde(default = "default_method")]
     pub method: PruneMethod,
+    /// Importance score: `magnitude` (default), `taylor` or `movement` (need a dataset).
+    #[serde(default, skip_serializing_if = "is_magnitude")]
+    pub criterion: Criterion,
+    /// Ramp to the target over several prune + fine-tune rounds (needs a dataset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// N:M: weights kept per group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// N:M: group length along the input dimension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<usize>,
+    /// Gradient criteria: training batches to accumulate over (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches: Option<usize>,
     /// Zero every selected weight with |w| < threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
@@ -119,6 +186,94 @@ impl TryFrom<PruneWire> for PruneStep {
     type Error = ParseError;
 
     fn try_from(w: PruneWire) -> Result<Self, ParseError> {
+        let target = match (w.method, w.n, w.m) {
+            (PruneMethod::Nm, Some(n), Some(m)) => {
+                if w.threshold.is_some() || w.sparsity.is_some() || w.scope.is_some() {
+                    return Err(ParseError(
+                        "an nm step's sparsity is 1 − n/m; remove threshold, sparsity and scope"
+                            .into(),
+                    ));
+                }
+                if !(1..=32).contains(&m) || n == 0 || n > m {
+                    return Err(ParseError(format!(
+                        "nm needs 1 ≤ n ≤ m ≤ 32, got n={n}, m={m}"
+                    )));
+                }
+                Some(PruneTarget::NofM { n, m })
+            }
+            (PruneMethod::Nm, _, _) => {
+                return Err(ParseError(
+                    "method nm needs n and m, e.g. \"n\": 2, \"m\": 4".into(),
+                ))
+            }
+            (_, None, None) => None,
+            _ => return Err(ParseError("n and m apply to method nm only".into())),
+        };
+        let target = match target {
+            Some(t) => t,
+            None => Self::dense_target(&w)?,
+        };
+        if w.method == PruneMethod::L1Filter {
+            if !matches!(
+                target,
+                PruneTarget::Sparsity {
+                    scope: Scope::Layer,
+                    ..
+                }
+            ) {
+                return Err(ParseError(
+                    "l1_filter takes a sparsity (the fraction of filters/neurons removed from each layer), with scope layer".into(),
+                ));
+            }
+            if w.criterion != Criterion::Magnitude
+                || w.schedule.is_some()
+                || w.store == Storage::Sparse
+            {
+                return Err(ParseError(
+                    "l1_filter ranks by L1 norm in one shot and writes a smaller dense model: criterion, schedule and store sparse do not apply".into(),
+                ));
+            }
+        }
+        if (w.criterion != Criterion::Magnitude || w.schedule.is_some())
+            && matches!(target, PruneTarget::Threshold(_))
+        {
+            return Err(ParseError(
+                "criterion and schedule need a sparsity target, not a threshold".into(),
+            ));
+        }
+        if w.schedule.is_some() && w.method != PruneMethod::Magnitude {
+            return Err(ParseError(
+                "schedule applies to unstructured (magnitude) pruning".into(),
+            ));
+        }
+        let batches = w.batches.unwrap_or(8);
+        if !(1..=10_000).contains(&batches) {
+            return Err(ParseError("batches must be 1–10000".into()));
+        }
+        let schedule = w.schedule.map(Schedule::check).transpose()?;
+        if matches!(&w.include, Some(v) if v.is_empty()) {
+            return Err(ParseError(
+                "include is empty, so nothing would be pruned; omit it to select every weight"
+                    .into(),
+            ));
+        }
+        Ok(PruneStep {
+            method: w.method,
+            target,
+            selection: TensorSelection {
+                include: w.include,
+                exclude: w.exclude,
+            },
+            store: w.store,
+            criterion: w.criterion,
+            schedule,
+            batches,
+        })
+    }
+}
+
+impl PruneStep {
+    fn dense_target(w: &PruneWire) -> Result<PruneTarget, ParseError> {
         let target = match (w.threshold, w.sparsity) {
             (Some(t), None) => {
                 if w.scope.is_some() {
@@ -144,32 +299,38 @@ impl TryFrom<PruneWire> for PruneStep {
                 ))
             }
         };
-        if matches!(&w.include, Some(v) if v.is_empty()) {
-            return Err(ParseError(
-                "include is empty, so nothing would be pruned; omit it to select every weight"
-                    .into(),
-            ));
-        }
-        Ok(PruneStep {
-            method: w.method,
-            target,
-            selection: TensorSelection {
-                include: w.include,
-                exclude: w.exclude,
-            },
-            store: w.store,
-        })
+        Ok(target)
     }
+}
+
+fn is_magnitude(c: &Criterion) -> bool {
+    *c == Criterion::Magnitude
+}
+
+fn default_method() -> PruneMethod {
+    PruneMethod::Magnitude
 }
 
 impl From<PruneStep> for PruneWire {
     fn from(s: PruneStep) -> Self {
+        let (threshold, sparsity, scope, mut n, mut m) = (None, None, None, None, None);
         let (threshold, sparsity, scope) = match s.target {
-            PruneTarget::Threshold(t) => (Some(t.get()), None, None),
-            PruneTarget::Sparsity { sparsity, scope } => (None, Some(sparsity.get()), Some(scope)),
+            PruneTarget::Threshold(t) => (Some(t.get()), sparsity, scope),
+            PruneTarget::Sparsity { sparsity, scope } => {
+                (threshold, Some(sparsity.get()), Some(scope))
+            }
+            PruneTarget::NofM { n: nn, m: mm } => {
+                (n, m) = (Some(nn), Some(mm));
+                (threshold, sparsity, scope)
+            }
         };
         PruneWire {
             method: s.method,
+            criterion: s.criterion,
+            schedule: s.schedule,
+            n,
+            m,
+            batches: (s.criterion != Criterion::Magnitude).then_some(s.batches),
             threshold,
             sparsity,
             scope,
@@ -186,6 +347,10 @@ pub enum Step {
     Prune(PruneStep),
     Quantize(QuantizeStep),
     Export(ExportStep),
+    Train(TrainStep),
+    Finetune(TrainStep),
+    Evaluate(EvaluateStep),
+    Sensitivity(SensitivityStep),
 }
 
 impl Step {
@@ -194,12 +359,36 @@ impl Step {
             Step::Prune(_) => "prune",
             Step::Quantize(_) => "quantize",
             Step::Export(_) => "export",
+            Step::Train(_) => "train",
+            Step::Finetune(_) => "finetune",
+            Step::Evaluate(_) => "evaluate",
+            Step::Sensitivity(_) => "sensitivity",
         }
     }
 
-    /// Whether the step writes a plain dense safetensors file that another step can read.
+    /// Whether the step leaves a plain dense safetensors file that another step can read.
     pub fn writes_dense(&self) -> bool {
-        matches!(self, Step::Prune(p) if p.store == Storage::Dense)
+        match self {
+            Step::Prune(p) => p.store == Storage::Dense,
+            Step::Quantize(_) | Step::Export(_) => false,
+            Step::Train(_) | Step::Finetune(_) | Step::Evaluate(_) | Step::Sensitivity(_) => true,
+        }
+    }
+
+    pub fn needs_architecture(&self) -> bool {
+        match self {
+            Step::Prune(p) => p.needs_architecture(),
+            Step::Quantize(_) | Step::Export(_) => false,
+            _ => true,
+        }
+    }
+
+    pub fn needs_dataset(&self) -> bool {
+        match self {
+            Step::Prune(p) => p.needs_dataset(),
+            Step::Quantize(_) | Step::Export(_) => false,
+            _ => true,
+        }
     }
 }
 
@@ -211,6 +400,10 @@ pub enum PipelineStepDoc {
     Prune(PruneWire),
     Quantize(QuantizeWire),
     Export(ExportWire),
+    Train(TrainWire),
+    Finetune(TrainWire),
+    Evaluate(EvaluateStep),
+    Sensitivity(SensitivityStep),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -278,6 +471,28 @@ impl Pipeline {
             "export" => serde_json::from_value::<ExportStep>(fields)
                 .map(Step::Export)
                 .map_err(|e| ParseError(format!("export: {e}"))),
+            "train" => serde_json::from_value::<TrainStep>(fields)
+                .map(Step::Train)
+                .map_err(|e| ParseError(format!("train: {e}"))),
+            "finetune" => {
+                if map.contains_key("init") {
+                    return Err(ParseError(
+                        "finetune: starts from the model's weights; init applies to train only"
+                            .into(),
+                    ));
+                }
+                serde_json::from_value::<TrainStep>(fields)
+                    .map(Step::Finetune)
+                    .map_err(|e| ParseError(format!("finetune: {e}")))
+            }
+            "evaluate" => serde_json::from_value::<EvaluateStep>(fields)
+                .map_err(|e| ParseError(format!("evaluate: {e}")))
+                .and_then(EvaluateStep::check)
+                .map(Step::Evaluate),
+            "sensitivity" => serde_json::from_value::<SensitivityStep>(fields)
+                .map_err(|e| ParseError(format!("sensitivity: {e}")))
+                .and_then(SensitivityStep::check)
+                .map(Step::Sensitivity),
             other => Err(ParseError(format!(
                 "unknown op '{other}'; supported ops: {SUPPORTED_OPS}"
             ))),
@@ -286,6 +501,14 @@ impl Pipeline {
 
     pub fn steps(&self) -> &[Step] {
         &self.0
+    }
+
+    pub fn needs_architecture(&self) -> bool {
+        self.0.iter().any(Step::needs_architecture)
+    }
+
+    pub fn needs_dataset(&self) -> bool {
+        self.0.iter().any(Step::needs_dataset)
     }
 
     pub fn to_json(&self) -> Value {

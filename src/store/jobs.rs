@@ -11,6 +11,7 @@ use crate::domain::JobStatus;
 pub struct CreateJob {
     pub id: Uuid,
     pub model_id: Uuid,
+    pub dataset_id: Option<Uuid>,
     pub pipeline: Value,
     pub max_attempts: u32,
     pub idempotency_key: Option<String>,
@@ -55,14 +56,15 @@ const CLAIMABLE: &str = "(status = 'queued' AND run_after <= $4)
 
 const CLAIM_SET: &str =
     "status = 'running', attempts = attempts + 1, lease_token = $1, lease_owner = $2,
-    lease_expires_at = $3, started_at = COALESCE(started_at, $4), updated_at = $4, progress = 0";
+    lease_expires_at = $3, started_at = COALESCE(started_at, $4), updated_at = $4, progress = 0,
+    progress_detail = NULL";
 
 impl Store {
     pub async fn create_job(&self, job: &CreateJob) -> Result<Created> {
         let now = now_ms();
         let inserted: std::result::Result<JobRow, sqlx::Error> = on_pool!(&self.db, pool => sqlx::query_as(
-            "INSERT INTO jobs (id, model_id, pipeline, status, max_attempts, idempotency_key, request_hash, run_after, created_at, updated_at)
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7) RETURNING *",
+            "INSERT INTO jobs (id, model_id, pipeline, status, max_attempts, idempotency_key, request_hash, run_after, created_at, updated_at, dataset_id)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8) RETURNING *",
         )
         .bind(job.id.to_string())
         .bind(job.model_id.to_string())
@@ -71,6 +73,7 @@ impl Store {
         .bind(&job.idempotency_key)
         .bind(&job.request_hash)
         .bind(now)
+        .bind(job.dataset_id.map(|d| d.to_string()))
         .fetch_one(pool)
         .await);
         match inserted {
@@ -224,14 +227,21 @@ impl Store {
         Ok(row.map(|(c,)| c))
     }
 
-    pub async fn set_progress(&self, id: Uuid, token: Uuid, progress: f64) -> Result<bool> {
+    pub async fn set_progress(
+        &self,
+        id: Uuid,
+        token: Uuid,
+        progress: f64,
+        detail: Option<&Value>,
+    ) -> Result<bool> {
         let n = on_pool!(&self.db, pool => sqlx::query(
-            "UPDATE jobs SET progress = $3, updated_at = $4 WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+            "UPDATE jobs SET progress = $3, updated_at = $4, progress_detail = COALESCE($5, progress_detail) WHERE id = $1 AND lease_token = $2 AND status = 'running'",
         )
         .bind(id.to_string())
         .bind(token.to_string())
         .bind(progress)
         .bind(now_ms())
+        .bind(detail.map(Value::to_string))
         .execute(pool)
         .await?
         .rows_affected());

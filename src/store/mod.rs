@@ -4,6 +4,7 @@
 
 mod artifacts;
 pub mod blobs;
+mod datasets;
 mod jobs;
 mod models;
 mod records;
@@ -18,7 +19,9 @@ use sqlx::sqlite::{
 
 pub use blobs::{BlobReader, BlobStore, LocalBlobs, ScratchFile};
 pub use jobs::{CreateJob, Created, Finish, JobFilter};
-pub use records::{ArtifactRecord, JobRecord, Lease, ModelRecord, NewArtifact, NewModel};
+pub use records::{
+    ArtifactRecord, DatasetRecord, JobRecord, Lease, ModelRecord, NewArtifact, NewDataset, NewModel,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

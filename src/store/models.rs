@@ -1,5 +1,6 @@
 //! Uploaded models.
 
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::records::{convert, ModelRecord, ModelRow, NewModel};
@@ -8,8 +9,8 @@ use super::{now_ms, on_pool, Result, Store};
 impl Store {
     pub async fn insert_model(&self, m: &NewModel) -> Result<ModelRecord> {
         let row: ModelRow = on_pool!(&self.db, pool => sqlx::query_as(
-            "INSERT INTO models (id, name, format, size_bytes, sha256, tensor_count, parameter_count, tensors, metadata, blob_key, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+            "INSERT INTO models (id, name, format, size_bytes, sha256, tensor_count, parameter_count, tensors, metadata, blob_key, created_at, architecture)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
         )
         .bind(m.id.to_string())
         .bind(&m.name)
@@ -22,9 +23,21 @@ impl Store {
         .bind(m.metadata.to_string())
         .bind(&m.blob_key)
         .bind(now_ms())
+        .bind(m.architecture.as_ref().map(Value::to_string))
         .fetch_one(pool)
         .await)?;
         row.try_into()
+    }
+
+    /// Sets (or clears) the architecture; false if the model does not exist.
+    pub async fn set_architecture(&self, id: Uuid, architecture: Option<&Value>) -> Result<bool> {
+        let n = on_pool!(&self.db, pool => sqlx::query("UPDATE models SET architecture = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(architecture.map(Value::to_string))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
     }
 
     pub async fn get_model(&self, id: Uuid) -> Result<Option<ModelRecord>> {

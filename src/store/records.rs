@@ -31,6 +31,7 @@ pub struct NewModel {
     pub tensors: Value,
     pub metadata: Value,
     pub blob_key: String,
+    pub architecture: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +46,7 @@ pub struct ModelRecord {
     pub tensors: Value,
     pub metadata: Value,
     pub blob_key: String,
+    pub architecture: Option<Value>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -60,6 +62,7 @@ pub(super) struct ModelRow {
     tensors: String,
     metadata: String,
     blob_key: String,
+    architecture: Option<String>,
     created_at: i64,
 }
 
@@ -77,6 +80,7 @@ impl TryFrom<ModelRow> for ModelRecord {
             tensors: json(&r.tensors)?,
             metadata: json(&r.metadata)?,
             blob_key: r.blob_key,
+            architecture: r.architecture.as_deref().map(json).transpose()?,
             created_at: ts(r.created_at),
         })
     }
@@ -86,9 +90,11 @@ impl TryFrom<ModelRow> for ModelRecord {
 pub struct JobRecord {
     pub id: Uuid,
     pub model_id: Uuid,
+    pub dataset_id: Option<Uuid>,
     pub pipeline: Value,
     pub status: JobStatus,
     pub progress: f64,
+    pub progress_detail: Option<Value>,
     pub error: Option<Value>,
     pub attempts: u32,
     pub max_attempts: u32,
@@ -105,9 +111,11 @@ pub struct JobRecord {
 pub(super) struct JobRow {
     id: String,
     model_id: String,
+    dataset_id: Option<String>,
     pipeline: String,
     status: String,
     progress: f64,
+    progress_detail: Option<String>,
     error: Option<String>,
     attempts: i64,
     max_attempts: i64,
@@ -126,9 +134,11 @@ impl TryFrom<JobRow> for JobRecord {
         Ok(JobRecord {
             id: uuid(&r.id)?,
             model_id: uuid(&r.model_id)?,
+            dataset_id: r.dataset_id.as_deref().map(uuid).transpose()?,
             pipeline: json(&r.pipeline)?,
             status: JobStatus::parse(&r.status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             progress: r.progress,
+            progress_detail: r.progress_detail.as_deref().map(json).transpose()?,
             error: r.error.as_deref().map(json).transpose()?,
             attempts: r.attempts as u32,
             max_attempts: r.max_attempts as u32,
@@ -208,4 +218,51 @@ pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(
     rows: Vec<R>,
 ) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(T::try_from).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    pub id: Uuid,
+    pub name: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub summary: Value,
+    pub blob_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatasetRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub summary: Value,
+    pub blob_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct DatasetRow {
+    id: String,
+    name: String,
+    size_bytes: i64,
+    sha256: String,
+    summary: String,
+    blob_key: String,
+    created_at: i64,
+}
+
+impl TryFrom<DatasetRow> for DatasetRecord {
+    type Error = StoreError;
+    fn try_from(r: DatasetRow) -> Result<Self, StoreError> {
+        Ok(DatasetRecord {
+            id: uuid(&r.id)?,
+            name: r.name,
+            size_bytes: r.size_bytes as u64,
+            sha256: r.sha256,
+            summary: json(&r.summary)?,
+            blob_key: r.blob_key,
+            created_at: ts(r.created_at),
+        })
+    }
 }

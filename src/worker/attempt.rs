@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use super::outputs::{store_outputs, JobOutputs};
 use super::{Outcome, Worker};
+use crate::compress::nn::{load_dataset, ModelState};
 use crate::compress::{run_pipeline, CompressError, Control, Interrupt, PipelineRun};
-use crate::domain::{Pipeline, Problem};
+use crate::domain::{Architecture, Pipeline, Problem};
 use crate::store::{Finish, Lease, StoreError};
 use tracing::Instrument;
 
@@ -222,6 +223,36 @@ impl Worker {
         tokio::fs::create_dir_all(&workdir)
             .await
             .map_err(|e| AttemptError::Transient(io_problem(&e)))?;
+        let dataset = match job.dataset_id {
+            Some(id) => Some(
+                store
+                    .get_dataset(id)
+                    .await
+                    .map_err(|e| AttemptError::Transient(store_problem(&e)))?
+                    .ok_or_else(|| {
+                        AttemptError::Permanent(Problem::new(
+                            "dataset-not-found",
+                            "Dataset not found",
+                            404,
+                            format!("dataset {id} was deleted before the job ran"),
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let architecture = model
+            .architecture
+            .as_ref()
+            .map(|a| serde_json::from_value::<Architecture>(a.clone()))
+            .transpose()
+            .map_err(|e| {
+                AttemptError::Permanent(Problem::new(
+                    "invalid-architecture",
+                    "Invalid architecture",
+                    422,
+                    format!("the model's stored architecture no longer parses: {e}"),
+                ))
+            })?;
         let result = async {
             let input = self
                 .inner
@@ -229,14 +260,31 @@ impl Worker {
                 .scratch_copy(&model.blob_key, &workdir)
                 .await
                 .map_err(|e| AttemptError::Transient(io_problem(&e)))?;
+            let data = match &dataset {
+                Some(d) => Some((
+                    self.inner
+                        .blobs
+                        .scratch_copy(&d.blob_key, &workdir)
+                        .await
+                        .map_err(|e| AttemptError::Transient(io_problem(&e)))?,
+                    format!("evaluation split of dataset {} ('{}')", d.id, d.name),
+                )),
+                None => None,
+            };
             let run = self
                 .run_blocking(
                     lease,
                     control,
-                    input.path().to_owned(),
-                    workdir.clone(),
-                    pipeline.clone(),
-                    model.name.clone(),
+                    RunInput {
+                        model: input.path().to_owned(),
+                        dataset: data
+                            .as_ref()
+                            .map(|(f, label)| (f.path().to_owned(), label.clone())),
+                        architecture,
+                        workdir: workdir.clone(),
+                        pipeline: pipeline.clone(),
+                        model_name: model.name.clone(),
+                    },
                 )
                 .await?;
             store_outputs(&self.inner.blobs, lease, &model, &pipeline, run, &workdir)
@@ -254,19 +302,14 @@ impl Worker {
         &self,
         lease: &Lease,
         control: &Arc<Control>,
-        input: std::path::PathBuf,
-        workdir: std::path::PathBuf,
-        pipeline: Pipeline,
-        model_name: String,
+        input: RunInput,
     ) -> Result<PipelineRun, AttemptError> {
         let (id, token) = (lease.job.id, lease.token);
         let store = &self.inner.store;
         let settings = &self.inner.settings;
         let span = tracing::Span::current();
         let ctl = control.clone();
-        let mut task = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| run_pipeline(&input, &workdir, &pipeline, &model_name, &ctl))
-        });
+        let mut task = tokio::task::spawn_blocking(move || span.in_scope(|| input.run(&ctl)));
         let lease_ms = settings.lease.as_millis() as i64;
         let mut heartbeat = tokio::time::interval(settings.lease / 3);
         let mut progress = tokio::time::interval(settings.progress_interval);
@@ -283,7 +326,8 @@ impl Worker {
                 },
                 _ = progress.tick() => {
                     let p = (control.progress() * 1000.0).round() / 1000.0;
-                    if p != reported && store.set_progress(id, token, p).await.unwrap_or(true) {
+                    let detail = control.detail();
+                    if (p != reported || detail.is_some()) && store.set_progress(id, token, p, detail.as_ref()).await.unwrap_or(true) {
                         reported = p;
                     }
                 }
@@ -301,5 +345,37 @@ impl Worker {
                 )))
             }
         }
+    }
+}
+
+/// Everything the blocking half of an attempt needs, owned so it can cross threads.
+struct RunInput {
+    model: std::path::PathBuf,
+    dataset: Option<(std::path::PathBuf, String)>,
+    architecture: Option<Architecture>,
+    workdir: std::path::PathBuf,
+    pipeline: Pipeline,
+    model_name: String,
+}
+
+impl RunInput {
+    fn run(self, control: &Control) -> Result<PipelineRun, CompressError> {
+        let data = match (&self.dataset, &self.architecture) {
+            (Some((path, _)), Some(arch)) => Some(load_dataset(path, arch)?),
+            _ => None,
+        };
+        let mut state = ModelState {
+            arch: self.architecture,
+            data,
+            data_label: self.dataset.map(|(_, l)| l).unwrap_or_default(),
+        };
+        run_pipeline(
+            &self.model,
+            &self.workdir,
+            &self.pipeline,
+            &self.model_name,
+            &mut state,
+            control,
+        )
     }
 }

@@ -30,19 +30,24 @@ pub async fn store_outputs(
     let base = safe_file_stem(&model.name);
     let prefix = format!("artifacts/{}/{}", lease.job.id, lease.token.simple());
     let main_bytes = std::fs::metadata(&run.outputs[0].path)?.len();
-    let metrics = job_metrics(model, &run.steps, main_bytes);
+    let metrics = job_metrics(model, &run, main_bytes);
 
     let mut artifacts = Vec::new();
     let mut listed = Vec::new();
     let result = async {
         for output in &run.outputs {
+            let content_type = if output.suffix.ends_with(".json") {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            };
             let a = put(
                 blobs,
                 &prefix,
                 &output.path,
                 format!("{base}{}", output.suffix),
                 output.kind,
-                "application/octet-stream",
+                content_type,
             )
             .await?;
             listed.push(json!({
@@ -136,7 +141,8 @@ pub async fn hash_file(path: PathBuf) -> io::Result<(String, u64)> {
 }
 
 /// Before/after for the whole pipeline, then every step in full.
-fn job_metrics(model: &ModelRecord, steps: &[StepReport], file_bytes_after: u64) -> Value {
+fn job_metrics(model: &ModelRecord, run: &PipelineRun, file_bytes_after: u64) -> Value {
+    let steps = &run.steps;
     let prunes: Vec<&PruneReport> = steps
         .iter()
         .filter_map(|s| match s {
@@ -166,7 +172,33 @@ fn job_metrics(model: &ModelRecord, steps: &[StepReport], file_bytes_after: u64)
             s.extend(e);
         }
     }
-    json!({ "summary": summary, "steps": steps })
+    if let (Some(e), Value::Object(s)) = (&run.evaluation, &mut summary) {
+        s.insert("accuracy_before".into(), json!(e.before.accuracy));
+        s.insert("f1_macro_before".into(), json!(e.before.f1_macro));
+        s.insert("macs_before".into(), json!(e.before.cost.macs_nonzero));
+        if let Some(after) = &e.after {
+            s.insert("accuracy_after".into(), json!(after.accuracy));
+            s.insert(
+                "accuracy_drop".into(),
+                json!(e.before.accuracy - after.accuracy),
+            );
+            s.insert("f1_macro_after".into(), json!(after.f1_macro));
+            s.insert("macs_after".into(), json!(after.cost.macs_nonzero));
+            s.insert("parameters_after".into(), json!(after.cost.parameters));
+            s.insert(
+                "nonzero_parameters_after".into(),
+                json!(after.cost.nonzero_parameters),
+            );
+            s.insert(
+                "batch_throughput_speedup".into(),
+                json!(
+                    after.speed.throughput_samples_per_second
+                        / e.before.speed.throughput_samples_per_second.max(1e-12)
+                ),
+            );
+        }
+    }
+    json!({ "summary": summary, "evaluation": run.evaluation, "steps": steps })
 }
 
 /// A file name stem from a user-given model name: letters, digits, '.', '-', '_' only.

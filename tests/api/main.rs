@@ -11,4 +11,5 @@ mod openapi;
 mod pruning;
 mod quantize;
 mod recovery;
+mod training;
 mod uploads;

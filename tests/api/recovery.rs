@@ -72,7 +72,10 @@ async fn expired_lease_is_taken_over_and_fenced(backend: Backend) {
         None,
         "stale heartbeat refused"
     );
-    assert!(!store.set_progress(id, stale.token, 0.3).await.unwrap());
+    assert!(!store
+        .set_progress(id, stale.token, 0.3, None)
+        .await
+        .unwrap());
     let late = Finish::Failed {
         error: json!({"detail": "late"}),
     };

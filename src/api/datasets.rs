@@ -1,0 +1,181 @@
+//! `/v1/datasets`: upload, list, inspect and delete datasets that jobs train and measure on.
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::Json;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{parse_id, ApiQuery};
+use super::models::{receive_upload, validate_name, UploadQuery};
+use super::upload::TempUpload;
+use super::views::{next_cursor, DatasetView, Page, PageQuery};
+use super::AppState;
+use crate::compress::nn::inspect_dataset;
+use crate::compress::CompressError;
+use crate::store::{DatasetRecord, NewDataset};
+
+/// Upload a dataset: one safetensors file with `train_images` (or `train_inputs`) and
+/// `train_labels`, and `test_…` (or `eval_…`) for the evaluation split. Inputs may have any
+/// numeric dtype, first dimension = samples; labels are integer class indices (the metadata
+/// key `num_classes` may fix the class count). Raw or multipart, as for models.
+#[utoipa::path(
+    post,
+    path = "/v1/datasets",
+    tag = "datasets",
+    params(UploadQuery),
+    request_body(
+        description = "The safetensors file: raw, or as the `file` part of a multipart form (with an optional `name` part)",
+        content(
+            (Vec<u8> = "application/octet-stream"),
+            (Object = "multipart/form-data"),
+        )
+    ),
+    responses(
+        (status = 201, description = "Stored", body = DatasetView),
+        (status = 400, description = "Malformed request", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither multipart nor octet-stream", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a usable dataset: missing tensors, mismatched counts, labels out of range", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn upload_dataset(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<UploadQuery>,
+    request: Request,
+) -> Result<(StatusCode, Json<DatasetView>), ApiError> {
+    let limit = app.config.max_upload_bytes;
+    let (upload, mut texts, file_name) =
+        receive_upload(&app, request, limit, &[("name", 4096)]).await?;
+    let upload = upload.ok_or_else(|| {
+        ApiError::bad_request("invalid-multipart", "the multipart body has no 'file' part")
+    })?;
+    if upload.size == 0 {
+        return Err(ApiError::bad_request(
+            "empty-upload",
+            "the uploaded file is empty",
+        ));
+    }
+    let stem = file_name.map(|f| f.trim_end_matches(".safetensors").to_owned());
+    let name = validate_name(texts.remove("name").or(query.name).or(stem))?;
+    let dataset = store_dataset(&app, upload, name).await?;
+    Ok((StatusCode::CREATED, Json(dataset.into())))
+}
+
+async fn store_dataset(
+    app: &AppState,
+    upload: TempUpload,
+    name: String,
+) -> Result<DatasetRecord, ApiError> {
+    let path = upload.path().to_owned();
+    let summary = tokio::task::spawn_blocking(move || inspect_dataset(&path))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            CompressError::Io(io) => ApiError::internal(io),
+            other => ApiError::unprocessable(
+                "invalid-dataset",
+                "Invalid dataset",
+                format!("the upload is not a usable dataset: {other}"),
+            ),
+        })?;
+    let id = Uuid::now_v7();
+    let blob_key = format!("datasets/{id}.safetensors");
+    let new = NewDataset {
+        id,
+        name,
+        size_bytes: upload.size,
+        sha256: upload.sha256.clone(),
+        summary: serde_json::to_value(&summary).map_err(ApiError::internal)?,
+        blob_key: blob_key.clone(),
+    };
+    app.blobs.put(&blob_key, upload.path()).await?;
+    upload.keep();
+    match app.store.insert_dataset(&new).await {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            let _ = app.blobs.delete(&blob_key).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// List datasets, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/datasets",
+    tag = "datasets",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of datasets", body = Page<DatasetView>),
+        (status = 400, description = "Bad paging parameters", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_datasets(
+    State(app): State<AppState>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Json<Page<DatasetView>>, ApiError> {
+    let (limit, after) = page.parse()?;
+    let rows = app.store.list_datasets(limit, after).await?;
+    let next = next_cursor(&rows, limit, |d| d.id);
+    Ok(Json(Page {
+        data: rows.into_iter().map(DatasetView::from).collect(),
+        next,
+    }))
+}
+
+async fn find(app: &AppState, raw: &str) -> Result<DatasetRecord, ApiError> {
+    let id = parse_id("dataset", raw)?;
+    app.store
+        .get_dataset(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("dataset", &id.to_string()))
+}
+
+/// One dataset with its summary.
+#[utoipa::path(
+    get,
+    path = "/v1/datasets/{id}",
+    tag = "datasets",
+    params(("id" = String, Path, description = "Dataset id")),
+    responses(
+        (status = 200, description = "The dataset", body = DatasetView),
+        (status = 404, description = "No such dataset", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_dataset(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DatasetView>, ApiError> {
+    Ok(Json(find(&app, &id).await?.into()))
+}
+
+/// Delete a dataset and its file. Refused while queued or running jobs use it.
+#[utoipa::path(
+    delete,
+    path = "/v1/datasets/{id}",
+    tag = "datasets",
+    params(("id" = String, Path, description = "Dataset id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such dataset", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Jobs still use the dataset", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_dataset(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let dataset = find(&app, &id).await?;
+    let active = app.store.active_jobs_for_dataset(dataset.id).await?;
+    if active > 0 {
+        return Err(ApiError::conflict(
+            "dataset-in-use",
+            format!("{active} queued or running jobs use this dataset; cancel them or wait for them to finish"),
+        ));
+    }
+    if app.store.delete_dataset(dataset.id).await? {
+        app.blobs.delete(&dataset.blob_key).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

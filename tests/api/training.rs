@@ -1,0 +1,435 @@
+//! Models that run, through the API: datasets, architectures, train → iterative prune with
+//! fine-tuning → evaluate, structured and N:M pruning, and the refusals before queueing.
+
+use reqwest::multipart;
+use safetensors::tensor::Dtype;
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp};
+use crate::models::{f32_tensor, safetensors, values, zeros, T};
+
+const MLP: &str = r#"{"input_shape":[8],"layers":[
+  {"type":"linear","in_features":8,"out_features":32},{"type":"relu"},
+  {"type":"linear","in_features":32,"out_features":16},{"type":"relu"},
+  {"type":"linear","in_features":16,"out_features":4}]}"#;
+
+const CNN: &str = r#"{"input_shape":[1,4,4],"layers":[
+  {"type":"conv2d","in_channels":1,"out_channels":8,"kernel_size":3,"padding":1},
+  {"type":"batchnorm2d","num_features":8},{"type":"relu"},{"type":"maxpool2d","kernel_size":2},
+  {"type":"flatten"},{"type":"linear","in_features":32,"out_features":16},{"type":"relu"},
+  {"type":"dropout","p":0.1},{"type":"linear","in_features":16,"out_features":4}]}"#;
+
+/// Four classes in 8 (= 1×4×4 / 2) dimensions; the image form repeats the vector twice.
+fn blobs(n: usize, seed: u64) -> (Vec<f32>, Vec<u8>) {
+    let noise = values(n * 8, seed);
+    let mut x = Vec::with_capacity(n * 8);
+    let mut y = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = i % 4;
+        for d in 0..8 {
+            let centre = if (d + c) % 4 < 2 { 1.0 } else { -1.0 };
+            x.push(centre + 0.6 * noise[i * 8 + d]);
+        }
+        y.push(c as u8);
+    }
+    (x, y)
+}
+
+fn dataset(image: bool) -> Vec<u8> {
+    let (xtr, ytr) = blobs(512, 1);
+    let (xte, yte) = blobs(128, 2);
+    let (shape, widen): (Vec<usize>, usize) = if image {
+        (vec![1, 4, 4], 2)
+    } else {
+        (vec![8], 1)
+    };
+    let inputs = |name: &'static str, x: &[f32], n: usize| {
+        let x: Vec<f32> = x.chunks(8).flat_map(|s| s.repeat(widen)).collect();
+        let mut s = vec![n];
+        s.extend(&shape);
+        f32_tensor(name, &s, &x)
+    };
+    let labels = |name: &'static str, y: Vec<u8>| T {
+        name,
+        dtype: Dtype::U8,
+        shape: vec![y.len()],
+        data: y,
+    };
+    safetensors(
+        &[
+            inputs("train_inputs", &xtr, 512),
+            labels("train_labels", ytr),
+            inputs("test_inputs", &xte, 128),
+            labels("test_labels", yte),
+        ],
+        None,
+    )
+}
+
+async fn upload_dataset(app: &TestApp, bytes: Vec<u8>) -> reqwest::Response {
+    let form = multipart::Form::new().text("name", "blobs").part(
+        "file",
+        multipart::Part::bytes(bytes).file_name("blobs.safetensors"),
+    );
+    app.http
+        .post(app.url("/v1/datasets"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn upload_architecture(
+    app: &TestApp,
+    arch: &str,
+    weights: Option<Vec<u8>>,
+) -> reqwest::Response {
+    let mut form = multipart::Form::new()
+        .text("name", "net")
+        .text("architecture", arch.to_owned())
+        .text("seed", "3");
+    if let Some(w) = weights {
+        form = form.part(
+            "file",
+            multipart::Part::bytes(w).file_name("net.safetensors"),
+        );
+    }
+    app.http
+        .post(app.url("/v1/models"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn created(res: reqwest::Response) -> Value {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{body:#}");
+    body
+}
+
+async fn run(app: &TestApp, body: Value) -> Value {
+    let res = app.post_job(body).await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_jobs().await;
+    let job = app.job(&id).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    job
+}
+
+/// Every tensor of a downloaded file as (shape, values), read with compressd's reader (which
+/// also reads the I64 batch-norm counters).
+fn read_weights(bytes: &[u8]) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    compressd::compress::reader::read_dense(&path)
+        .unwrap()
+        .into_iter()
+        .map(|(k, (s, v))| (k, (s.into_iter().map(|d| d as usize).collect(), v)))
+        .collect()
+}
+
+fn artifact_url(job: &Value, kind: &str) -> String {
+    job["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} artifact"))["file_url"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn train_prune_evaluate_end_to_end(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let data = created(upload_dataset(&app, dataset(false)).await).await;
+    assert_eq!(data["summary"]["num_classes"], 4);
+    assert_eq!(data["summary"]["train"]["samples"], 512);
+    let listed = app.get_json("/v1/datasets").await;
+    assert_eq!(listed["data"][0]["id"], data["id"]);
+
+    let model = created(upload_architecture(&app, MLP, None).await).await;
+    assert_eq!(model["architecture"]["layers"][0]["name"], "0");
+    assert_eq!(
+        model["parameter_count"],
+        8 * 32 + 32 + 32 * 16 + 16 + 16 * 4 + 4
+    );
+
+    let job = run(
+        &app,
+        json!({
+            "model_id": model["id"], "dataset_id": data["id"],
+            "pipeline": [
+                {"op":"train","optimizer":"sgd","lr":0.05,"epochs":4,"batch_size":32,"seed":1},
+                {"op":"prune","sparsity":0.75,"scope":"global",
+                 "schedule":{"steps":3,"finetune_epochs":1,"finetune":{"lr":0.02,"batch_size":32}}},
+                {"op":"evaluate","runs":3}
+            ]
+        }),
+    )
+    .await;
+    let m = &job["metrics"];
+    let before = m["evaluation"]["before"]["accuracy"].as_f64().unwrap();
+    let after = m["evaluation"]["after"]["accuracy"].as_f64().unwrap();
+    assert!(before < 0.6, "an untrained model is near chance: {before}");
+    assert!(after > 0.9, "trained and pruned: {after}");
+    assert_eq!(m["summary"]["accuracy_after"].as_f64().unwrap(), after);
+    let curve = m["steps"][1]["curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 3);
+    let last = curve[2]["sparsity"].as_f64().unwrap();
+    assert!((last - 0.75).abs() < 0.01, "{curve:?}");
+    assert!(
+        curve[0]["sparsity"].as_f64().unwrap() > 0.25,
+        "polynomial ramp starts fast"
+    );
+    assert!(curve.iter().all(|p| p["accuracy"].as_f64().is_some()));
+    let eval = &m["steps"][2];
+    assert_eq!(eval["op"], "evaluate");
+    assert_eq!(eval["confusion_matrix"].as_array().unwrap().len(), 4);
+    let macs = &eval["cost"];
+    assert!(macs["macs_nonzero"].as_u64().unwrap() < macs["macs_dense"].as_u64().unwrap() / 3);
+    assert!(eval["speed"]["latency_ms_batch1"].as_f64().unwrap() > 0.0);
+    assert!(eval["f1_macro"].as_f64().unwrap() > 0.85);
+    assert_eq!(m["steps"][0]["epochs"].as_array().unwrap().len(), 4);
+
+    // The downloaded weights are as sparse as reported.
+    let weights = read_weights(&app.download(&artifact_url(&job, "model")).await);
+    let (z, n): (usize, usize) = ["0.weight", "2.weight", "4.weight"]
+        .iter()
+        .map(|w| (zeros(&weights[*w].1), weights[*w].1.len()))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert!((z as f64 / n as f64 - 0.75).abs() < 0.01, "{z}/{n}");
+    let arch: Value =
+        serde_json::from_slice(&app.download(&artifact_url(&job, "architecture")).await).unwrap();
+    assert_eq!(arch["layers"].as_array().unwrap().len(), 5);
+
+    // No job uses the dataset any more, so it can go.
+    let res = app
+        .http
+        .delete(app.url(&format!("/v1/datasets/{}", data["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    app.finish().await;
+}
+
+async fn structured_and_n_of_m_pruning(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let data = created(upload_dataset(&app, dataset(true)).await).await;
+    let model = created(upload_architecture(&app, CNN, None).await).await;
+    let job = run(
+        &app,
+        json!({
+            "model_id": model["id"], "dataset_id": data["id"],
+            "pipeline": [
+                {"op":"train","optimizer":"adam","lr":0.01,"epochs":3,"batch_size":32},
+                {"op":"prune","method":"l1_filter","sparsity":0.5},
+                {"op":"finetune","optimizer":"adam","lr":0.005,"epochs":2}
+            ]
+        }),
+    )
+    .await;
+    let m = &job["metrics"];
+    let cut = &m["steps"][1]["structured"];
+    assert_eq!(cut["layers"][0]["units_after"], 4, "{cut:#}");
+    assert_eq!(cut["layers"][1]["units_after"], 8, "{cut:#}");
+    let arch: Value =
+        serde_json::from_slice(&app.download(&artifact_url(&job, "architecture")).await).unwrap();
+    assert_eq!(arch["layers"][0]["out_channels"], 4);
+    assert_eq!(arch["layers"][5]["in_features"], 16);
+    let weights = read_weights(&app.download(&artifact_url(&job, "model")).await);
+    assert_eq!(weights["0.weight"].0, vec![4, 1, 3, 3]);
+    assert_eq!(weights["1.running_mean"].0, vec![4]);
+    assert_eq!(weights["5.weight"].0, vec![8, 16]);
+    assert!(m["summary"]["parameters_after"].as_u64().unwrap() < 400);
+    assert!(
+        m["evaluation"]["after"]["accuracy"].as_f64().unwrap() > 0.85,
+        "{:#}",
+        m["evaluation"]["after"]["accuracy"]
+    );
+    assert!(m["summary"]["batch_throughput_speedup"].as_f64().is_some());
+
+    // The smaller model can be uploaded back with its new architecture.
+    let weights_bytes = app.download(&artifact_url(&job, "model")).await;
+    let arch_text = serde_json::to_string(&arch).unwrap();
+    created(upload_architecture(&app, &arch_text, Some(weights_bytes)).await).await;
+
+    // N:M keeps 2 of every 4 along each row; sensitivity scans each layer.
+    let job = run(
+        &app,
+        json!({
+            "model_id": model["id"], "dataset_id": data["id"],
+            "pipeline": [
+                {"op":"prune","method":"nm","n":2,"m":4,"criterion":"taylor","batches":2},
+                {"op":"sensitivity","sparsities":[0.5,0.9]}
+            ]
+        }),
+    )
+    .await;
+    let weights = read_weights(&app.download(&artifact_url(&job, "model")).await);
+    for name in ["5.weight", "8.weight"] {
+        for group in weights[name].1.chunks(4) {
+            assert_eq!(
+                group.iter().filter(|v| **v != 0.0).count(),
+                2,
+                "{name}: {group:?}"
+            );
+        }
+    }
+    assert_eq!(
+        job["metrics"]["steps"][0]["skipped"],
+        json!(["0.weight"]),
+        "conv rows of 9 are not groups of 4"
+    );
+    let table = job["metrics"]["steps"][1]["layers"].as_array().unwrap();
+    assert_eq!(table.len(), 3);
+    assert_eq!(table[0]["points"].as_array().unwrap().len(), 2);
+    app.finish().await;
+}
+
+async fn bad_models_datasets_and_jobs_are_refused(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    // A dataset whose labels exceed the declared class count.
+    let out_of_range = safetensors(
+        &[
+            f32_tensor("train_inputs", &[2, 8], &[0.0; 16]),
+            T {
+                name: "train_labels",
+                dtype: Dtype::U8,
+                shape: vec![2],
+                data: vec![0, 7],
+            },
+            f32_tensor("test_inputs", &[1, 8], &[0.0; 8]),
+            T {
+                name: "test_labels",
+                dtype: Dtype::U8,
+                shape: vec![1],
+                data: vec![0],
+            },
+        ],
+        Some([("num_classes".to_string(), "4".to_string())].into()),
+    );
+    let res = upload_dataset(&app, out_of_range).await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("'train_labels'[1] is 7"),
+        "{body:#}"
+    );
+
+    // Architectures that are wrong, and weights that do not fit.
+    let res = upload_architecture(
+        &app,
+        r#"{"input_shape":[8],"layers":[{"type":"attention"}]}"#,
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("unknown variant `attention`"));
+    let wrong = safetensors(&[f32_tensor("0.weight", &[32, 7], &[0.0; 224])], None);
+    let res = upload_architecture(&app, MLP, Some(wrong)).await;
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["type"], "urn:compressd:problem:weights-mismatch");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("'0.weight' has shape [32, 7]"),
+        "{body:#}"
+    );
+
+    // Jobs that need what the model or request lacks never reach the queue.
+    let plain = app.upload_ok(crate::models::mlp(), "plain").await;
+    let data = created(upload_dataset(&app, dataset(false)).await).await;
+    let cnn_data = created(upload_dataset(&app, dataset(true)).await).await;
+    let net = created(upload_architecture(&app, MLP, None).await).await;
+    for (body, code) in [
+        (
+            json!({"model_id": plain, "pipeline":[{"op":"evaluate"}], "dataset_id": data["id"]}),
+            "architecture-required",
+        ),
+        (
+            json!({"model_id": net["id"], "pipeline":[{"op":"train"}]}),
+            "dataset-required",
+        ),
+        (
+            json!({"model_id": net["id"], "pipeline":[{"op":"prune","sparsity":0.5,"criterion":"taylor"}]}),
+            "dataset-required",
+        ),
+        (
+            json!({"model_id": net["id"], "pipeline":[{"op":"train"}], "dataset_id": "01890000-0000-7000-8000-000000000000"}),
+            "dataset-not-found",
+        ),
+        (
+            json!({"model_id": net["id"], "pipeline":[{"op":"evaluate"}], "dataset_id": cnn_data["id"]}),
+            "dataset-mismatch",
+        ),
+        (
+            json!({"model_id": net["id"], "pipeline":[{"op":"train","lr":-1}], "dataset_id": data["id"]}),
+            "invalid-pipeline",
+        ),
+        (
+            json!({"model_id": net["id"], "pipeline":[{"op":"prune","method":"nm","n":5,"m":4}]}),
+            "invalid-pipeline",
+        ),
+        (
+            json!({"model_id": net["id"], "pipeline":[{"op":"finetune","init":"architecture"}], "dataset_id": data["id"]}),
+            "invalid-pipeline",
+        ),
+    ] {
+        let res = app.post_job(body.clone()).await;
+        assert_eq!(res.status(), 422, "{body}");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(
+            problem["type"],
+            format!("urn:compressd:problem:{code}"),
+            "{body}: {problem:#}"
+        );
+    }
+    assert_eq!(app.get_json("/v1/jobs").await["data"], json!([]));
+
+    // PUT architecture checks the weights too, then lets a plain model run.
+    let res = app
+        .http
+        .put(app.url(&format!("/v1/models/{plain}/architecture")))
+        .json(&serde_json::from_str::<Value>(MLP).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("missing tensor '0.weight'"));
+    app.finish().await;
+}
+
+crate::on_each_backend!(
+    train_prune_evaluate_end_to_end,
+    structured_and_n_of_m_pruning,
+    bad_models_datasets_and_jobs_are_refused,
+);

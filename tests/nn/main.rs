@@ -1,0 +1,7 @@
+//! The model runtime without a server: layers against independent reference values, training
+//! and pruning invariants, architecture and dataset validation.
+
+mod data;
+mod helpers;
+mod layers;
+mod pruning;
