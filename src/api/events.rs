@@ -18,7 +18,8 @@ use crate::store::JobRecord;
 const POLL: Duration = Duration::from_millis(200);
 
 /// Live job events: `status` (on every status change, first with the current state),
-/// `progress` (fraction done) and finally `done` with the whole job; then the stream ends.
+/// `progress` (fraction done, and while a model trains `detail`: step, op, round, epoch,
+/// latest accuracy) and finally `done` with the whole job; then the stream ends.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}/events",
@@ -38,6 +39,7 @@ pub async fn job_events(
         app,
         job_id: job.id,
         last: None,
+        last_detail: None,
         pending: std::collections::VecDeque::new(),
         finished: false,
     };
@@ -65,6 +67,7 @@ struct Follow {
     app: AppState,
     job_id: uuid::Uuid,
     last: Option<(JobStatus, f64, u32)>,
+    last_detail: Option<serde_json::Value>,
     pending: std::collections::VecDeque<Event>,
     finished: bool,
 }
@@ -84,12 +87,14 @@ impl Follow {
         };
         let now = (job.status, job.progress, job.attempts);
         let before = self.last.replace(now);
+        let detail_changed = self.last_detail != job.progress_detail;
+        self.last_detail.clone_from(&job.progress_detail);
         if before.map(|b| (b.0, b.2)) != Some((now.0, now.2)) {
             self.pending.push_back(event("status", &summary(&job)));
-        } else if before.map(|b| b.1) != Some(now.1) {
+        } else if before.map(|b| b.1) != Some(now.1) || detail_changed {
             self.pending.push_back(event(
                 "progress",
-                &json!({ "id": job.id, "progress": job.progress }),
+                &json!({ "id": job.id, "progress": job.progress, "detail": job.progress_detail }),
             ));
         }
         if job.status.is_terminal() {

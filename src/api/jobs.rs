@@ -146,6 +146,10 @@ async fn check_model_inputs(
         }
         None => None,
     };
+    if let Some(a) = &arch {
+        check_runnable(pipeline, a)
+            .map_err(|e| refuse("unsupported-model", "Model cannot run this pipeline", e))?;
+    }
     if pipeline.needs_architecture() && arch.is_none() {
         return Err(refuse(
             "architecture-required",
@@ -181,6 +185,23 @@ async fn check_model_inputs(
         serde_json::from_value(dataset.summary).map_err(ApiError::internal)?;
     check_fit(&summary, &arch)
         .map_err(|e| refuse("dataset-mismatch", "Dataset does not fit the model", e))
+}
+
+/// Activation values one batch may hold at a layer (1 GiB of f32).
+const MAX_BATCH_ACTIVATION: u64 = 1 << 28;
+
+fn check_runnable(pipeline: &Pipeline, arch: &Architecture) -> Result<(), String> {
+    if pipeline.trains() {
+        arch.check_trainable()?;
+    }
+    let batch = pipeline.largest_batch() as u64;
+    let values = batch.saturating_mul(arch.max_activation());
+    if values > MAX_BATCH_ACTIVATION {
+        return Err(format!(
+            "a batch of {batch} samples would hold {values} activation values at one layer (at most {MAX_BATCH_ACTIVATION}); lower batch_size"
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses, before queueing, a pipeline that cannot apply to the model's tensors.

@@ -243,6 +243,35 @@ impl Architecture {
         out
     }
 
+    /// The most values one sample's activation holds at any layer.
+    pub fn max_activation(&self) -> u64 {
+        let per = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
+        self.layers
+            .iter()
+            .map(|l| per(&l.output_shape))
+            .fold(per(&self.input_shape), u64::max)
+    }
+
+    /// Why the model cannot be trained, if it cannot: candle differentiates max-pooling only
+    /// when the stride equals the kernel.
+    pub fn check_trainable(&self) -> Result<(), String> {
+        for l in &self.layers {
+            if let LayerKind::Maxpool2d {
+                kernel_size,
+                stride: Some(stride),
+            } = &l.kind
+            {
+                if stride.get() != kernel_size.get() {
+                    return Err(format!(
+                        "layer '{}' (maxpool2d) has a stride different from its kernel; training through it is not supported (use stride = kernel_size)",
+                        l.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("an architecture always serialises")
     }

@@ -511,6 +511,30 @@ impl Pipeline {
         self.0.iter().any(Step::needs_dataset)
     }
 
+    /// Whether some step computes gradients.
+    pub fn trains(&self) -> bool {
+        self.0.iter().any(|s| match s {
+            Step::Train(_) | Step::Finetune(_) => true,
+            Step::Prune(p) => p.needs_dataset(),
+            _ => false,
+        })
+    }
+
+    /// The largest batch any step runs the model with.
+    pub fn largest_batch(&self) -> usize {
+        self.0
+            .iter()
+            .map(|s| match s {
+                Step::Train(t) | Step::Finetune(t) => t.batch_size,
+                Step::Evaluate(e) => e.batch_size,
+                Step::Prune(p) => p.schedule.as_ref().map_or(64, |s| s.recipe().batch_size),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+            .max(EvaluateStep::default().batch_size)
+    }
+
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).expect("a pipeline always serialises")
     }

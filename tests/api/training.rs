@@ -428,7 +428,68 @@ async fn bad_models_datasets_and_jobs_are_refused(backend: Backend) {
     app.finish().await;
 }
 
+async fn training_reports_epochs_and_cancels_between_batches(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |c| {
+        c.workers = Some(1);
+        c.test_chunk_delay_ms = 5;
+        c.lease_ms = 600;
+    })
+    .await
+    else {
+        return;
+    };
+    let data = created(upload_dataset(&app, dataset(false)).await).await;
+    let model = created(upload_architecture(&app, MLP, None).await).await;
+    // 16 batches an epoch, each slowed by the test hook: about a second per epoch.
+    let res = app
+        .post_job(json!({"model_id": model["id"], "dataset_id": data["id"],
+            "pipeline":[{"op":"train","epochs":200,"batch_size":32}]}))
+        .await;
+    assert_eq!(res.status(), 202);
+    let job = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let detail = loop {
+        let j = app.job(&job).await;
+        if j["progress_detail"]["epoch"]
+            .as_u64()
+            .is_some_and(|e| e >= 1)
+        {
+            break j["progress_detail"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no epoch reported: {j:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(detail["op"], "train");
+    assert_eq!(detail["step"], 0);
+    assert_eq!(detail["epochs"], 200);
+    let accuracy = detail["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    let res = app
+        .http
+        .post(app.url(&format!("/v1/jobs/{job}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let done = app
+        .wait_for(&job, "cancelled", std::time::Duration::from_secs(10))
+        .await;
+    assert!(
+        done["progress"].as_f64().unwrap() < 0.5,
+        "stopped early: {done:#}"
+    );
+    assert_eq!(done["artifacts"], json!([]));
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    training_reports_epochs_and_cancels_between_batches,
     train_prune_evaluate_end_to_end,
     structured_and_n_of_m_pruning,
     bad_models_datasets_and_jobs_are_refused,

@@ -224,3 +224,36 @@ fn dropout_is_identity_in_inference_and_inverted_in_training() {
         .iter()
         .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6));
 }
+
+#[test]
+fn unfolded_convolution_has_the_same_gradients_as_candles_conv2d() {
+    use candle_core::Var;
+    use compressd::compress::nn::unfold::conv2d_unfolded;
+    // candle's own conv2d is the reference for square kernels and for stride 1.
+    // (candle's backward itself fails when a stride leaves rows over, so 7 × 7 for stride 2.)
+    for (shape, kernel, pad, stride) in [
+        ([2, 3, 7, 6], [4, 3, 3, 2], 1, 1),
+        ([2, 3, 7, 7], [4, 3, 3, 3], 0, 2),
+    ] {
+        let x = Var::from_tensor(&input(wave(shape.iter().product(), 21), &shape)).unwrap();
+        let n: usize = kernel.iter().product();
+        let w = Var::from_tensor(&input(wave(n, 22), &kernel)).unwrap();
+        let theirs = x
+            .as_tensor()
+            .conv2d(w.as_tensor(), pad, stride, 1, 1)
+            .unwrap();
+        let target = input(wave(theirs.elem_count(), 23), theirs.dims());
+        let loss = |y: candle_core::Tensor| (y * &target).unwrap().sum_all().unwrap();
+        let ours = loss(conv2d_unfolded(x.as_tensor(), w.as_tensor(), pad, stride).unwrap());
+        let theirs = loss(theirs);
+        close(&flat(&ours), &flat(&theirs), 1e-4);
+        let (g1, g2) = (ours.backward().unwrap(), theirs.backward().unwrap());
+        for v in [&x, &w] {
+            let (a, b) = (
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            close(&flat(a), &flat(b), 1e-4);
+        }
+    }
+}

@@ -5,3 +5,4 @@ mod data;
 mod helpers;
 mod layers;
 mod pruning;
+mod pytorch;

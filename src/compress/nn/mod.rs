@@ -9,6 +9,7 @@ pub mod network;
 pub mod steps;
 pub mod structured;
 pub mod train;
+pub mod unfold;
 
 use std::path::Path;
 

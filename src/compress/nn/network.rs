@@ -327,7 +327,7 @@ impl Network {
             LayerKind::Conv2d {
                 stride, padding, ..
             } => {
-                let y = x.conv2d(&p("weight"), *padding, *stride, 1, 1)?;
+                let y = super::unfold::conv2d_unfolded(x, &p("weight"), *padding, *stride)?;
                 if has("bias") {
                     let b = p("bias");
                     let c = b.dims1()?;
