@@ -6,7 +6,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && echo 'fn main() {}' > benches/throughput.rs \
+ && echo 'fn main() {}' > benches/throughput.rs && echo 'fn main() {}' > benches/mnist.rs \
  && cargo build --release --locked --bin compressd \
  && rm -rf src benches
 COPY src src

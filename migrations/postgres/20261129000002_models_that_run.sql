@@ -1,5 +1,7 @@
 -- Models that run: an optional architecture per model, datasets, and jobs that use them.
 ALTER TABLE models ADD COLUMN architecture TEXT;
+-- An uploaded config.json (e.g. Hugging Face), written beside compressed artifacts.
+ALTER TABLE models ADD COLUMN config TEXT;
 
 CREATE TABLE datasets (
     id         TEXT PRIMARY KEY NOT NULL,

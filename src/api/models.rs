@@ -38,14 +38,15 @@ pub struct UploadQuery {
 /// `name` part and an optional `architecture` part (JSON; the weights must then fit it
 /// exactly), or the raw file as `application/octet-stream` with `?name=`. An `architecture`
 /// part without a `file` creates a model with freshly initialised weights (`seed` part,
-/// default 0), ready for a `train` job.
+/// default 0), ready for a `train` job. A `config` part (the model's `config.json`) is written
+/// beside compressed artifacts, with the `quantization_config` of quantized ones.
 #[utoipa::path(
     post,
     path = "/v1/models",
     tag = "models",
     params(UploadQuery),
     request_body(
-        description = "The safetensors file: raw, or as the `file` part of a multipart form (with optional `name`, `architecture` and `seed` parts)",
+        description = "The safetensors file: raw, or as the `file` part of a multipart form (with optional `name`, `architecture`, `seed` and `config` parts)",
         content(
             (Vec<u8> = "application/octet-stream"),
             (Object = "multipart/form-data"),
@@ -80,6 +81,10 @@ pub async fn upload_model(
             ))
         }
     };
+    let config = texts
+        .remove("config")
+        .map(|c| parse_config(&c))
+        .transpose()?;
     let stem = file_name.map(|f| f.trim_end_matches(".safetensors").to_owned());
     let name = validate_name(texts.remove("name").or(query.name).or(stem))?;
     if upload.size == 0 {
@@ -88,11 +93,16 @@ pub async fn upload_model(
             "the uploaded file is empty",
         ));
     }
-    let model = store_model(&app, upload, name, architecture).await?;
+    let model = store_model(&app, upload, name, architecture, config).await?;
     Ok((StatusCode::CREATED, Json(ModelView::new(model, true))))
 }
 
-const MODEL_PARTS: &[(&str, u64)] = &[("name", 4096), ("architecture", 1 << 20), ("seed", 64)];
+const MODEL_PARTS: &[(&str, u64)] = &[
+    ("name", 4096),
+    ("architecture", 1 << 20),
+    ("seed", 64),
+    ("config", 1 << 20),
+];
 
 /// Receives a raw or multipart upload: the file (if any), the text parts, the file's name.
 pub(super) async fn receive_upload(
@@ -140,6 +150,23 @@ pub(super) async fn receive_upload(
             "Unsupported media type",
             format!("Content-Type '{content_type}' is not accepted: send multipart/form-data with a 'file' part, or application/octet-stream"),
         ))
+    }
+}
+
+/// A `config.json` (a JSON object), kept to be written beside compressed artifacts.
+fn parse_config(text: &str) -> Result<Value, ApiError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(ApiError::unprocessable(
+            "invalid-config",
+            "Invalid config",
+            "the 'config' part must be a JSON object (a model's config.json)",
+        )),
+        Err(e) => Err(ApiError::unprocessable(
+            "invalid-config",
+            "Invalid config",
+            format!("the 'config' part is not JSON: {e}"),
+        )),
     }
 }
 
@@ -256,6 +283,7 @@ async fn store_model(
     upload: TempUpload,
     name: String,
     architecture: Option<Architecture>,
+    config: Option<Value>,
 ) -> Result<crate::store::ModelRecord, ApiError> {
     let path = upload.path().to_owned();
     let index = tokio::task::spawn_blocking(move || SafetensorsIndex::open(&path))
@@ -286,6 +314,7 @@ async fn store_model(
         metadata: serde_json::to_value(&index.metadata).map_err(ApiError::internal)?,
         blob_key: blob_key.clone(),
         architecture: architecture.map(|a| a.to_json()),
+        config,
     };
     app.blobs.put(&blob_key, upload.path()).await?;
     upload.keep();

@@ -34,6 +34,9 @@ pub struct ModelView {
     /// The layers the service runs the model with, if the model has one.
     #[schema(value_type = Option<ArchitectureWire>)]
     pub architecture: Option<Value>,
+    /// The `config.json` uploaded with the model, if any.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
     pub created_at: DateTime<Utc>,
     /// Where to download the file.
     pub file_url: String,
@@ -61,6 +64,7 @@ impl ModelView {
             metadata: m.metadata,
             tensors: with_tensors.then_some(m.tensors),
             architecture: m.architecture,
+            config: m.config,
             created_at: m.created_at,
         }
     }

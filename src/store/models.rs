@@ -9,8 +9,8 @@ use super::{now_ms, on_pool, Result, Store};
 impl Store {
     pub async fn insert_model(&self, m: &NewModel) -> Result<ModelRecord> {
         let row: ModelRow = on_pool!(&self.db, pool => sqlx::query_as(
-            "INSERT INTO models (id, name, format, size_bytes, sha256, tensor_count, parameter_count, tensors, metadata, blob_key, created_at, architecture)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+            "INSERT INTO models (id, name, format, size_bytes, sha256, tensor_count, parameter_count, tensors, metadata, blob_key, created_at, architecture, config)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
         )
         .bind(m.id.to_string())
         .bind(&m.name)
@@ -24,6 +24,7 @@ impl Store {
         .bind(&m.blob_key)
         .bind(now_ms())
         .bind(m.architecture.as_ref().map(Value::to_string))
+        .bind(m.config.as_ref().map(Value::to_string))
         .fetch_one(pool)
         .await)?;
         row.try_into()

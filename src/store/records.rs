@@ -32,6 +32,7 @@ pub struct NewModel {
     pub metadata: Value,
     pub blob_key: String,
     pub architecture: Option<Value>,
+    pub config: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +48,7 @@ pub struct ModelRecord {
     pub metadata: Value,
     pub blob_key: String,
     pub architecture: Option<Value>,
+    pub config: Option<Value>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -63,6 +65,7 @@ pub(super) struct ModelRow {
     metadata: String,
     blob_key: String,
     architecture: Option<String>,
+    config: Option<String>,
     created_at: i64,
 }
 
@@ -81,6 +84,7 @@ impl TryFrom<ModelRow> for ModelRecord {
             metadata: json(&r.metadata)?,
             blob_key: r.blob_key,
             architecture: r.architecture.as_deref().map(json).transpose()?,
+            config: r.config.as_deref().map(json).transpose()?,
             created_at: ts(r.created_at),
         })
     }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::compress::{PipelineRun, PruneReport, StepReport};
+use crate::compress::{PipelineRun, PruneReport, SafetensorsIndex, StepReport};
 use crate::domain::Pipeline;
 use crate::store::{BlobStore, Lease, ModelRecord, NewArtifact};
 
@@ -31,6 +31,11 @@ pub async fn store_outputs(
     let prefix = format!("artifacts/{}/{}", lease.job.id, lease.token.simple());
     let main_bytes = std::fs::metadata(&run.outputs[0].path)?.len();
     let metrics = job_metrics(model, &run, main_bytes);
+    // Read before the model file moves into blob storage.
+    let config = model
+        .config
+        .as_ref()
+        .map(|c| config_beside(c, &run.outputs[0].path));
 
     let mut artifacts = Vec::new();
     let mut listed = Vec::new();
@@ -57,6 +62,20 @@ pub async fn store_outputs(
                 "size_bytes": a.size_bytes,
                 "format": output.format,
                 "read_with": output.read_with,
+            }));
+            artifacts.push(a);
+        }
+        if let Some(config) = &config {
+            let path = workdir.join("config.json");
+            tokio::fs::write(&path, serde_json::to_vec_pretty(&config)?).await?;
+            let a = put(blobs, &prefix, &path, "config.json".into(), "config", "application/json").await?;
+            listed.push(json!({
+                "kind": a.kind,
+                "file_name": a.file_name,
+                "sha256": a.sha256,
+                "size_bytes": a.size_bytes,
+                "format": "JSON: the uploaded config.json, plus the quantization_config of a quantized model",
+                "read_with": ["transformers", "vLLM", "llm-compressor"],
             }));
             artifacts.push(a);
         }
@@ -118,6 +137,20 @@ async fn put(
         sha256,
         blob_key,
     })
+}
+
+/// The uploaded config with the model file's `quantization_config` (compressed-tensors reads
+/// it from config.json), when the file has one.
+fn config_beside(config: &Value, model_file: &Path) -> Value {
+    let mut config = config.clone();
+    let quantization = SafetensorsIndex::open(model_file)
+        .ok()
+        .and_then(|i| i.metadata.get("quantization_config").cloned())
+        .and_then(|q| serde_json::from_str::<Value>(&q).ok());
+    if let (Some(q), Value::Object(c)) = (quantization, &mut config) {
+        c.insert("quantization_config".into(), q);
+    }
+    config
 }
 
 pub async fn hash_file(path: PathBuf) -> io::Result<(String, u64)> {

@@ -286,7 +286,71 @@ async fn bad_quantization_requests_are_refused(backend: Backend) {
     app.finish().await;
 }
 
+/// A config.json uploaded with the model comes back beside the quantized model, with the
+/// quantization_config that vLLM reads from it.
+async fn config_json_travels_with_the_artifact(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let config = json!({"architectures": ["MLP"], "hidden_size": 32, "torch_dtype": "float32"});
+    let form = reqwest::multipart::Form::new()
+        .text("name", "mlp")
+        .text("config", config.to_string())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(mlp()).file_name("mlp.safetensors"),
+        );
+    let res = app
+        .http
+        .post(app.url("/v1/models"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let model: Value = res.json().await.unwrap();
+    assert_eq!(model["config"], config);
+    let job = run(
+        &app,
+        model["id"].as_str().unwrap(),
+        json!([{"op":"quantize","scheme":"int4","group_size":32}]),
+    )
+    .await;
+    let written: Value = serde_json::from_slice(
+        &app.download(artifact(&job, "config")["file_url"].as_str().unwrap())
+            .await,
+    )
+    .unwrap();
+    assert_eq!(written["hidden_size"], 32);
+    assert_eq!(written["quantization_config"]["format"], "pack-quantized");
+    assert_eq!(artifact(&job, "config")["file_name"], "config.json");
+    // Without a config upload there is no config artifact; a bad one is refused.
+    let plain = app.upload_ok(mlp(), "plain").await;
+    let job = run(&app, &plain, json!([{"op":"quantize","scheme":"int8"}])).await;
+    assert!(job["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["kind"] != "config"));
+    let form = reqwest::multipart::Form::new()
+        .text("config", "[1,2]")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(mlp()).file_name("mlp.safetensors"),
+        );
+    let res = app
+        .http
+        .post(app.url("/v1/models"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    config_json_travels_with_the_artifact,
     every_scheme_reads_back_as_its_dequantized_copy,
     int8_file_follows_compressed_tensors,
     sparse_storage_is_small,
