@@ -214,7 +214,11 @@ fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), A
             Step::Quantize(q) => select_tensors(&tensors, &q.selection, "quantize")
                 .and_then(|selected| check_groups(&tensors, &selected, q.scheme)),
             Step::Export(e) => select_tensors(&tensors, &e.selection, "export").map(drop),
-            Step::Train(_) | Step::Finetune(_) | Step::Evaluate(_) | Step::Sensitivity(_) => Ok(()),
+            Step::Train(_)
+            | Step::Finetune(_)
+            | Step::Evaluate(_)
+            | Step::Sensitivity(_)
+            | Step::Entropy(_) => Ok(()),
         }
         .map_err(|e| {
             ApiError::unprocessable(

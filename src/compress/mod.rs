@@ -5,6 +5,7 @@ pub mod chunked_io;
 pub mod control;
 pub mod cut;
 pub mod dtype;
+pub mod entropy;
 pub mod gguf;
 pub mod nn;
 pub mod pipeline;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::chunked_io::map_chunk;
 use super::control::Control;
+use super::entropy::{compress_file, EntropyReport};
 use super::gguf::{export_gguf, GgufReport};
 use super::nn::steps::{
     evaluate_step, prune_step as model_prune_step, sensitivity_step, train_step,
@@ -34,6 +35,7 @@ pub enum StepReport {
     Train(TrainStepReport),
     Evaluate(EvaluateStepReport),
     Sensitivity(SensitivityReport),
+    Entropy(EntropyReport),
 }
 
 impl StepReport {
@@ -46,6 +48,7 @@ impl StepReport {
             StepReport::Train(t) => t.train.seconds,
             StepReport::Evaluate(e) => e.seconds,
             StepReport::Sensitivity(s) => s.seconds,
+            StepReport::Entropy(e) => e.seconds,
         }
     }
 }
@@ -67,8 +70,8 @@ pub struct OutputFile {
     pub kind: &'static str,
     pub path: PathBuf,
     /// Appended to the model's name to make the file name.
-    pub suffix: &'static str,
-    pub format: &'static str,
+    pub suffix: String,
+    pub format: String,
     pub read_with: &'static [&'static str],
 }
 
@@ -93,6 +96,10 @@ const GGUF_READERS: &[&str] = &[
     "llama.cpp",
     "gguf (Python reference reader)",
     "candle (quantized::gguf_file)",
+];
+const ZSTD_READERS: &[&str] = &[
+    "zstd -d (any zstd library), then the readers of the restored format",
+    "compressd's reader (docs/formats.md), directly",
 ];
 const SPARSE_READERS: &[&str] = &[
     "compressd's reader (docs/formats.md)",
@@ -121,10 +128,10 @@ pub fn run_pipeline(
     let mut dense_twin: Option<PathBuf> = None;
     for (i, step) in pipeline.steps().iter().enumerate() {
         control.begin_step(i, count);
-        let extension = if matches!(step, Step::Export(_)) {
-            "gguf"
-        } else {
-            "safetensors"
+        let extension = match step {
+            Step::Export(_) => "gguf",
+            Step::Entropy(_) => "zst",
+            _ => "safetensors",
         };
         let output = workdir.join(format!("step-{i}.{extension}"));
         let (report, wrote) = match step {
@@ -159,6 +166,10 @@ pub fn run_pipeline(
                     true,
                 )
             }
+            Step::Entropy(e) => (
+                compress_file(&current, &output, e, control).map(StepReport::Entropy),
+                true,
+            ),
             Step::Evaluate(e) => (
                 evaluate_step(state, &current, e).map(StepReport::Evaluate),
                 false,
@@ -176,8 +187,8 @@ pub fn run_pipeline(
                     outputs.push(OutputFile {
                         kind: "model_dequantized",
                         path,
-                        suffix: ".dequantized.safetensors",
-                        format: "safetensors, dense: the input's layout with the quantization error baked in",
+                        suffix: ".dequantized.safetensors".into(),
+                        format: "safetensors, dense: the input's layout with the quantization error baked in".into(),
                         read_with: ANY_SAFETENSORS_READER,
                     });
                 }
@@ -211,13 +222,19 @@ pub fn run_pipeline(
         outputs.push(OutputFile {
             kind: "architecture",
             path,
-            suffix: ".architecture.json",
-            format: "compressd architecture JSON (the model's layers after every step)",
+            suffix: ".architecture.json".into(),
+            format: "compressd architecture JSON (the model's layers after every step)".into(),
             read_with: &["compressd (POST /v1/models with an architecture part)"],
         });
     }
     control.begin_step(count, count);
-    let (format, read_with, suffix) = match pipeline.steps().last() {
+    let entropy = matches!(pipeline.steps().last(), Some(Step::Entropy(_)));
+    let written = pipeline
+        .steps()
+        .iter()
+        .rev()
+        .find(|s| !matches!(s, Step::Entropy(_)));
+    let (format, read_with, suffix) = match written {
         Some(Step::Export(_)) => ("GGUF v3 (ggml block types)", GGUF_READERS, ".gguf"),
         Some(Step::Quantize(q)) if q.store == Storage::Sparse => (
             "safetensors with bitmask-v1 sparse tensors and quantized codes",
@@ -239,6 +256,15 @@ pub fn run_pipeline(
             ANY_SAFETENSORS_READER,
             ".compressed.safetensors",
         ),
+    };
+    let (format, read_with, suffix) = if entropy {
+        (
+            format!("zstd-compressed file; restored, it is {format}"),
+            ZSTD_READERS,
+            format!("{suffix}.zst"),
+        )
+    } else {
+        (format.to_owned(), read_with, suffix.to_owned())
     };
     outputs.insert(
         0,

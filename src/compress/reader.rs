@@ -29,6 +29,13 @@ pub type DenseTensors = BTreeMap<String, (Vec<u64>, Vec<f32>)>;
 
 /// Every logical tensor of the file, dequantized to f32, with its shape.
 pub fn read_dense(path: &Path) -> Result<DenseTensors, CompressError> {
+    if super::entropy::is_zstd(path)? {
+        let dir = tempfile::tempdir_in(path.parent().unwrap_or(Path::new(".")))?;
+        let plain = dir.path().join("restored.safetensors");
+        super::entropy::decompress_file(path, &plain)
+            .map_err(|e| bad(format!("the zstd stream is damaged: {e}")))?;
+        return read_dense(&plain);
+    }
     let index = SafetensorsIndex::open(path)?;
     let kmeans_bits = index
         .metadata

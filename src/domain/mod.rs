@@ -2,6 +2,7 @@
 //! Nothing here knows about HTTP, SQL or tensors.
 
 mod architecture;
+mod entropy;
 mod export;
 mod job;
 mod pipeline;
@@ -14,6 +15,7 @@ pub use architecture::{
     kind_name, Architecture, ArchitectureWire, Layer, LayerKind, LayerWire, ParamRole, ParamSpec,
     Size2,
 };
+pub use entropy::{Codec, EntropyStep};
 pub use export::{ExportFormat, ExportStep, ExportWire, GgufType};
 pub use job::{JobStatus, UnknownStatus};
 pub use pipeline::{

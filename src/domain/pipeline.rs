@@ -5,13 +5,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::entropy::EntropyStep;
 use super::export::{ExportStep, ExportWire};
 use super::quantize::{QuantizeStep, QuantizeWire, Storage};
 use super::selection::{NamePattern, TensorSelection};
 use super::training::{EvaluateStep, Schedule, SensitivityStep, TrainStep, TrainWire};
 
 pub const MAX_STEPS: usize = 32;
-const SUPPORTED_OPS: &str = "prune, quantize, export, train, finetune, evaluate, sensitivity";
+const SUPPORTED_OPS: &str =
+    "prune, quantize, export, train, finetune, evaluate, sensitivity, entropy";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
@@ -351,6 +353,7 @@ pub enum Step {
     Finetune(TrainStep),
     Evaluate(EvaluateStep),
     Sensitivity(SensitivityStep),
+    Entropy(EntropyStep),
 }
 
 impl Step {
@@ -363,6 +366,7 @@ impl Step {
             Step::Finetune(_) => "finetune",
             Step::Evaluate(_) => "evaluate",
             Step::Sensitivity(_) => "sensitivity",
+            Step::Entropy(_) => "entropy",
         }
     }
 
@@ -370,7 +374,7 @@ impl Step {
     pub fn writes_dense(&self) -> bool {
         match self {
             Step::Prune(p) => p.store == Storage::Dense,
-            Step::Quantize(_) | Step::Export(_) => false,
+            Step::Quantize(_) | Step::Export(_) | Step::Entropy(_) => false,
             Step::Train(_) | Step::Finetune(_) | Step::Evaluate(_) | Step::Sensitivity(_) => true,
         }
     }
@@ -378,7 +382,7 @@ impl Step {
     pub fn needs_architecture(&self) -> bool {
         match self {
             Step::Prune(p) => p.needs_architecture(),
-            Step::Quantize(_) | Step::Export(_) => false,
+            Step::Quantize(_) | Step::Export(_) | Step::Entropy(_) => false,
             _ => true,
         }
     }
@@ -386,7 +390,7 @@ impl Step {
     pub fn needs_dataset(&self) -> bool {
         match self {
             Step::Prune(p) => p.needs_dataset(),
-            Step::Quantize(_) | Step::Export(_) => false,
+            Step::Quantize(_) | Step::Export(_) | Step::Entropy(_) => false,
             _ => true,
         }
     }
@@ -404,6 +408,7 @@ pub enum PipelineStepDoc {
     Finetune(TrainWire),
     Evaluate(EvaluateStep),
     Sensitivity(SensitivityStep),
+    Entropy(EntropyStep),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -431,12 +436,26 @@ impl Pipeline {
                 Self::parse_step(v).map_err(|e| ParseError(format!("pipeline[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Only an entropy step may follow a step whose file no other step reads, and it
+        // comes last.
+        let body = match parsed.last() {
+            Some(Step::Entropy(_)) => &parsed[..parsed.len() - 1],
+            _ => &parsed[..],
+        };
         if let Some(i) = parsed[..parsed.len() - 1]
+            .iter()
+            .position(|s| matches!(s, Step::Entropy(_)))
+        {
+            return Err(ParseError(format!(
+                "pipeline[{i}] (entropy) codes the finished file, so it must be the last step"
+            )));
+        }
+        if let Some(i) = body[..body.len().saturating_sub(1)]
             .iter()
             .position(|s| !s.writes_dense())
         {
             return Err(ParseError(format!(
-                "pipeline[{i}] ({}) writes a quantized or sparse file, so it must be the last step; put prune steps first",
+                "pipeline[{i}] ({}) writes a quantized or sparse file, so it must be the last step (or be followed only by entropy); put prune steps first",
                 parsed[i].op()
             )));
         }
@@ -489,6 +508,10 @@ impl Pipeline {
                 .map_err(|e| ParseError(format!("evaluate: {e}")))
                 .and_then(EvaluateStep::check)
                 .map(Step::Evaluate),
+            "entropy" => serde_json::from_value::<EntropyStep>(fields)
+                .map_err(|e| ParseError(format!("entropy: {e}")))
+                .and_then(EntropyStep::check)
+                .map(Step::Entropy),
             "sensitivity" => serde_json::from_value::<SensitivityStep>(fields)
                 .map_err(|e| ParseError(format!("sensitivity: {e}")))
                 .and_then(SensitivityStep::check)

@@ -349,7 +349,71 @@ async fn config_json_travels_with_the_artifact(backend: Backend) {
     app.finish().await;
 }
 
+/// Deep Compression's three stages in one job: prune, share weights (k-means), entropy-code.
+async fn entropy_coding_shrinks_the_file_and_reads_back(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "mlp").await;
+    let stages = json!([
+        {"op":"prune","method":"magnitude","sparsity":0.9,"scope":"global"},
+        {"op":"quantize","scheme":"kmeans","bits":4,"store":"sparse","dequantized_copy":true}
+    ]);
+    let plain = run(&app, &model, stages.clone()).await;
+    let mut with_entropy = stages.as_array().unwrap().clone();
+    with_entropy.push(json!({"op":"entropy","codec":"zstd"}));
+    let coded = run(&app, &model, Value::Array(with_entropy)).await;
+    let (a, b) = (artifact(&plain, "model"), artifact(&coded, "model"));
+    assert!(b["file_name"]
+        .as_str()
+        .unwrap()
+        .ends_with(".compressed.safetensors.zst"));
+    assert!(
+        b["size_bytes"].as_u64().unwrap() < a["size_bytes"].as_u64().unwrap() * 9 / 10,
+        "{a} vs {b}"
+    );
+    let step = &coded["metrics"]["steps"][2];
+    assert_eq!(step["op"], "entropy");
+    assert_eq!(step["bytes_after"], b["size_bytes"]);
+    assert_eq!(
+        coded["metrics"]["summary"]["file_bytes_after"],
+        b["size_bytes"]
+    );
+    // compressd's reader takes the .zst as it is, and it equals the dequantized copy.
+    let restored = read_back(&app.download(b["file_url"].as_str().unwrap()).await);
+    let dequantized = read_f32(
+        &app.download(
+            artifact(&coded, "model_dequantized")["file_url"]
+                .as_str()
+                .unwrap(),
+        )
+        .await,
+    );
+    for name in ["fc1.weight", "fc2.weight", "fc1.bias"] {
+        assert_eq!(restored[name].1, dequantized[name].2, "{name}");
+    }
+    for (bad, needle) in [
+        (
+            json!([{"op":"entropy","codec":"zstd"},{"op":"prune","method":"magnitude","sparsity":0.5}]),
+            "must be the last step",
+        ),
+        (json!([{"op":"entropy","codec":"gzip"}]), "unknown variant"),
+        (
+            json!([{"op":"entropy","codec":"zstd","level":42}]),
+            "level must be 1–19",
+        ),
+    ] {
+        let res = app
+            .post_job(json!({"model_id": model, "pipeline": bad}))
+            .await;
+        assert_eq!(res.status(), 422, "{bad}");
+        assert!(res.text().await.unwrap().contains(needle), "{bad}");
+    }
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    entropy_coding_shrinks_the_file_and_reads_back,
     config_json_travels_with_the_artifact,
     every_scheme_reads_back_as_its_dequantized_copy,
     int8_file_follows_compressed_tensors,
