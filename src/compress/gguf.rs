@@ -17,6 +17,7 @@ use super::chunked_io::map_chunk;
 use super::control::Control;
 use super::dtype::Dtype;
 use super::prune::select_tensors;
+use super::quant::ggml_blocks::{self, Block};
 use super::quant::{ErrorStats, ErrorSums};
 use super::quantize::load_f32;
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
@@ -262,10 +263,21 @@ pub fn export_gguf(
         let window = map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?;
         let (bytes, error) = match p.stored {
             Stored::Quant(q) => {
-                let values = load_f32(&window, t.dtype);
-                require_finite(t, &values, "GGUF export")?;
+                let converted;
+                let values: &[f32] = match bytemuck::try_cast_slice::<u8, f32>(&window) {
+                    Ok(v) if t.dtype == Dtype::F32 && cfg!(target_endian = "little") => v,
+                    _ => {
+                        converted = load_f32(&window, t.dtype);
+                        &converted
+                    }
+                };
+                require_finite(t, values, "GGUF export")?;
                 let cols = *t.shape.last().expect("rank ≥ 1") as usize;
-                let (bytes, sums) = quantize_rows(&values, cols, ggml_dtype(q))?;
+                let (bytes, sums) = match q {
+                    GgufType::Q8_0 => ggml_blocks::encode(Block::Q8_0, values),
+                    GgufType::Q4_0 => ggml_blocks::encode(Block::Q4_0, values),
+                    _ => quantize_rows(values, cols, ggml_dtype(q))?,
+                };
                 model_error.merge(&sums);
                 (bytes, Some(sums.stats()))
             }
@@ -383,6 +395,9 @@ mod tests {
         expected.extend(x.iter().map(|v| (v / d).round() as i8 as u8));
         let (bytes, _) = quantize_rows(&x, 32, GgmlDType::Q8_0).unwrap();
         assert_eq!(bytes, expected);
+        let (ours, sums) = ggml_blocks::encode(Block::Q8_0, &x);
+        assert_eq!(ours, expected, "compressd's own Q8_0 encoder");
+        assert!(sums.stats().max_abs_error <= d as f64 / 2.0 * 1.01);
     }
 
     /// ggml's `quantize_row_q4_0_ref`: d = max / −8 (max: the signed value of largest
@@ -401,6 +416,8 @@ mod tests {
         expected.extend((0..16).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
         let (bytes, _) = quantize_rows(&x, 32, GgmlDType::Q4_0).unwrap();
         assert_eq!(bytes, expected);
+        let (ours, _) = ggml_blocks::encode(Block::Q4_0, &x);
+        assert_eq!(ours, expected, "compressd's own Q4_0 encoder");
     }
 
     #[test]

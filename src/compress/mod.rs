@@ -64,7 +64,12 @@ pub(crate) fn require_finite(
     values: &[f32],
     op: &str,
 ) -> Result<(), CompressError> {
-    match values.iter().filter(|v| !v.is_finite()).count() {
+    use rayon::prelude::*;
+    match values
+        .par_chunks(1 << 16)
+        .map(|c| c.iter().filter(|v| !v.is_finite()).count())
+        .sum::<usize>()
+    {
         0 => Ok(()),
         bad => Err(non_finite_error(tensor, bad as u64, op)),
     }

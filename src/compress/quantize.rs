@@ -142,8 +142,13 @@ pub fn quantize_file(
     let file = File::open(input)?;
     control.add_work(index.tensors.iter().map(TensorEntry::byte_len).sum());
 
-    let spool = output.with_extension("spool");
-    let mut out = SpooledWriter::new(&spool)?;
+    // Large dense outputs are written in place behind a reserved header: no second copy.
+    let data_bytes: u64 = index.tensors.iter().map(TensorEntry::byte_len).sum();
+    let mut out = if step.store == Storage::Dense && data_bytes >= 64 << 20 {
+        SpooledWriter::in_place(output, 6 * index.header_len() + (16 << 10))?
+    } else {
+        SpooledWriter::new(&output.with_extension("spool"))?
+    };
     let mut deq = match dequantized {
         Some(path) => {
             let mut w = PipelinedWriter::new(File::create(path)?);
@@ -168,10 +173,17 @@ pub fn quantize_file(
             control.advance(t.byte_len());
             continue;
         }
-        let values = load_f32(&window, t.dtype);
-        drop(window);
-        require_finite(t, &values, "quantization")?;
-        let enc = encode(&values, &t.shape, step.scheme);
+        // F32 weights are read in place from the mapped file when aligned; others converted.
+        let converted;
+        let values: &[f32] = match bytemuck::try_cast_slice::<u8, f32>(&window) {
+            Ok(v) if t.dtype == Dtype::F32 && cfg!(target_endian = "little") => v,
+            _ => {
+                converted = load_f32(&window, t.dtype);
+                &converted
+            }
+        };
+        require_finite(t, values, "quantization")?;
+        let enc = encode(values, &t.shape, step.scheme, deq.is_some());
         let mut bytes_after = 0u64;
         for (i, part) in enc.parts.iter().enumerate() {
             let name = format!("{}{}", t.name, part.suffix);
@@ -183,10 +195,8 @@ pub fn quantize_file(
                 part.bytes.len() as u64
             };
         }
-        let mut sums = ErrorSums::default();
-        sums.add(&values, &enc.restored);
-        model_error.merge(&sums);
-        let error = sums.stats();
+        model_error.merge(&enc.error);
+        let error = enc.error.stats();
         if let Some(deq) = deq.as_mut() {
             let mut buf = deq.buffer(0);
             store_f32(&enc.restored, t.dtype, &mut buf);

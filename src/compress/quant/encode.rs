@@ -1,9 +1,7 @@
 //! One tensor through one scheme: the tensors to store (compressed-tensors names and dtypes)
 //! and the dequantized values, for measuring the error and for the dense copy.
 
-use rayon::prelude::*;
-
-use super::{fp8, int, kmeans};
+use super::{fp8, int, kmeans, ErrorSums};
 use crate::compress::sparse::i64_bytes;
 use crate::domain::{Granularity, Scheme};
 
@@ -18,7 +16,10 @@ pub struct Part {
 pub struct Encoded {
     /// The first part holds the codes and keeps the weight's name (plus suffix).
     pub parts: Vec<Part>,
+    /// The dequantized values, when asked for (empty otherwise).
     pub restored: Vec<f32>,
+    /// The dequantized values against the originals.
+    pub error: ErrorSums,
     /// Values cast to infinity or to zero (fp16, bf16) or saturated (fp8).
     pub overflowed: u64,
     pub flushed_to_zero: u64,
@@ -29,10 +30,27 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// `shape` is the weight's; rows are its first axis, columns everything after.
-pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
+/// `shape` is the weight's; rows are its first axis, columns everything after. With
+/// `keep_restored` the dequantized values come back too (for a dense copy).
+pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme, keep_restored: bool) -> Encoded {
+    let mut e = encode_scheme(values, shape, scheme, keep_restored);
+    if e.error.is_empty() {
+        e.error.add(values, &e.restored);
+    }
+    if !keep_restored {
+        e.restored = Vec::new();
+    }
+    e
+}
+
+fn encode_scheme(values: &[f32], shape: &[u64], scheme: Scheme, keep: bool) -> Encoded {
     let rows = shape.first().copied().unwrap_or(1).max(1) as usize;
     let cols = values.len() / rows;
+    let mut restored = if keep {
+        vec![0f32; values.len()]
+    } else {
+        Vec::new()
+    };
     match scheme {
         Scheme::Int8 {
             symmetric,
@@ -48,8 +66,8 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
                 symmetric,
                 granularity: g,
             };
-            let q = int::quantize(values, rows, cols, spec);
-            let restored = int::dequantize(&q, spec.group_len(rows, cols));
+            let (q, error) =
+                int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
             let param_shape = match granularity {
                 Granularity::Tensor => vec![1],
                 Granularity::Channel => vec![rows as u64, 1],
@@ -60,7 +78,7 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
                     suffix: "",
                     dtype: "I8",
                     shape: shape.to_vec(),
-                    bytes: q.codes.iter().map(|c| *c as u8).collect(),
+                    bytes: q.codes.into_iter().map(|c| c as u8).collect(),
                 },
                 Part {
                     suffix: "_scale",
@@ -72,7 +90,7 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
             if !symmetric {
                 parts.push(zero_point_part(param_shape, &q.zero_points));
             }
-            plain(parts, restored)
+            measured(parts, restored, error)
         }
         Scheme::Int4 {
             symmetric,
@@ -83,8 +101,8 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
                 symmetric,
                 granularity: int::Granularity::Group(group_size),
             };
-            let q = int::quantize(values, rows, cols, spec);
-            let restored = int::dequantize(&q, group_size);
+            let (q, error) =
+                int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
             let packed = int::pack_int4(&q.codes);
             let param_shape = vec![rows as u64, (cols / group_size) as u64];
             let mut parts = vec![
@@ -110,7 +128,7 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
             if !symmetric {
                 parts.push(zero_point_part(param_shape, &q.zero_points));
             }
-            plain(parts, restored)
+            measured(parts, restored, error)
         }
         Scheme::Fp8E4m3 { per_channel } => {
             let group = if per_channel {
@@ -118,29 +136,14 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
             } else {
                 values.len().max(1)
             };
-            let scales: Vec<f32> = values
-                .par_chunks(group)
-                .map(|g| g.iter().fold(0f32, |m, w| m.max(w.abs())) / fp8::MAX)
-                .collect();
-            let mut codes = vec![0u8; values.len()];
-            let mut restored = vec![0f32; values.len()];
-            codes
-                .par_chunks_mut(group)
-                .zip(restored.par_chunks_mut(group))
-                .zip(values.par_chunks(group))
-                .zip(&scales)
-                .for_each(|(((c, r), v), &s)| {
-                    for ((c, r), &w) in c.iter_mut().zip(r.iter_mut()).zip(v) {
-                        *c = if s == 0.0 { 0 } else { fp8::encode(w / s) };
-                        *r = fp8::decode(*c) * s;
-                    }
-                });
+            let (codes, scales, error) =
+                fp8::quantize_measured(values, group, keep.then_some(&mut restored[..]));
             let scale_shape = if per_channel {
                 vec![rows as u64, 1]
             } else {
                 vec![1]
             };
-            plain(
+            measured(
                 vec![
                     Part {
                         suffix: "",
@@ -156,6 +159,7 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
                     },
                 ],
                 restored,
+                error,
             )
         }
         Scheme::Fp16 | Scheme::Bf16 => {
@@ -184,6 +188,7 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme) -> Encoded {
                     bytes,
                 }],
                 restored,
+                error: ErrorSums::default(),
                 overflowed: over,
                 flushed_to_zero: flushed,
                 codebook_size: None,
@@ -234,9 +239,14 @@ fn zero_point_part(param_shape: Vec<u64>, zero_points: &[i8]) -> Part {
 }
 
 fn plain(parts: Vec<Part>, restored: Vec<f32>) -> Encoded {
+    measured(parts, restored, ErrorSums::default())
+}
+
+fn measured(parts: Vec<Part>, restored: Vec<f32>, error: ErrorSums) -> Encoded {
     Encoded {
         parts,
         restored,
+        error,
         overflowed: 0,
         flushed_to_zero: 0,
         codebook_size: None,

@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+use super::ErrorSums;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {
     Tensor,
@@ -54,6 +56,19 @@ pub struct Quantized {
 /// Quantizes a row-major `rows` × `cols` tensor. `cols` must be a multiple of the group size
 /// for group granularity (checked before a job is queued).
 pub fn quantize(values: &[f32], rows: usize, cols: usize, spec: IntSpec) -> Quantized {
+    quantize_measured(values, rows, cols, spec, None).0
+}
+
+/// Quantizes and measures in one pass over the weights: the codes and parameters, the error
+/// of the dequantized values against the originals and, when `restored` is given, those
+/// values. The same codes as `quantize`.
+pub fn quantize_measured(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    spec: IntSpec,
+    restored: Option<&mut [f32]>,
+) -> (Quantized, ErrorSums) {
     assert_eq!(values.len(), rows * cols);
     let group = spec.group_len(rows, cols).max(1);
     assert_eq!(values.len() % group, 0, "groups must tile the tensor");
@@ -63,21 +78,49 @@ pub fn quantize(values: &[f32], rows: usize, cols: usize, spec: IntSpec) -> Quan
         .map(|g| params_for(g, spec, lo, hi))
         .collect();
     let mut codes = vec![0i8; values.len()];
-    codes
-        .par_chunks_mut(group)
-        .zip(values.par_chunks(group))
-        .zip(&params)
-        .for_each(|((out, g), &(scale, zp))| {
-            for (o, &w) in out.iter_mut().zip(g) {
-                let q = if scale == 0.0 {
-                    zp
-                } else {
-                    (w / scale).round() as i32 + zp
-                };
-                *o = q.clamp(lo, hi) as i8;
+    const CHUNK: usize = 1 << 16;
+    // One chunk of consecutive weights, walking the groups it overlaps.
+    let kernel = |start: usize, v: &[f32], c: &mut [i8], mut r: Option<&mut [f32]>| {
+        let mut sums = ErrorSums::default();
+        let mut i = 0;
+        while i < v.len() {
+            let g = (start + i) / group;
+            let end = ((g + 1) * group - start).min(v.len());
+            let (scale, zp) = params[g];
+            let inv = if scale == 0.0 { 0.0 } else { 1.0 / scale };
+            for k in i..end {
+                let q = (round_even(v[k] * inv) as i32 + zp).clamp(lo, hi);
+                c[k] = q as i8;
+                let back = (q - zp) as f32 * scale;
+                sums.push(v[k], back);
+                if let Some(r) = r.as_deref_mut() {
+                    r[k] = back;
+                }
             }
-        });
-    Quantized {
+            i = end;
+        }
+        sums
+    };
+    let merge = |mut a: ErrorSums, b: ErrorSums| {
+        a.merge(&b);
+        a
+    };
+    let sums = match restored {
+        Some(out) => codes
+            .par_chunks_mut(CHUNK)
+            .zip(values.par_chunks(CHUNK))
+            .zip(out.par_chunks_mut(CHUNK))
+            .enumerate()
+            .map(|(n, ((c, v), r))| kernel(n * CHUNK, v, c, Some(r)))
+            .reduce(ErrorSums::default, merge),
+        None => codes
+            .par_chunks_mut(CHUNK)
+            .zip(values.par_chunks(CHUNK))
+            .enumerate()
+            .map(|(n, (c, v))| kernel(n * CHUNK, v, c, None))
+            .reduce(ErrorSums::default, merge),
+    };
+    let q = Quantized {
         codes,
         scales: params.iter().map(|p| p.0).collect(),
         zero_points: if spec.symmetric {
@@ -85,7 +128,8 @@ pub fn quantize(values: &[f32], rows: usize, cols: usize, spec: IntSpec) -> Quan
         } else {
             params.iter().map(|p| p.1 as i8).collect()
         },
-    }
+    };
+    (q, sums)
 }
 
 /// Round half to even (as `torch.round` does) for |x| < 2^22, without a libm call: adding
@@ -207,6 +251,27 @@ mod tests {
                 prop_assert!((a - b).abs() <= scale / 2.0 * 1.0001 + 1e-7, "w={a} back={b} scale={scale}");
                 if a == 0.0 { prop_assert_eq!(b, 0.0); }
             }
+        }
+
+        #[test]
+        fn the_fused_pass_restores_and_measures_what_dequantize_gives(
+            rows in 1usize..5, cols in prop::sample::select(vec![8usize, 64, 96]), seed in any::<u64>(),
+            symmetric in any::<bool>(), gran in 0u8..3,
+        ) {
+            let mut s = seed | 1;
+            let w: Vec<f32> = (0..rows * cols).map(|_| {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+            }).collect();
+            let granularity = match gran { 0 => Granularity::Tensor, 1 => Granularity::Channel, _ => Granularity::Group(8) };
+            let sp = spec(8, symmetric, granularity);
+            let mut restored = vec![0f32; w.len()];
+            let (q, sums) = quantize_measured(&w, rows, cols, sp, Some(&mut restored));
+            let back = dequantize(&q, sp.group_len(rows, cols));
+            prop_assert_eq!(&restored, &back);
+            let mut expected = ErrorSums::default();
+            expected.add(&w, &back);
+            prop_assert_eq!(sums.stats(), expected.stats());
         }
 
         #[test]

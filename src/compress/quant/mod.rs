@@ -5,6 +5,7 @@
 pub mod encode;
 pub mod error;
 pub mod fp8;
+pub mod ggml_blocks;
 pub mod int;
 pub mod kmeans;
 
