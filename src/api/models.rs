@@ -210,6 +210,13 @@ async fn initial_weights(
     .map_err(ApiError::internal)?
 }
 
+async fn find_model(app: &AppState, id: Uuid) -> Result<crate::store::ModelRecord, ApiError> {
+    app.store
+        .get_model(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model", &id.to_string()))
+}
+
 /// The weights must match the architecture tensor for tensor.
 fn check_fit(arch: &Architecture, tensors: &[TensorEntry]) -> Result<(), ApiError> {
     check_weights(
@@ -243,11 +250,7 @@ pub async fn put_architecture(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<ModelView>, ApiError> {
     let id = parse_id("model", &id)?;
-    let model = app
-        .store
-        .get_model(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("model", &id.to_string()))?;
+    let model = find_model(&app, id).await?;
     let arch = parse_architecture(&body.to_string())?;
     let tensors: Vec<TensorEntry> =
         serde_json::from_value(model.tensors.clone()).map_err(ApiError::internal)?;
@@ -255,11 +258,7 @@ pub async fn put_architecture(
     app.store
         .set_architecture(id, Some(&arch.to_json()))
         .await?;
-    let model = app
-        .store
-        .get_model(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("model", &id.to_string()))?;
+    let model = find_model(&app, id).await?;
     Ok(Json(ModelView::new(model, true)))
 }
 
@@ -373,11 +372,7 @@ pub async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Json<ModelView>, ApiError> {
     let id = parse_id("model", &id)?;
-    let model = app
-        .store
-        .get_model(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("model", &id.to_string()))?;
+    let model = find_model(&app, id).await?;
     Ok(Json(ModelView::new(model, true)))
 }
 
@@ -401,11 +396,7 @@ pub async fn download_model(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id("model", &id)?;
-    let model = app
-        .store
-        .get_model(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("model", &id.to_string()))?;
+    let model = find_model(&app, id).await?;
     let file_name = format!("{}.safetensors", model.name.replace(['"', '\\', '/'], "_"));
     serve_blob(
         &app,
@@ -435,11 +426,7 @@ pub async fn delete_model(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id("model", &id)?;
-    let model = app
-        .store
-        .get_model(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("model", &id.to_string()))?;
+    let model = find_model(&app, id).await?;
     let active = app.store.active_jobs_for_model(id).await?;
     if active > 0 {
         return Err(ApiError::conflict(

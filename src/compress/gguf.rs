@@ -19,7 +19,7 @@ use super::dtype::Dtype;
 use super::prune::select_tensors;
 use super::quant::ggml_blocks::{self, Block};
 use super::quant::{ErrorStats, ErrorSums};
-use super::quantize::load_f32;
+use super::quantize::{as_f32, load_f32};
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
 use super::{require_finite, CompressError};
 use crate::domain::{ExportStep, GgufType};
@@ -263,20 +263,13 @@ pub fn export_gguf(
         let window = map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?;
         let (bytes, error) = match p.stored {
             Stored::Quant(q) => {
-                let converted;
-                let values: &[f32] = match bytemuck::try_cast_slice::<u8, f32>(&window) {
-                    Ok(v) if t.dtype == Dtype::F32 && cfg!(target_endian = "little") => v,
-                    _ => {
-                        converted = load_f32(&window, t.dtype);
-                        &converted
-                    }
-                };
-                require_finite(t, values, "GGUF export")?;
+                let values = as_f32(&window, t.dtype);
+                require_finite(t, &values, "GGUF export")?;
                 let cols = *t.shape.last().expect("rank ≥ 1") as usize;
                 let (bytes, sums) = match q {
-                    GgufType::Q8_0 => ggml_blocks::encode(Block::Q8_0, values),
-                    GgufType::Q4_0 => ggml_blocks::encode(Block::Q4_0, values),
-                    _ => quantize_rows(values, cols, ggml_dtype(q))?,
+                    GgufType::Q8_0 => ggml_blocks::encode(Block::Q8_0, &values),
+                    GgufType::Q4_0 => ggml_blocks::encode(Block::Q4_0, &values),
+                    _ => quantize_rows(&values, cols, ggml_dtype(q))?,
                 };
                 model_error.merge(&sums);
                 (bytes, Some(sums.stats()))

@@ -61,6 +61,15 @@ pub struct QuantizeReport {
     pub seconds: f64,
 }
 
+/// A tensor's values as f32: F32 read in place from the mapped file when aligned, other
+/// dtypes converted on every core.
+pub fn as_f32(bytes: &[u8], dtype: Dtype) -> std::borrow::Cow<'_, [f32]> {
+    match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+        Ok(v) if dtype == Dtype::F32 && cfg!(target_endian = "little") => v.into(),
+        _ => load_f32(bytes, dtype).into(),
+    }
+}
+
 /// Reads a tensor as f32 values, on every core.
 pub fn load_f32(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
     use rayon::prelude::*;
@@ -173,17 +182,9 @@ pub fn quantize_file(
             control.advance(t.byte_len());
             continue;
         }
-        // F32 weights are read in place from the mapped file when aligned; others converted.
-        let converted;
-        let values: &[f32] = match bytemuck::try_cast_slice::<u8, f32>(&window) {
-            Ok(v) if t.dtype == Dtype::F32 && cfg!(target_endian = "little") => v,
-            _ => {
-                converted = load_f32(&window, t.dtype);
-                &converted
-            }
-        };
-        require_finite(t, values, "quantization")?;
-        let enc = encode(values, &t.shape, step.scheme, deq.is_some());
+        let values = as_f32(&window, t.dtype);
+        require_finite(t, &values, "quantization")?;
+        let enc = encode(&values, &t.shape, step.scheme, deq.is_some());
         let mut bytes_after = 0u64;
         for (i, part) in enc.parts.iter().enumerate() {
             let name = format!("{}{}", t.name, part.suffix);

@@ -1,6 +1,8 @@
 //! Integration tests: the real server over HTTP, on SQLite and (with TEST_DATABASE_URL set)
 //! PostgreSQL. Each test gets its own database and data directory.
 
+#[path = "../common/blobs.rs"]
+mod blobs;
 mod helpers;
 mod models;
 

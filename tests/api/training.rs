@@ -5,8 +5,9 @@ use reqwest::multipart;
 use safetensors::tensor::Dtype;
 use serde_json::{json, Value};
 
+use crate::blobs::blobs;
 use crate::helpers::{Backend, TestApp};
-use crate::models::{f32_tensor, safetensors, values, zeros, T};
+use crate::models::{f32_tensor, safetensors, zeros, T};
 
 const MLP: &str = r#"{"input_shape":[8],"layers":[
   {"type":"linear","in_features":8,"out_features":32},{"type":"relu"},
@@ -19,22 +20,7 @@ const CNN: &str = r#"{"input_shape":[1,4,4],"layers":[
   {"type":"flatten"},{"type":"linear","in_features":32,"out_features":16},{"type":"relu"},
   {"type":"dropout","p":0.1},{"type":"linear","in_features":16,"out_features":4}]}"#;
 
-/// Four classes in 8 (= 1×4×4 / 2) dimensions; the image form repeats the vector twice.
-fn blobs(n: usize, seed: u64) -> (Vec<f32>, Vec<u8>) {
-    let noise = values(n * 8, seed);
-    let mut x = Vec::with_capacity(n * 8);
-    let mut y = Vec::with_capacity(n);
-    for i in 0..n {
-        let c = i % 4;
-        for d in 0..8 {
-            let centre = if (d + c) % 4 < 2 { 1.0 } else { -1.0 };
-            x.push(centre + 0.6 * noise[i * 8 + d]);
-        }
-        y.push(c as u8);
-    }
-    (x, y)
-}
-
+/// The shared blobs; the image form (1×4×4) repeats each 8-vector twice.
 fn dataset(image: bool) -> Vec<u8> {
     let (xtr, ytr) = blobs(512, 1);
     let (xte, yte) = blobs(128, 2);

@@ -73,25 +73,9 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Four separable classes in 8 dimensions: class c is centred on ±1 patterns, plus noise.
-pub fn blobs(n: usize, seed: u32) -> (Vec<f32>, Vec<u8>) {
-    let noise = wave(n * 8, seed);
-    let mut x = Vec::with_capacity(n * 8);
-    let mut y = Vec::with_capacity(n);
-    for i in 0..n {
-        let c = i % 4;
-        for d in 0..8 {
-            let centre = if (d + c) % 4 < 2 { 1.0 } else { -1.0 };
-            x.push(centre + 0.6 * noise[i * 8 + d]);
-        }
-        y.push(c as u8);
-    }
-    (x, y)
-}
-
 pub fn blob_dataset(dir: &std::path::Path) -> std::path::PathBuf {
-    let (xtr, ytr) = blobs(512, 11);
-    let (xte, yte) = blobs(128, 12);
+    let (xtr, ytr) = crate::blobs::blobs(512, 11);
+    let (xte, yte) = crate::blobs::blobs(128, 12);
     write_safetensors(
         dir,
         "blobs.safetensors",

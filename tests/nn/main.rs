@@ -1,6 +1,8 @@
 //! The model runtime without a server: layers against independent reference values, training
 //! and pruning invariants, architecture and dataset validation.
 
+#[path = "../common/blobs.rs"]
+mod blobs;
 mod data;
 mod helpers;
 mod layers;

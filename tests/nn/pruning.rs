@@ -3,7 +3,7 @@
 use compressd::compress::nn::importance::{prune_nm, prune_to, score};
 use compressd::compress::nn::structured::l1_filter;
 use compressd::compress::nn::train::{masks_of, train, TrainContext};
-use compressd::compress::nn::{load_dataset, Network};
+use compressd::compress::nn::{load_dataset, Dataset, Network};
 use compressd::compress::Control;
 use compressd::domain::{
     Architecture, Criterion, Scope, Sparsity, TensorSelection, TrainStep, TrainWire,
@@ -26,16 +26,25 @@ fn fresh(seed: u64) -> Network {
     Network::initialise(&arch, &mut rand::rngs::StdRng::seed_from_u64(seed)).unwrap()
 }
 
-#[test]
-fn training_learns_and_is_deterministic_for_a_seed() {
+/// The shared blobs, loaded for the test MLP.
+fn blob_data() -> Dataset {
     let dir = tempfile::tempdir().unwrap();
     let arch = Architecture::parse_json(MLP).unwrap();
-    let data = load_dataset(&blob_dataset(dir.path()), &arch).unwrap();
-    let control = Control::default();
-    let ctx = TrainContext {
-        control: &control,
+    load_dataset(&blob_dataset(dir.path()), &arch).unwrap()
+}
+
+fn quiet(control: &Control) -> TrainContext<'_> {
+    TrainContext {
+        control,
         label: json!({}),
-    };
+    }
+}
+
+#[test]
+fn training_learns_and_is_deterministic_for_a_seed() {
+    let data = blob_data();
+    let control = Control::default();
+    let ctx = quiet(&control);
     let (a, b) = (fresh(7), fresh(7));
     let ra = train(&a, &data, &recipe(5, 3), None, None, &ctx).unwrap();
     train(&b, &data, &recipe(5, 3), None, None, &ctx).unwrap();
@@ -76,14 +85,9 @@ fn training_learns_and_is_deterministic_for_a_seed() {
 
 #[test]
 fn fine_tuning_keeps_every_pruned_weight_exactly_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let arch = Architecture::parse_json(MLP).unwrap();
-    let data = load_dataset(&blob_dataset(dir.path()), &arch).unwrap();
+    let data = blob_data();
     let control = Control::default();
-    let ctx = TrainContext {
-        control: &control,
-        label: json!({}),
-    };
+    let ctx = quiet(&control);
     let n = fresh(2);
     train(&n, &data, &recipe(2, 1), None, None, &ctx).unwrap();
     let names = n.weight_names();

@@ -45,7 +45,6 @@ pub fn quantize_measured(
         .collect();
     let table = decode_table();
     let mut codes = vec![0u8; values.len()];
-    const CHUNK: usize = 1 << 16;
     let kernel = |start: usize, v: &[f32], c: &mut [u8], mut r: Option<&mut [f32]>| {
         let mut sums = ErrorSums::default();
         let mut i = 0;
@@ -71,25 +70,7 @@ pub fn quantize_measured(
         }
         sums
     };
-    let merge = |mut a: ErrorSums, b: ErrorSums| {
-        a.merge(&b);
-        a
-    };
-    let sums = match restored {
-        Some(out) => codes
-            .par_chunks_mut(CHUNK)
-            .zip(values.par_chunks(CHUNK))
-            .zip(out.par_chunks_mut(CHUNK))
-            .enumerate()
-            .map(|(n, ((c, v), r))| kernel(n * CHUNK, v, c, Some(r)))
-            .reduce(ErrorSums::default, merge),
-        None => codes
-            .par_chunks_mut(CHUNK)
-            .zip(values.par_chunks(CHUNK))
-            .enumerate()
-            .map(|(n, (c, v))| kernel(n * CHUNK, v, c, None))
-            .reduce(ErrorSums::default, merge),
-    };
+    let sums = super::in_chunks(values, &mut codes, restored, kernel);
     (codes, scales, sums)
 }
 

@@ -78,7 +78,6 @@ pub fn quantize_measured(
         .map(|g| params_for(g, spec, lo, hi))
         .collect();
     let mut codes = vec![0i8; values.len()];
-    const CHUNK: usize = 1 << 16;
     // One chunk of consecutive weights, walking the groups it overlaps.
     let kernel = |start: usize, v: &[f32], c: &mut [i8], mut r: Option<&mut [f32]>| {
         let mut sums = ErrorSums::default();
@@ -101,25 +100,7 @@ pub fn quantize_measured(
         }
         sums
     };
-    let merge = |mut a: ErrorSums, b: ErrorSums| {
-        a.merge(&b);
-        a
-    };
-    let sums = match restored {
-        Some(out) => codes
-            .par_chunks_mut(CHUNK)
-            .zip(values.par_chunks(CHUNK))
-            .zip(out.par_chunks_mut(CHUNK))
-            .enumerate()
-            .map(|(n, ((c, v), r))| kernel(n * CHUNK, v, c, Some(r)))
-            .reduce(ErrorSums::default, merge),
-        None => codes
-            .par_chunks_mut(CHUNK)
-            .zip(values.par_chunks(CHUNK))
-            .enumerate()
-            .map(|(n, (c, v))| kernel(n * CHUNK, v, c, None))
-            .reduce(ErrorSums::default, merge),
-    };
+    let sums = super::in_chunks(values, &mut codes, restored, kernel);
     let q = Quantized {
         codes,
         scales: params.iter().map(|p| p.0).collect(),
