@@ -65,6 +65,7 @@ fn one_seed(
     let ctx = TrainContext {
         control: &control,
         label: json!({}),
+        teacher: None,
     };
     let mut rng = StdRng::seed_from_u64(seed);
     let net = Network::initialise(arch, &mut rng)?;
@@ -130,6 +131,7 @@ fn structured(arch: &Architecture, data: &Dataset, epochs: usize) -> anyhow::Res
     let ctx = TrainContext {
         control: &control,
         label: json!({}),
+        teacher: None,
     };
     let opts = EvaluateStep::default();
     let mut cnn = Network::initialise(arch, &mut StdRng::seed_from_u64(1))?;

@@ -218,7 +218,8 @@ fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), A
             | Step::Finetune(_)
             | Step::Evaluate(_)
             | Step::Sensitivity(_)
-            | Step::Entropy(_) => Ok(()),
+            | Step::Entropy(_)
+            | Step::Distill(_) => Ok(()),
         }
         .map_err(|e| {
             ApiError::unprocessable(

@@ -11,8 +11,9 @@ use super::control::Control;
 use super::entropy::{compress_file, EntropyReport};
 use super::gguf::{export_gguf, GgufReport};
 use super::nn::steps::{
-    evaluate_step, prune_step as model_prune_step, sensitivity_step, train_step,
-    EvaluateStepReport, ModelPruneReport, ModelState, SensitivityReport, TrainStepReport,
+    distill_step, evaluate_step, prune_step as model_prune_step, sensitivity_step, train_step,
+    DistillReport, EvaluateStepReport, ModelPruneReport, ModelState, SensitivityReport,
+    TrainStepReport,
 };
 use super::nn::{EvalReport, Network};
 use super::prune::{prune_file, select_tensors};
@@ -36,6 +37,7 @@ pub enum StepReport {
     Evaluate(EvaluateStepReport),
     Sensitivity(SensitivityReport),
     Entropy(EntropyReport),
+    Distill(DistillReport),
 }
 
 impl StepReport {
@@ -49,6 +51,7 @@ impl StepReport {
             StepReport::Evaluate(e) => e.seconds,
             StepReport::Sensitivity(s) => s.seconds,
             StepReport::Entropy(e) => e.seconds,
+            StepReport::Distill(d) => d.seconds,
         }
     }
 }
@@ -168,6 +171,10 @@ pub fn run_pipeline(
             }
             Step::Entropy(e) => (
                 compress_file(&current, &output, e, control).map(StepReport::Entropy),
+                true,
+            ),
+            Step::Distill(d) => (
+                distill_step(state, &current, &output, d, i, control).map(StepReport::Distill),
                 true,
             ),
             Step::Evaluate(e) => (

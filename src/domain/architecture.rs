@@ -272,6 +272,41 @@ impl Architecture {
         Ok(())
     }
 
+    /// The same stack with every hidden linear/conv layer keeping `factor` of its units (at
+    /// least one), and everything downstream resized to match: a student for distillation.
+    pub fn shrunk(&self, factor: f64) -> Result<Architecture, ParseError> {
+        let mut wire = ArchitectureWire::from(self.clone());
+        let last = wire
+            .layers
+            .iter()
+            .rposition(|l| matches!(l.kind, LayerKind::Linear { .. } | LayerKind::Conv2d { .. }));
+        for (i, l) in wire.layers.iter_mut().enumerate() {
+            let keep = |n: usize| ((n as f64 * factor).round() as usize).max(1);
+            match &mut l.kind {
+                LayerKind::Linear { out_features, .. } if Some(i) != last => {
+                    *out_features = keep(*out_features)
+                }
+                LayerKind::Conv2d { out_channels, .. } if Some(i) != last => {
+                    *out_channels = keep(*out_channels)
+                }
+                _ => {}
+            }
+        }
+        // Walk the shapes again so that every consumer reads what its producer now gives.
+        let mut shape = wire.input_shape.clone();
+        for l in &mut wire.layers {
+            match &mut l.kind {
+                LayerKind::Linear { in_features, .. } => *in_features = shape.iter().product(),
+                LayerKind::Conv2d { in_channels, .. } => *in_channels = shape[0],
+                LayerKind::Batchnorm1d { num_features, .. }
+                | LayerKind::Batchnorm2d { num_features, .. } => *num_features = shape[0],
+                _ => {}
+            }
+            shape = output_shape(&l.kind, &shape).map_err(ParseError)?;
+        }
+        Architecture::try_from(wire)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("an architecture always serialises")
     }

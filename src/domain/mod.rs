@@ -2,6 +2,7 @@
 //! Nothing here knows about HTTP, SQL or tensors.
 
 mod architecture;
+mod distill;
 mod entropy;
 mod export;
 mod job;
@@ -15,6 +16,7 @@ pub use architecture::{
     kind_name, Architecture, ArchitectureWire, Layer, LayerKind, LayerWire, ParamRole, ParamSpec,
     Size2,
 };
+pub use distill::{DistillStep, DistillWire, Student};
 pub use entropy::{Codec, EntropyStep};
 pub use export::{ExportFormat, ExportStep, ExportWire, GgufType};
 pub use job::{JobStatus, UnknownStatus};

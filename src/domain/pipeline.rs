@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::distill::{DistillStep, DistillWire};
 use super::entropy::EntropyStep;
 use super::export::{ExportStep, ExportWire};
 use super::quantize::{QuantizeStep, QuantizeWire, Storage};
@@ -13,7 +14,7 @@ use super::training::{EvaluateStep, Schedule, SensitivityStep, TrainStep, TrainW
 
 pub const MAX_STEPS: usize = 32;
 const SUPPORTED_OPS: &str =
-    "prune, quantize, export, train, finetune, evaluate, sensitivity, entropy";
+    "prune, quantize, export, train, finetune, distill, evaluate, sensitivity, entropy";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
@@ -354,6 +355,7 @@ pub enum Step {
     Evaluate(EvaluateStep),
     Sensitivity(SensitivityStep),
     Entropy(EntropyStep),
+    Distill(DistillStep),
 }
 
 impl Step {
@@ -367,6 +369,7 @@ impl Step {
             Step::Evaluate(_) => "evaluate",
             Step::Sensitivity(_) => "sensitivity",
             Step::Entropy(_) => "entropy",
+            Step::Distill(_) => "distill",
         }
     }
 
@@ -375,7 +378,11 @@ impl Step {
         match self {
             Step::Prune(p) => p.store == Storage::Dense,
             Step::Quantize(_) | Step::Export(_) | Step::Entropy(_) => false,
-            Step::Train(_) | Step::Finetune(_) | Step::Evaluate(_) | Step::Sensitivity(_) => true,
+            Step::Train(_)
+            | Step::Finetune(_)
+            | Step::Evaluate(_)
+            | Step::Sensitivity(_)
+            | Step::Distill(_) => true,
         }
     }
 
@@ -409,6 +416,7 @@ pub enum PipelineStepDoc {
     Evaluate(EvaluateStep),
     Sensitivity(SensitivityStep),
     Entropy(EntropyStep),
+    Distill(DistillWire),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -508,6 +516,9 @@ impl Pipeline {
                 .map_err(|e| ParseError(format!("evaluate: {e}")))
                 .and_then(EvaluateStep::check)
                 .map(Step::Evaluate),
+            "distill" => serde_json::from_value::<DistillStep>(fields)
+                .map(Step::Distill)
+                .map_err(|e| ParseError(format!("distill: {e}"))),
             "entropy" => serde_json::from_value::<EntropyStep>(fields)
                 .map_err(|e| ParseError(format!("entropy: {e}")))
                 .and_then(EntropyStep::check)
@@ -537,7 +548,7 @@ impl Pipeline {
     /// Whether some step computes gradients.
     pub fn trains(&self) -> bool {
         self.0.iter().any(|s| match s {
-            Step::Train(_) | Step::Finetune(_) => true,
+            Step::Train(_) | Step::Finetune(_) | Step::Distill(_) => true,
             Step::Prune(p) => p.needs_dataset(),
             _ => false,
         })
@@ -549,6 +560,7 @@ impl Pipeline {
             .iter()
             .map(|s| match s {
                 Step::Train(t) | Step::Finetune(t) => t.batch_size,
+                Step::Distill(d) => d.train.batch_size,
                 Step::Evaluate(e) => e.batch_size,
                 Step::Prune(p) => p.schedule.as_ref().map_or(64, |s| s.recipe().batch_size),
                 _ => 0,

@@ -474,7 +474,52 @@ async fn training_reports_epochs_and_cancels_between_batches(backend: Backend) {
     app.finish().await;
 }
 
+/// A half-size student distilled from a trained teacher, compared with the same student on
+/// labels alone, then pruned in the same pipeline.
+async fn distillation_trains_a_smaller_student(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let data = created(upload_dataset(&app, dataset(false)).await).await;
+    let model = created(upload_architecture(&app, MLP, None).await).await;
+    let job = run(
+        &app,
+        json!({
+            "model_id": model["id"], "dataset_id": data["id"],
+            "pipeline": [
+                {"op":"train","lr":0.05,"epochs":4,"batch_size":32,"seed":1},
+                {"op":"distill","shrink":0.5,"temperature":3,"alpha":0.8,"baseline":true,
+                 "train":{"lr":0.05,"epochs":4,"batch_size":32,"seed":2}},
+                {"op":"prune","sparsity":0.5}
+            ]
+        }),
+    )
+    .await;
+    let d = &job["metrics"]["steps"][1];
+    assert_eq!(d["op"], "distill");
+    let (teacher, student) = (&d["teacher"], &d["student"]);
+    assert_eq!(student["parameters"], 8 * 16 + 16 + 16 * 8 + 8 + 8 * 4 + 4);
+    assert!(teacher["parameters"].as_u64() > student["parameters"].as_u64());
+    assert!(student["accuracy"].as_f64().unwrap() > 0.85, "{d:#}");
+    let gain = d["gain_points"].as_f64().unwrap();
+    let base = d["baseline"]["accuracy"].as_f64().unwrap();
+    assert!((100.0 * (student["accuracy"].as_f64().unwrap() - base) - gain).abs() < 1e-9);
+    // The student is the job's model from then on: pruned, and shipped with its architecture.
+    let arch: Value =
+        serde_json::from_slice(&app.download(&artifact_url(&job, "architecture")).await).unwrap();
+    assert_eq!(arch["layers"][0]["out_features"], 16);
+    let weights = read_weights(&app.download(&artifact_url(&job, "model")).await);
+    assert_eq!(weights["0.weight"].0, vec![16, 8]);
+    assert_eq!(zeros(&weights["0.weight"].1), 64);
+    let after = job["metrics"]["evaluation"]["after"]["cost"]["parameters"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, student["parameters"].as_u64().unwrap());
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    distillation_trains_a_smaller_student,
     training_reports_epochs_and_cancels_between_batches,
     train_prune_evaluate_end_to_end,
     structured_and_n_of_m_pruning,

@@ -4,6 +4,7 @@
 #[path = "../common/blobs.rs"]
 mod blobs;
 mod data;
+mod distill;
 mod helpers;
 mod layers;
 mod pruning;

@@ -37,6 +37,7 @@ fn quiet(control: &Control) -> TrainContext<'_> {
     TrainContext {
         control,
         label: json!({}),
+        teacher: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! iterative schedules with fine-tuning, N:M, structured filter pruning, sensitivity scans).
 
 pub mod data;
+pub mod distill;
 pub mod evaluate;
 pub mod importance;
 pub mod network;

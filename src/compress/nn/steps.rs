@@ -13,14 +13,15 @@ use serde_json::json;
 use super::super::control::Control;
 use super::super::CompressError;
 use super::data::Dataset;
+use super::distill::Teacher;
 use super::evaluate::{evaluate, quick_accuracy, EvalReport};
 use super::importance::{prune_nm, prune_to, score, sparsity_of};
 use super::network::Network;
 use super::structured::{l1_filter, StructuredReport};
 use super::train::{masks_of, train, Masks, TrainContext, TrainReport};
 use crate::domain::{
-    Architecture, Criterion, EvaluateStep, Init, PruneMethod, PruneStep, PruneTarget, Scope,
-    SensitivityStep, TensorSelection, TrainStep,
+    Architecture, Criterion, DistillStep, EvaluateStep, Init, ParamRole, PruneMethod, PruneStep,
+    PruneTarget, Scope, SensitivityStep, Student, TensorSelection, TrainStep,
 };
 
 /// The architecture (which structured pruning may change) and dataset a job runs with.
@@ -196,6 +197,7 @@ pub fn train_step(
     let ctx = TrainContext {
         control,
         label: json!({"step": index, "op": op}),
+        teacher: None,
     };
     let report = train(&net, data, recipe, masks.as_ref(), None, &ctx)?;
     net.save(output)?;
@@ -367,6 +369,7 @@ fn iterate(
                 let ctx = TrainContext {
                     control,
                     label: json!({"step": index, "op": "prune", "round": t, "rounds": rounds, "target_sparsity": goal}),
+                    teacher: None,
                 };
                 let mut recipe = recipe;
                 recipe.seed = recipe.seed.wrapping_add(t as u64);
@@ -457,6 +460,125 @@ pub fn sensitivity_step(
         data: state.data_label.clone(),
         baseline_accuracy: baseline,
         layers,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelFigures {
+    pub parameters: u64,
+    /// On the evaluation split.
+    pub accuracy: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DistillReport {
+    pub op: &'static str,
+    pub data: String,
+    pub temperature: f64,
+    pub alpha: f64,
+    pub teacher: ModelFigures,
+    pub student: ModelFigures,
+    pub student_architecture: serde_json::Value,
+    /// The same student, same initialisation and budget, trained on the labels alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<ModelFigures>,
+    /// Student accuracy minus baseline accuracy, in points (when there is a baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gain_points: Option<f64>,
+    pub train: TrainReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_train: Option<TrainReport>,
+    pub seconds: f64,
+}
+
+fn parameters(net: &Network) -> u64 {
+    net.specs()
+        .iter()
+        .filter(|s| matches!(s.role, ParamRole::Weight | ParamRole::Bias))
+        .map(|s| s.shape.iter().product::<usize>() as u64)
+        .sum()
+}
+
+/// Trains a student against the job's model; the student becomes the job's model.
+pub fn distill_step(
+    state: &mut ModelState,
+    input: &Path,
+    output: &Path,
+    step: &DistillStep,
+    index: usize,
+    control: &Control,
+) -> Result<DistillReport, CompressError> {
+    let started = Instant::now();
+    let teacher = state.load(input)?;
+    let data = state.data()?;
+    let arch = match &step.student {
+        Student::Given(a) => a.clone(),
+        Student::Shrink(f) => teacher.arch.shrunk(*f).map_err(|e| {
+            CompressError::InvalidRequest(format!("shrinking the teacher failed: {e}"))
+        })?,
+    };
+    if arch.input_shape != teacher.arch.input_shape || arch.classes() != teacher.arch.classes() {
+        return Err(CompressError::InvalidRequest(format!(
+            "the student must take the teacher's input {:?} and give its {:?} classes",
+            teacher.arch.input_shape,
+            teacher.arch.classes()
+        )));
+    }
+    arch.check_trainable()
+        .map_err(CompressError::InvalidRequest)?;
+    let fresh = |arch: &Architecture| {
+        Network::initialise(arch, &mut StdRng::seed_from_u64(step.train.seed))
+    };
+    let figures = |net: &Network| -> Result<ModelFigures, CompressError> {
+        Ok(ModelFigures {
+            parameters: parameters(net),
+            accuracy: quick_accuracy(net, &data.test, 512)?,
+        })
+    };
+    let mut student = fresh(&arch)?;
+    student.metadata = teacher.metadata.clone();
+    let ctx = TrainContext {
+        control,
+        label: json!({"step": index, "op": "distill"}),
+        teacher: Some(Teacher {
+            net: &teacher,
+            temperature: step.temperature,
+            alpha: step.alpha,
+        }),
+    };
+    let train_report = train(&student, data, &step.train, None, None, &ctx)?;
+    let (baseline, baseline_train) = if step.baseline {
+        let alone = fresh(&arch)?;
+        let ctx = TrainContext {
+            control,
+            label: json!({"step": index, "op": "distill", "baseline": true}),
+            teacher: None,
+        };
+        let r = train(&alone, data, &step.train, None, None, &ctx)?;
+        (Some(figures(&alone)?), Some(r))
+    } else {
+        (None, None)
+    };
+    let student_figures = figures(&student)?;
+    let teacher_figures = figures(&teacher)?;
+    student.save(output)?;
+    let data_label = state.data_label.clone();
+    state.arch = Some(arch.clone());
+    Ok(DistillReport {
+        op: "distill",
+        data: data_label,
+        temperature: step.temperature,
+        alpha: step.alpha,
+        teacher: teacher_figures,
+        gain_points: baseline
+            .as_ref()
+            .map(|b| 100.0 * (student_figures.accuracy - b.accuracy)),
+        student: student_figures,
+        student_architecture: arch.to_json(),
+        baseline,
+        train: train_report,
+        baseline_train,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::super::control::Control;
 use super::super::CompressError;
 use super::data::{Dataset, Split};
+use super::distill::{kd_loss, Teacher};
 use super::evaluate::quick_accuracy;
 use super::network::{nn_error, Network};
 use crate::domain::{OptimizerKind, ParamRole, TrainStep};
@@ -40,10 +41,12 @@ pub struct TrainReport {
     pub masked_tensors: usize,
 }
 
-/// Where a training run reports to: the job's control, and a label for progress events.
+/// Where a training run reports to (the job's control, a label for progress events), and
+/// what it learns from: the labels, or a teacher as well.
 pub struct TrainContext<'a> {
     pub control: &'a Control,
     pub label: serde_json::Value,
+    pub teacher: Option<Teacher<'a>>,
 }
 
 struct Slot {
@@ -199,7 +202,14 @@ pub fn train(
             ctx.control.checkpoint()?;
             let (x, y) = split.batch(chunk, &mut buf).map_err(nn_error)?;
             let logits = net.logits(&x, Some(&mut rng))?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y).map_err(nn_error)?;
+            let loss = match &ctx.teacher {
+                Some(t) => {
+                    let soft = t.net.logits(&x, None)?;
+                    kd_loss(&logits, &soft, &y, t.temperature, t.alpha)
+                }
+                None => candle_nn::loss::cross_entropy(&logits, &y),
+            }
+            .map_err(nn_error)?;
             let grads = loss.backward().map_err(nn_error)?;
             optimizer
                 .step(net, &grads, masks, movement.as_deref_mut())
