@@ -18,7 +18,7 @@ use crate::compress::nn::{check_fit, DatasetSummary};
 use crate::compress::prune::select_tensors;
 use crate::compress::quantize::check_groups;
 use crate::compress::TensorEntry;
-use crate::domain::{Architecture, JobStatus, Pipeline, PipelineStepDoc, Step};
+use crate::domain::{Architecture, JobStatus, Pipeline, PipelineStepDoc, QatStep, Step};
 use crate::store::{CreateJob, Created, JobFilter, JobRecord, ModelRecord};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -211,8 +211,10 @@ fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), A
     for (i, step) in pipeline.steps().iter().enumerate() {
         match step {
             Step::Prune(p) => select_tensors(&tensors, &p.selection, "prune").map(drop),
-            Step::Quantize(q) => select_tensors(&tensors, &q.selection, "quantize")
-                .and_then(|selected| check_groups(&tensors, &selected, q.scheme)),
+            Step::Quantize(q) | Step::Qat(QatStep { quantize: q, .. }) => {
+                select_tensors(&tensors, &q.selection, "quantize")
+                    .and_then(|selected| check_groups(&tensors, &selected, q.scheme))
+            }
             Step::Export(e) => select_tensors(&tensors, &e.selection, "export").map(drop),
             Step::Train(_)
             | Step::Finetune(_)

@@ -11,9 +11,9 @@ use super::control::Control;
 use super::entropy::{compress_file, EntropyReport};
 use super::gguf::{export_gguf, GgufReport};
 use super::nn::steps::{
-    distill_step, evaluate_step, prune_step as model_prune_step, sensitivity_step, train_step,
-    DistillReport, EvaluateStepReport, ModelPruneReport, ModelState, SensitivityReport,
-    TrainStepReport,
+    distill_step, evaluate_step, prune_step as model_prune_step, qat_step, sensitivity_step,
+    train_step, DistillReport, EvaluateStepReport, ModelPruneReport, ModelState, QatReport,
+    SensitivityReport, TrainStepReport,
 };
 use super::nn::{EvalReport, Network};
 use super::prune::{prune_file, select_tensors};
@@ -24,7 +24,7 @@ use super::safetensors_index::SafetensorsIndex;
 use super::sparse::write_sparse;
 use super::st_writer::SpooledWriter;
 use super::CompressError;
-use crate::domain::{EvaluateStep, Pipeline, PruneStep, Step, Storage};
+use crate::domain::{EvaluateStep, Pipeline, PruneStep, QatStep, Step, Storage};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -38,6 +38,7 @@ pub enum StepReport {
     Sensitivity(SensitivityReport),
     Entropy(EntropyReport),
     Distill(DistillReport),
+    Qat(QatReport),
 }
 
 impl StepReport {
@@ -52,6 +53,7 @@ impl StepReport {
             StepReport::Sensitivity(s) => s.seconds,
             StepReport::Entropy(e) => e.seconds,
             StepReport::Distill(d) => d.seconds,
+            StepReport::Qat(q) => q.seconds,
         }
     }
 }
@@ -173,6 +175,33 @@ pub fn run_pipeline(
                 compress_file(&current, &output, e, control).map(StepReport::Entropy),
                 true,
             ),
+            Step::Qat(q) => {
+                let dequantized = q
+                    .quantize
+                    .dequantized_copy
+                    .then(|| workdir.join(format!("step-{i}.dequantized.safetensors")));
+                let scratch = workdir.join(format!("step-{i}.qat"));
+                let report = qat_step(
+                    state,
+                    &current,
+                    &output,
+                    dequantized.as_deref(),
+                    &scratch,
+                    q,
+                    i,
+                    control,
+                );
+                if let Some(path) = dequantized {
+                    outputs.push(OutputFile {
+                        kind: "model_dequantized",
+                        path,
+                        suffix: ".dequantized.safetensors".into(),
+                        format: "safetensors, dense: the input's layout with the quantization error baked in".into(),
+                        read_with: ANY_SAFETENSORS_READER,
+                    });
+                }
+                (report.map(StepReport::Qat), true)
+            }
             Step::Distill(d) => (
                 distill_step(state, &current, &output, d, i, control).map(StepReport::Distill),
                 true,
@@ -243,12 +272,16 @@ pub fn run_pipeline(
         .find(|s| !matches!(s, Step::Entropy(_)));
     let (format, read_with, suffix) = match written {
         Some(Step::Export(_)) => ("GGUF v3 (ggml block types)", GGUF_READERS, ".gguf"),
-        Some(Step::Quantize(q)) if q.store == Storage::Sparse => (
-            "safetensors with bitmask-v1 sparse tensors and quantized codes",
-            SPARSE_READERS,
-            ".compressed.safetensors",
-        ),
-        Some(Step::Quantize(_)) => (
+        Some(Step::Quantize(q) | Step::Qat(QatStep { quantize: q, .. }))
+            if q.store == Storage::Sparse =>
+        {
+            (
+                "safetensors with bitmask-v1 sparse tensors and quantized codes",
+                SPARSE_READERS,
+                ".compressed.safetensors",
+            )
+        }
+        Some(Step::Quantize(_) | Step::Qat(_)) => (
             "safetensors, quantized (compressed-tensors conventions)",
             COMPRESSED_TENSORS,
             ".compressed.safetensors",

@@ -8,6 +8,7 @@ mod export;
 mod job;
 mod pipeline;
 mod problem;
+mod qat;
 mod quantize;
 mod selection;
 mod training;
@@ -25,6 +26,7 @@ pub use pipeline::{
     PruneWire, Scope, Sparsity, Step, Threshold,
 };
 pub use problem::Problem;
+pub use qat::{QatStep, QatWire};
 pub use quantize::{Granularity, QuantizeStep, QuantizeWire, Scheme, Storage};
 pub use selection::{NamePattern, TensorSelection};
 pub use training::{

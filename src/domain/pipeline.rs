@@ -8,13 +8,14 @@ use utoipa::ToSchema;
 use super::distill::{DistillStep, DistillWire};
 use super::entropy::EntropyStep;
 use super::export::{ExportStep, ExportWire};
+use super::qat::{QatStep, QatWire};
 use super::quantize::{QuantizeStep, QuantizeWire, Storage};
 use super::selection::{NamePattern, TensorSelection};
 use super::training::{EvaluateStep, Schedule, SensitivityStep, TrainStep, TrainWire};
 
 pub const MAX_STEPS: usize = 32;
 const SUPPORTED_OPS: &str =
-    "prune, quantize, export, train, finetune, distill, evaluate, sensitivity, entropy";
+    "prune, quantize, export, train, finetune, distill, qat, evaluate, sensitivity, entropy";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
@@ -356,6 +357,7 @@ pub enum Step {
     Sensitivity(SensitivityStep),
     Entropy(EntropyStep),
     Distill(DistillStep),
+    Qat(QatStep),
 }
 
 impl Step {
@@ -370,6 +372,7 @@ impl Step {
             Step::Sensitivity(_) => "sensitivity",
             Step::Entropy(_) => "entropy",
             Step::Distill(_) => "distill",
+            Step::Qat(_) => "qat",
         }
     }
 
@@ -377,7 +380,7 @@ impl Step {
     pub fn writes_dense(&self) -> bool {
         match self {
             Step::Prune(p) => p.store == Storage::Dense,
-            Step::Quantize(_) | Step::Export(_) | Step::Entropy(_) => false,
+            Step::Quantize(_) | Step::Export(_) | Step::Entropy(_) | Step::Qat(_) => false,
             Step::Train(_)
             | Step::Finetune(_)
             | Step::Evaluate(_)
@@ -417,6 +420,7 @@ pub enum PipelineStepDoc {
     Sensitivity(SensitivityStep),
     Entropy(EntropyStep),
     Distill(DistillWire),
+    Qat(QatWire),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -516,6 +520,9 @@ impl Pipeline {
                 .map_err(|e| ParseError(format!("evaluate: {e}")))
                 .and_then(EvaluateStep::check)
                 .map(Step::Evaluate),
+            "qat" => serde_json::from_value::<QatStep>(fields)
+                .map(Step::Qat)
+                .map_err(|e| ParseError(format!("qat: {e}"))),
             "distill" => serde_json::from_value::<DistillStep>(fields)
                 .map(Step::Distill)
                 .map_err(|e| ParseError(format!("distill: {e}"))),
@@ -548,7 +555,7 @@ impl Pipeline {
     /// Whether some step computes gradients.
     pub fn trains(&self) -> bool {
         self.0.iter().any(|s| match s {
-            Step::Train(_) | Step::Finetune(_) | Step::Distill(_) => true,
+            Step::Train(_) | Step::Finetune(_) | Step::Distill(_) | Step::Qat(_) => true,
             Step::Prune(p) => p.needs_dataset(),
             _ => false,
         })
@@ -561,6 +568,7 @@ impl Pipeline {
             .map(|s| match s {
                 Step::Train(t) | Step::Finetune(t) => t.batch_size,
                 Step::Distill(d) => d.train.batch_size,
+                Step::Qat(q) => q.train.batch_size,
                 Step::Evaluate(e) => e.batch_size,
                 Step::Prune(p) => p.schedule.as_ref().map_or(64, |s| s.recipe().batch_size),
                 _ => 0,

@@ -518,7 +518,52 @@ async fn distillation_trains_a_smaller_student(backend: Backend) {
     app.finish().await;
 }
 
+/// Quantization-aware fine-tuning reports post-training quantization and QAT side by side,
+/// keeps pruned weights at zero, and writes the quantized model.
+async fn qat_reports_ptq_and_qat_and_writes_the_quantized_model(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let data = created(upload_dataset(&app, dataset(false)).await).await;
+    let model = created(upload_architecture(&app, MLP, None).await).await;
+    let job = run(&app, json!({
+        "model_id": model["id"], "dataset_id": data["id"],
+        "pipeline": [
+            {"op":"train","lr":0.05,"epochs":4,"batch_size":32,"seed":1},
+            {"op":"prune","sparsity":0.5},
+            {"op":"qat","quantize":{"scheme":"int4","group_size":32,"include":["2.weight"],"dequantized_copy":true},
+             "train":{"lr":0.01,"epochs":2,"batch_size":32}}
+        ]
+    }))
+    .await;
+    let q = &job["metrics"]["steps"][2];
+    assert_eq!(q["op"], "qat");
+    for k in ["accuracy_float", "accuracy_ptq", "accuracy_qat"] {
+        let a = q[k].as_f64().unwrap();
+        assert!((0.8..=1.0).contains(&a), "{k}: {q:#}");
+    }
+    assert_eq!(q["quantize"]["quantized_tensors"], 1);
+    let stored = read_weights(&app.download(&artifact_url(&job, "model")).await);
+    let dense = read_weights(&app.download(&artifact_url(&job, "model_dequantized")).await);
+    assert_eq!(stored["2.weight"], dense["2.weight"]);
+    // Half of every weight matrix was pruned before QAT; the zeros are still there.
+    assert!(zeros(&dense["0.weight"].1) >= 128);
+    assert!(zeros(&dense["2.weight"].1) >= 256);
+    let after = job["metrics"]["evaluation"]["after"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(after, q["accuracy_qat"].as_f64().unwrap());
+    let res = app
+        .post_job(json!({"model_id": model["id"], "dataset_id": data["id"],
+            "pipeline":[{"op":"qat","quantize":{"scheme":"fp8_e4m3"}}]}))
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("int8 and int4"));
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    qat_reports_ptq_and_qat_and_writes_the_quantized_model,
     distillation_trains_a_smaller_student,
     training_reports_epochs_and_cancels_between_batches,
     train_prune_evaluate_end_to_end,

@@ -9,3 +9,4 @@ mod helpers;
 mod layers;
 mod pruning;
 mod pytorch;
+mod qat;

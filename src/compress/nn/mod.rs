@@ -5,6 +5,7 @@
 pub mod data;
 pub mod distill;
 pub mod evaluate;
+pub mod fake_quant;
 pub mod importance;
 pub mod network;
 pub mod steps;

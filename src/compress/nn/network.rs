@@ -15,6 +15,7 @@ use super::super::reader::DenseTensors;
 use super::super::safetensors_index::SafetensorsIndex;
 use super::super::st_writer::SpooledWriter;
 use super::super::CompressError;
+use super::fake_quant::{fake_quantize, FakeQuant};
 use crate::domain::{Architecture, LayerKind, ParamRole, ParamSpec};
 
 pub struct Param {
@@ -29,6 +30,8 @@ pub struct Network {
     /// The dtype each tensor is written back in.
     pub dtypes: BTreeMap<String, Dtype>,
     pub metadata: BTreeMap<String, String>,
+    /// While set, selected weights run fake-quantized (quantization-aware training).
+    pub fake_quant: Option<FakeQuant>,
 }
 
 pub fn nn_error(e: candle_core::Error) -> CompressError {
@@ -147,6 +150,7 @@ impl Network {
             params,
             dtypes,
             metadata,
+            fake_quant: None,
         })
     }
 
@@ -210,6 +214,7 @@ impl Network {
             params,
             dtypes,
             metadata: BTreeMap::new(),
+            fake_quant: None,
         })
     }
 
@@ -314,10 +319,19 @@ impl Network {
         train: Option<&mut StdRng>,
     ) -> candle_core::Result<Tensor> {
         let p = |s: &str| self.tensor(&format!("{}.{s}", layer.name)).clone();
+        let weight = || -> candle_core::Result<Tensor> {
+            let name = format!("{}.weight", layer.name);
+            match &self.fake_quant {
+                Some(fq) if fq.selection.selects(&name, true) => {
+                    fake_quantize(self.tensor(&name), fq.scheme)
+                }
+                _ => Ok(self.tensor(&name).clone()),
+            }
+        };
         let has = |s: &str| self.params.contains_key(&format!("{}.{s}", layer.name));
         Ok(match &layer.kind {
             LayerKind::Linear { .. } => {
-                let y = x.matmul(&p("weight").t()?)?;
+                let y = x.matmul(&weight()?.t()?)?;
                 if has("bias") {
                     y.broadcast_add(&p("bias"))?
                 } else {
@@ -327,7 +341,7 @@ impl Network {
             LayerKind::Conv2d {
                 stride, padding, ..
             } => {
-                let y = super::unfold::conv2d_unfolded(x, &p("weight"), *padding, *stride)?;
+                let y = super::unfold::conv2d_unfolded(x, &weight()?, *padding, *stride)?;
                 if has("bias") {
                     let b = p("bias");
                     let c = b.dims1()?;

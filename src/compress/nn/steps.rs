@@ -11,17 +11,20 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::super::control::Control;
+use super::super::quantize::{quantize_file, QuantizeReport};
+use super::super::reader::read_dense;
 use super::super::CompressError;
 use super::data::Dataset;
 use super::distill::Teacher;
 use super::evaluate::{evaluate, quick_accuracy, EvalReport};
+use super::fake_quant::FakeQuant;
 use super::importance::{prune_nm, prune_to, score, sparsity_of};
 use super::network::Network;
 use super::structured::{l1_filter, StructuredReport};
 use super::train::{masks_of, train, Masks, TrainContext, TrainReport};
 use crate::domain::{
     Architecture, Criterion, DistillStep, EvaluateStep, Init, ParamRole, PruneMethod, PruneStep,
-    PruneTarget, Scope, SensitivityStep, Student, TensorSelection, TrainStep,
+    PruneTarget, QatStep, Scope, SensitivityStep, Student, TensorSelection, TrainStep,
 };
 
 /// The architecture (which structured pruning may change) and dataset a job runs with.
@@ -579,6 +582,89 @@ pub fn distill_step(
         baseline,
         train: train_report,
         baseline_train,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QatReport {
+    pub op: &'static str,
+    pub data: String,
+    /// Accuracy of the float model the step started from.
+    pub accuracy_float: f64,
+    /// The same scheme applied after training (post-training quantization).
+    pub accuracy_ptq: f64,
+    /// After quantization-aware fine-tuning, as stored.
+    pub accuracy_qat: f64,
+    /// QAT minus PTQ, in points.
+    pub gain_points: f64,
+    pub train: TrainReport,
+    /// The quantized artifact the step wrote.
+    pub quantize: QuantizeReport,
+    pub seconds: f64,
+}
+
+/// Accuracy of a quantized file as it will be read: dequantized by compressd's reader.
+fn quantized_accuracy(state: &ModelState, path: &Path) -> Result<f64, CompressError> {
+    let arch = state.arch()?.clone();
+    let net = Network::from_dense(
+        arch,
+        read_dense(path)?,
+        Default::default(),
+        Default::default(),
+    )?;
+    quick_accuracy(&net, &state.data()?.test, 512)
+}
+
+/// Post-training quantization for comparison, then fine-tuning with fake-quantized weights
+/// (pruned zeros held), then the real quantization of the result into `output`.
+#[allow(clippy::too_many_arguments)]
+pub fn qat_step(
+    state: &ModelState,
+    input: &Path,
+    output: &Path,
+    dequantized: Option<&Path>,
+    scratch: &Path,
+    step: &QatStep,
+    index: usize,
+    control: &Control,
+) -> Result<QatReport, CompressError> {
+    let started = Instant::now();
+    let mut net = state.load(input)?;
+    let data = state.data()?;
+    let accuracy_float = quick_accuracy(&net, &data.test, 512)?;
+    let ptq = scratch.with_extension("ptq.safetensors");
+    quantize_file(input, &ptq, None, &step.quantize, control)?;
+    let accuracy_ptq = quantized_accuracy(state, &ptq);
+    let _ = std::fs::remove_file(&ptq);
+    let accuracy_ptq = accuracy_ptq?;
+    let masks = masks_of(&net, &net.weight_names())?;
+    net.fake_quant = Some(FakeQuant {
+        scheme: step.quantize.scheme,
+        selection: step.quantize.selection.clone(),
+    });
+    let ctx = TrainContext {
+        control,
+        label: json!({"step": index, "op": "qat"}),
+        teacher: None,
+    };
+    let train_report = train(&net, data, &step.train, Some(&masks), None, &ctx)?;
+    net.fake_quant = None;
+    let trained = scratch.with_extension("trained.safetensors");
+    net.save(&trained)?;
+    let quantized = quantize_file(&trained, output, dequantized, &step.quantize, control);
+    let _ = std::fs::remove_file(&trained);
+    let quantize = quantized?;
+    let accuracy_qat = quantized_accuracy(state, output)?;
+    Ok(QatReport {
+        op: "qat",
+        data: state.data_label.clone(),
+        accuracy_float,
+        accuracy_ptq,
+        accuracy_qat,
+        gain_points: 100.0 * (accuracy_qat - accuracy_ptq),
+        train: train_report,
+        quantize,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
