@@ -2,7 +2,7 @@
 //! service does it, and prints the figures the README quotes:
 //!
 //!     cargo bench --bench mnist            # data from ../shared/data/mnist-10k.safetensors
-//!     MNIST=path/to/file.safetensors EPOCHS=10 SEEDS=3 MODELS=mlp,cnn cargo bench --bench mnist
+//!     MNIST=path/to/file.safetensors EPOCHS=10 SEEDS=3 MODELS=mlp,cnn,qat,kd cargo bench --bench mnist
 //!
 //! For each model: dense training (accuracy, samples/s for training and evaluation), then
 //! iterative magnitude pruning to 90 % sparsity with fine-tuning (accuracy at every step), and
@@ -186,6 +186,127 @@ fn run(name: &str, arch_json: &str, path: &Path, epochs: usize, seeds: u64) -> a
     Ok(())
 }
 
+/// int4 (symmetric, per channel and per tensor) on every weight matrix: accuracy after
+/// post-training quantization (PTQ); after 2 more float epochs then PTQ (the same extra
+/// budget without QAT); and after 2 epochs of quantization-aware fine-tuning (QAT).
+fn qat_vs_ptq(name: &str, arch_json: &str, path: &Path, epochs: usize) -> anyhow::Result<()> {
+    use compressd::compress::nn::fake_quant::{FakeQuant, Groups};
+    let arch = Architecture::parse_json(arch_json).map_err(|e| anyhow::anyhow!(e.0))?;
+    let data = load_dataset(path, &arch)?;
+    let control = Control::default();
+    let ctx = TrainContext {
+        control: &control,
+        label: json!({}),
+        teacher: None,
+    };
+    let trained = |extra: Option<FakeQuant>, more: bool| -> anyhow::Result<Network> {
+        let mut net = Network::initialise(&arch, &mut StdRng::seed_from_u64(1))?;
+        train(&net, &data, &recipe(epochs, 1), None, None, &ctx)?;
+        if more {
+            let mut ft = recipe(2, 7);
+            ft.lr = 0.01;
+            net.fake_quant = extra;
+            train(&net, &data, &ft, None, None, &ctx)?;
+        }
+        Ok(net)
+    };
+    let float = trained(None, false)?;
+    println!(
+        "{name}: float {:.4}",
+        quick_accuracy(&float, &data.test, 512)?
+    );
+    for (label, groups) in [
+        ("per channel", Groups::Channel),
+        ("per tensor", Groups::Tensor),
+    ] {
+        let int4 = FakeQuant {
+            bits: 4,
+            symmetric: true,
+            groups,
+            selection: TensorSelection::default(),
+        };
+        // With the fake quantizer on, a network computes with its stored int4 weights.
+        let stored = |mut net: Network| -> anyhow::Result<f64> {
+            net.fake_quant = Some(int4.clone());
+            Ok(quick_accuracy(&net, &data.test, 512)?)
+        };
+        let ptq = stored(trained(None, false)?)?;
+        let ft_ptq = stored(trained(None, true)?)?;
+        let qat = stored(trained(Some(int4.clone()), true)?)?;
+        println!(
+            "  int4 {label}: PTQ {ptq:.4}; 2 float epochs then PTQ {ft_ptq:.4}; 2 QAT epochs {qat:.4} ({:+.2} points over the better PTQ)",
+            100.0 * (qat - ptq.max(ft_ptq))
+        );
+    }
+    Ok(())
+}
+
+/// Students distilled from LeNet-300-100 (T = 4, α = 0.9) against the same students trained
+/// on labels alone, same initialisation and epochs.
+fn distillation(path: &Path, epochs: usize) -> anyhow::Result<()> {
+    use compressd::compress::nn::distill::Teacher;
+    let arch = Architecture::parse_json(LENET_300_100).map_err(|e| anyhow::anyhow!(e.0))?;
+    let data = load_dataset(path, &arch)?;
+    let control = Control::default();
+    let plain = TrainContext {
+        control: &control,
+        label: json!({}),
+        teacher: None,
+    };
+    let teacher = Network::initialise(&arch, &mut StdRng::seed_from_u64(1))?;
+    train(&teacher, &data, &recipe(epochs, 1), None, None, &plain)?;
+    println!(
+        "teacher LeNet-300-100: {:.4}",
+        quick_accuracy(&teacher, &data.test, 512)?
+    );
+    for (label, hidden, dropout) in [
+        ("784-32-10", vec![32], 0.0),
+        ("784-100-10", vec![100], 0.0),
+        ("784-800-800-10, dropout 0.2", vec![800, 800], 0.2),
+    ] {
+        let mut layers = Vec::new();
+        let mut inp = 784;
+        for h in &hidden {
+            layers.push(json!({"type":"linear","in_features":inp,"out_features":h}));
+            layers.push(json!({"type":"relu"}));
+            if dropout > 0.0 {
+                layers.push(json!({"type":"dropout","p":dropout}));
+            }
+            inp = *h;
+        }
+        layers.push(json!({"type":"linear","in_features":inp,"out_features":10}));
+        let student_arch = Architecture::parse_json(
+            &json!({"input_shape":[784],"input_scale":0.00392156862745098,"layers":layers})
+                .to_string(),
+        )
+        .map_err(|e| anyhow::anyhow!(e.0))?;
+        let mut results = vec![0.0f64; 2];
+        for (slot, with_teacher) in [true, false].into_iter().enumerate() {
+            for seed in 5..8u64 {
+                let student = Network::initialise(&student_arch, &mut StdRng::seed_from_u64(seed))?;
+                let ctx = TrainContext {
+                    control: &control,
+                    label: json!({}),
+                    teacher: with_teacher.then_some(Teacher {
+                        net: &teacher,
+                        temperature: 4.0,
+                        alpha: 0.9,
+                    }),
+                };
+                train(&student, &data, &recipe(epochs, seed), None, None, &ctx)?;
+                results[slot] += quick_accuracy(&student, &data.test, 512)? / 3.0;
+            }
+        }
+        println!(
+            "student {label}: distilled {:.4}, labels only {:.4} ({:+.2} points; mean of seeds 5-7)",
+            results[0],
+            results[1],
+            100.0 * (results[0] - results[1])
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let path = PathBuf::from(
         std::env::var("MNIST").unwrap_or_else(|_| "../shared/data/mnist-10k.safetensors".into()),
@@ -201,7 +322,7 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|e| e.parse().ok())
         .unwrap_or(10);
-    let which = std::env::var("MODELS").unwrap_or_else(|_| "mlp,cnn".into());
+    let which = std::env::var("MODELS").unwrap_or_else(|_| "mlp,cnn,qat,kd".into());
     let seeds: u64 = std::env::var("SEEDS")
         .ok()
         .and_then(|e| e.parse().ok())
@@ -212,6 +333,16 @@ fn main() -> anyhow::Result<()> {
     }
     if which.contains("cnn") {
         run("LeNet-5 (CNN)", LENET_5, &path, epochs, seeds)?;
+    }
+    if which.contains("qat") {
+        println!("## QAT against PTQ");
+        qat_vs_ptq("LeNet-300-100", LENET_300_100, &path, epochs)?;
+        qat_vs_ptq("LeNet-5", LENET_5, &path, epochs)?;
+        println!();
+    }
+    if which.contains("kd") {
+        println!("## Distillation");
+        distillation(&path, epochs)?;
     }
     Ok(())
 }

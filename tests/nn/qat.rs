@@ -2,7 +2,7 @@
 //! is the identity (straight-through).
 
 use candle_core::Var;
-use compressd::compress::nn::fake_quant::fake_quantize;
+use compressd::compress::nn::fake_quant::FakeQuant;
 use compressd::compress::quant::int;
 use compressd::domain::{Granularity, Scheme};
 
@@ -47,7 +47,10 @@ fn fake_quantization_matches_the_quantizer_and_passes_gradients_straight_through
         ),
     ] {
         let var = Var::from_tensor(&input(w.clone(), &[4, 64])).unwrap();
-        let fq = fake_quantize(var.as_tensor(), scheme).unwrap();
+        let fq = FakeQuant::for_scheme(scheme, Default::default())
+            .unwrap()
+            .apply(var.as_tensor())
+            .unwrap();
         let q = int::quantize(&w, 4, 64, spec);
         let stored = int::dequantize(&q, spec.group_len(4, 64));
         close(&flat(&fq), &stored, 1e-6);

@@ -6,38 +6,76 @@ use candle_core::{Result, Tensor};
 
 use crate::domain::{Granularity, Scheme, TensorSelection};
 
+/// Weights sharing one scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Groups {
+    Tensor,
+    /// One scale per output channel (row).
+    Channel,
+    Size(usize),
+}
+
 /// Which weights are fake-quantized, and how.
 #[derive(Debug, Clone)]
 pub struct FakeQuant {
-    pub scheme: Scheme,
+    pub bits: u32,
+    pub symmetric: bool,
+    pub groups: Groups,
     pub selection: TensorSelection,
 }
 
-/// `w` quantized and dequantized group by group as `scheme` does it, with the gradient of
-/// the identity.
-pub fn fake_quantize(w: &Tensor, scheme: Scheme) -> Result<Tensor> {
+impl FakeQuant {
+    /// The fake quantizer of an int8/int4 scheme; `None` for the others.
+    pub fn for_scheme(scheme: Scheme, selection: TensorSelection) -> Option<Self> {
+        let (bits, symmetric, groups) = match scheme {
+            Scheme::Int8 {
+                symmetric,
+                granularity,
+            } => (
+                8,
+                symmetric,
+                match granularity {
+                    Granularity::Tensor => Groups::Tensor,
+                    Granularity::Channel => Groups::Channel,
+                    Granularity::Group(g) => Groups::Size(g),
+                },
+            ),
+            Scheme::Int4 {
+                symmetric,
+                group_size,
+            } => (4, symmetric, Groups::Size(group_size)),
+            _ => return None,
+        };
+        Some(FakeQuant {
+            bits,
+            symmetric,
+            groups,
+            selection,
+        })
+    }
+
+    pub fn apply(&self, w: &Tensor) -> Result<Tensor> {
+        let n = w.elem_count();
+        let rows = w.dims().first().copied().unwrap_or(1).max(1);
+        let group = match self.groups {
+            Groups::Tensor => n,
+            Groups::Channel => n / rows,
+            Groups::Size(g) => g,
+        };
+        fake_quantize_groups(w, self.bits, self.symmetric, group)
+    }
+}
+
+/// `w` quantized and dequantized in runs of `group` consecutive weights (each with its own
+/// scale, and zero point when asymmetric), with the gradient of the identity.
+pub fn fake_quantize_groups(
+    w: &Tensor,
+    bits: u32,
+    symmetric: bool,
+    group: usize,
+) -> Result<Tensor> {
     let dims = w.dims().to_vec();
     let n = w.elem_count();
-    let rows = dims.first().copied().unwrap_or(1).max(1);
-    let (bits, symmetric, group) = match scheme {
-        Scheme::Int8 {
-            symmetric,
-            granularity,
-        } => (
-            8,
-            symmetric,
-            match granularity {
-                Granularity::Tensor => n,
-                Granularity::Channel => n / rows,
-                Granularity::Group(g) => g,
-            },
-        ),
-        Scheme::Int4 {
-            symmetric,
-            group_size,
-        } => (4, symmetric, group_size),
-        _ => return Ok(w.clone()),
-    };
     let g = w.reshape((n / group, group))?;
     let half = (1i32 << (bits - 1)) as f64;
     let restored = if symmetric {

@@ -15,7 +15,7 @@ use super::super::reader::DenseTensors;
 use super::super::safetensors_index::SafetensorsIndex;
 use super::super::st_writer::SpooledWriter;
 use super::super::CompressError;
-use super::fake_quant::{fake_quantize, FakeQuant};
+use super::fake_quant::FakeQuant;
 use crate::domain::{Architecture, LayerKind, ParamRole, ParamSpec};
 
 pub struct Param {
@@ -322,9 +322,7 @@ impl Network {
         let weight = || -> candle_core::Result<Tensor> {
             let name = format!("{}.weight", layer.name);
             match &self.fake_quant {
-                Some(fq) if fq.selection.selects(&name, true) => {
-                    fake_quantize(self.tensor(&name), fq.scheme)
-                }
+                Some(fq) if fq.selection.selects(&name, true) => fq.apply(self.tensor(&name)),
                 _ => Ok(self.tensor(&name).clone()),
             }
         };

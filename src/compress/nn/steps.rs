@@ -639,10 +639,7 @@ pub fn qat_step(
     let _ = std::fs::remove_file(&ptq);
     let accuracy_ptq = accuracy_ptq?;
     let masks = masks_of(&net, &net.weight_names())?;
-    net.fake_quant = Some(FakeQuant {
-        scheme: step.quantize.scheme,
-        selection: step.quantize.selection.clone(),
-    });
+    net.fake_quant = FakeQuant::for_scheme(step.quantize.scheme, step.quantize.selection.clone());
     let ctx = TrainContext {
         control,
         label: json!({"step": index, "op": "qat"}),
