@@ -280,7 +280,7 @@ fn distillation(path: &Path, epochs: usize) -> anyhow::Result<()> {
                 .to_string(),
         )
         .map_err(|e| anyhow::anyhow!(e.0))?;
-        let mut results = vec![0.0f64; 2];
+        let mut results = [0.0f64; 2];
         for (slot, with_teacher) in [true, false].into_iter().enumerate() {
             for seed in 5..8u64 {
                 let student = Network::initialise(&student_arch, &mut StdRng::seed_from_u64(seed))?;
