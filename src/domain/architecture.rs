@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 use super::pipeline::ParseError;
 
 pub const MAX_LAYERS: usize = 256;
-const MAX_PARAMETERS: u64 = 1 << 31;
+/// Models that run are held in memory as f32 while a step runs: 2^28 parameters (1 GiB).
+const MAX_PARAMETERS: u64 = 1 << 28;
 const MAX_ACTIVATION: u64 = 1 << 26;
 
 /// One or two sizes (height, width); a single number means a square.

@@ -17,6 +17,8 @@ use super::super::CompressError;
 use crate::domain::Architecture;
 
 pub const MAX_CLASSES: usize = 100_000;
+/// Jobs hold a dataset in memory as f32: 2 GiB of values at most.
+pub const MAX_VALUES: u64 = 1 << 29;
 
 fn bad(msg: String) -> CompressError {
     CompressError::InvalidModel(msg)
@@ -218,6 +220,12 @@ fn read_all(path: &Path) -> Result<(DatasetSummary, RawSplit, RawSplit), Compres
         ),
         None => None,
     };
+    let values: u64 = [train.inputs, test.inputs].iter().map(|t| t.numel()).sum();
+    if values > MAX_VALUES {
+        return Err(bad(format!(
+            "the dataset holds {values} input values; jobs keep datasets in memory as f32, so at most {MAX_VALUES} (2 GiB) are accepted"
+        )));
+    }
     let file = File::open(path)?;
     let (tr, max_tr) = read_split(&file, &index, &train, declared)?;
     let (te, max_te) = read_split(&file, &index, &test, declared)?;

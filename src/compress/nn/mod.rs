@@ -16,7 +16,6 @@ pub mod unfold;
 use std::path::Path;
 
 use super::quantize::store_f32;
-use super::reader::read_dense;
 use super::safetensors_index::SafetensorsIndex;
 use super::st_writer::SpooledWriter;
 use super::CompressError;
@@ -27,8 +26,8 @@ pub use evaluate::EvalReport;
 pub use network::{check_weights, Network};
 pub use steps::ModelState;
 
-/// N:M on a model without an architecture: every selected weight, one tensor at a time, by
-/// magnitude. Returns the tensors skipped (row length not a multiple of m) and the
+/// N:M on a model without an architecture: every selected weight, one tensor in memory at a
+/// time, by magnitude. Returns the tensors skipped (row length not a multiple of m) and the
 /// sparsity over the pruned ones.
 pub fn nm_file(
     input: &Path,
@@ -42,7 +41,6 @@ pub fn nm_file(
     };
     let index = SafetensorsIndex::open(input)?;
     let selected = super::prune::select_tensors(&index.tensors, &step.selection, "prune")?;
-    let mut dense = read_dense(input)?;
     let mut out = SpooledWriter::new(&output.with_extension("spool"))?;
     let (mut skipped, mut zeros, mut total) = (Vec::new(), 0u64, 0u64);
     let file = std::fs::File::open(input)?;
@@ -57,9 +55,7 @@ pub fn nm_file(
             out.add(&t.name, t.dtype.name(), &t.shape, &raw)?;
             continue;
         }
-        let (_, mut w) = dense.remove(&t.name).ok_or_else(|| {
-            CompressError::InvalidModel(format!("tensor '{}' could not be read", t.name))
-        })?;
+        let mut w = super::quantize::load_f32(&raw, t.dtype);
         super::require_finite(t, &w, "pruning")?;
         let scores: Vec<f32> = w.iter().map(|v| v.abs()).collect();
         importance::apply(&mut w, &importance::nm_mask(&scores, n, m));
