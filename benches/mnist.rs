@@ -2,7 +2,7 @@
 //! service does it, and prints the figures the README quotes:
 //!
 //!     cargo bench --bench mnist            # data from ../shared/data/mnist-10k.safetensors
-//!     MNIST=path/to/file.safetensors EPOCHS=10 SEEDS=3 MODELS=mlp,cnn,qat,kd cargo bench --bench mnist
+//!     MNIST=path/to/file.safetensors EPOCHS=10 SEEDS=3 MODELS=mlp,cnn,qat,kd,auto cargo bench --bench mnist
 //!
 //! For each model: dense training (accuracy, samples/s for training and evaluation), then
 //! iterative magnitude pruning to 90 % sparsity with fine-tuning (accuracy at every step), and
@@ -307,6 +307,56 @@ fn distillation(path: &Path, epochs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `auto` on a trained LeNet-300-100: the smallest artifact within one point.
+fn auto(path: &Path, epochs: usize) -> anyhow::Result<()> {
+    use compressd::compress::nn::auto::auto_step;
+    let arch = Architecture::parse_json(LENET_300_100).map_err(|e| anyhow::anyhow!(e.0))?;
+    let data = load_dataset(path, &arch)?;
+    let control = Control::default();
+    let ctx = TrainContext {
+        control: &control,
+        label: json!({}),
+        teacher: None,
+    };
+    let net = Network::initialise(&arch, &mut StdRng::seed_from_u64(1))?;
+    train(&net, &data, &recipe(epochs, 1), None, None, &ctx)?;
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("dense.safetensors");
+    net.save(&input)?;
+    let step: compressd::domain::AutoStep = serde_json::from_value(json!({
+        "max_accuracy_drop": 0.01, "budget": {"trials": 40, "seconds": 900},
+        "bits": [6, 5, 4, 3], "finetune": {"lr": 0.01, "epochs": 3}
+    }))?;
+    let output = dir.path().join("auto.zst");
+    let r = auto_step(
+        &arch,
+        &data,
+        "MNIST",
+        &input,
+        &output,
+        dir.path(),
+        &step,
+        &control,
+    )?;
+    for t in &r.trials {
+        println!(
+            "  trial: level {:.2}, {} bits, sparsity {:.3}, validation {:.4}, {} bytes ({:.1}x){}",
+            t.level,
+            t.bits,
+            t.overall_sparsity,
+            t.validation_accuracy,
+            t.bytes,
+            t.compression_ratio,
+            if t.on_frontier { ", frontier" } else { "" }
+        );
+    }
+    println!(
+        "auto: baseline test {:.4}; {} ({} trials, {:.0} s)",
+        r.baseline_test_accuracy, r.note, r.trials_used, r.seconds_used
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let path = PathBuf::from(
         std::env::var("MNIST").unwrap_or_else(|_| "../shared/data/mnist-10k.safetensors".into()),
@@ -322,7 +372,7 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|e| e.parse().ok())
         .unwrap_or(10);
-    let which = std::env::var("MODELS").unwrap_or_else(|_| "mlp,cnn,qat,kd".into());
+    let which = std::env::var("MODELS").unwrap_or_else(|_| "mlp,cnn,qat,kd,auto".into());
     let seeds: u64 = std::env::var("SEEDS")
         .ok()
         .and_then(|e| e.parse().ok())
@@ -339,6 +389,10 @@ fn main() -> anyhow::Result<()> {
         qat_vs_ptq("LeNet-300-100", LENET_300_100, &path, epochs)?;
         qat_vs_ptq("LeNet-5", LENET_5, &path, epochs)?;
         println!();
+    }
+    if which.contains("auto") {
+        println!("## auto (max drop 1 point, objective size)");
+        auto(&path, epochs)?;
     }
     if which.contains("kd") {
         println!("## Distillation");

@@ -221,7 +221,8 @@ fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), A
             | Step::Evaluate(_)
             | Step::Sensitivity(_)
             | Step::Entropy(_)
-            | Step::Distill(_) => Ok(()),
+            | Step::Distill(_)
+            | Step::Auto(_) => Ok(()),
         }
         .map_err(|e| {
             ApiError::unprocessable(

@@ -10,6 +10,7 @@ use super::chunked_io::map_chunk;
 use super::control::Control;
 use super::entropy::{compress_file, EntropyReport};
 use super::gguf::{export_gguf, GgufReport};
+use super::nn::auto::{auto_step, AutoReport};
 use super::nn::steps::{
     distill_step, evaluate_step, prune_step as model_prune_step, qat_step, sensitivity_step,
     train_step, DistillReport, EvaluateStepReport, ModelPruneReport, ModelState, QatReport,
@@ -39,6 +40,7 @@ pub enum StepReport {
     Entropy(EntropyReport),
     Distill(DistillReport),
     Qat(QatReport),
+    Auto(AutoReport),
 }
 
 impl StepReport {
@@ -54,6 +56,7 @@ impl StepReport {
             StepReport::Entropy(e) => e.seconds,
             StepReport::Distill(d) => d.seconds,
             StepReport::Qat(q) => q.seconds,
+            StepReport::Auto(a) => a.seconds,
         }
     }
 }
@@ -202,6 +205,25 @@ pub fn run_pipeline(
                 }
                 (report.map(StepReport::Qat), true)
             }
+            Step::Auto(a) => (
+                match (&state.arch, &state.data) {
+                    (Some(arch), Some(data)) => auto_step(
+                        arch,
+                        data,
+                        &state.data_label,
+                        &current,
+                        &output,
+                        workdir,
+                        a,
+                        control,
+                    )
+                    .map(StepReport::Auto),
+                    _ => Err(CompressError::InvalidRequest(
+                        "auto needs a model architecture and a dataset".into(),
+                    )),
+                },
+                true,
+            ),
             Step::Distill(d) => (
                 distill_step(state, &current, &output, d, i, control).map(StepReport::Distill),
                 true,
@@ -297,7 +319,17 @@ pub fn run_pipeline(
             ".compressed.safetensors",
         ),
     };
-    let (format, read_with, suffix) = if entropy {
+    let auto_won = matches!(reports.last(), Some(StepReport::Auto(a)) if a.winner.is_some());
+    let (format, read_with, suffix) = if auto_won {
+        (
+            "zstd-compressed safetensors with bitmask-v1 sparse k-means codes (the winner of auto)",
+            ZSTD_READERS,
+            ".compressed.safetensors",
+        )
+    } else {
+        (format, read_with, suffix)
+    };
+    let (format, read_with, suffix) = if entropy || auto_won {
         (
             format!("zstd-compressed file; restored, it is {format}"),
             ZSTD_READERS,

@@ -2,6 +2,7 @@
 //! Nothing here knows about HTTP, SQL or tensors.
 
 mod architecture;
+mod auto;
 mod distill;
 mod entropy;
 mod export;
@@ -17,6 +18,7 @@ pub use architecture::{
     kind_name, Architecture, ArchitectureWire, Layer, LayerKind, LayerWire, ParamRole, ParamSpec,
     Size2,
 };
+pub use auto::{AutoStep, AutoWire, Budget, Objective};
 pub use distill::{DistillStep, DistillWire, Student};
 pub use entropy::{Codec, EntropyStep};
 pub use export::{ExportFormat, ExportStep, ExportWire, GgufType};

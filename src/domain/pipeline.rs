@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::auto::{AutoStep, AutoWire};
 use super::distill::{DistillStep, DistillWire};
 use super::entropy::EntropyStep;
 use super::export::{ExportStep, ExportWire};
@@ -15,7 +16,7 @@ use super::training::{EvaluateStep, Schedule, SensitivityStep, TrainStep, TrainW
 
 pub const MAX_STEPS: usize = 32;
 const SUPPORTED_OPS: &str =
-    "prune, quantize, export, train, finetune, distill, qat, evaluate, sensitivity, entropy";
+    "prune, quantize, export, train, finetune, distill, qat, auto, evaluate, sensitivity, entropy";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{0}")]
@@ -358,6 +359,7 @@ pub enum Step {
     Entropy(EntropyStep),
     Distill(DistillStep),
     Qat(QatStep),
+    Auto(AutoStep),
 }
 
 impl Step {
@@ -373,6 +375,7 @@ impl Step {
             Step::Entropy(_) => "entropy",
             Step::Distill(_) => "distill",
             Step::Qat(_) => "qat",
+            Step::Auto(_) => "auto",
         }
     }
 
@@ -380,7 +383,11 @@ impl Step {
     pub fn writes_dense(&self) -> bool {
         match self {
             Step::Prune(p) => p.store == Storage::Dense,
-            Step::Quantize(_) | Step::Export(_) | Step::Entropy(_) | Step::Qat(_) => false,
+            Step::Quantize(_)
+            | Step::Export(_)
+            | Step::Entropy(_)
+            | Step::Qat(_)
+            | Step::Auto(_) => false,
             Step::Train(_)
             | Step::Finetune(_)
             | Step::Evaluate(_)
@@ -421,6 +428,7 @@ pub enum PipelineStepDoc {
     Entropy(EntropyStep),
     Distill(DistillWire),
     Qat(QatWire),
+    Auto(AutoWire),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -520,6 +528,9 @@ impl Pipeline {
                 .map_err(|e| ParseError(format!("evaluate: {e}")))
                 .and_then(EvaluateStep::check)
                 .map(Step::Evaluate),
+            "auto" => serde_json::from_value::<AutoStep>(fields)
+                .map(Step::Auto)
+                .map_err(|e| ParseError(format!("auto: {e}"))),
             "qat" => serde_json::from_value::<QatStep>(fields)
                 .map(Step::Qat)
                 .map_err(|e| ParseError(format!("qat: {e}"))),
@@ -555,7 +566,11 @@ impl Pipeline {
     /// Whether some step computes gradients.
     pub fn trains(&self) -> bool {
         self.0.iter().any(|s| match s {
-            Step::Train(_) | Step::Finetune(_) | Step::Distill(_) | Step::Qat(_) => true,
+            Step::Train(_)
+            | Step::Finetune(_)
+            | Step::Distill(_)
+            | Step::Qat(_)
+            | Step::Auto(_) => true,
             Step::Prune(p) => p.needs_dataset(),
             _ => false,
         })
@@ -569,6 +584,7 @@ impl Pipeline {
                 Step::Train(t) | Step::Finetune(t) => t.batch_size,
                 Step::Distill(d) => d.train.batch_size,
                 Step::Qat(q) => q.train.batch_size,
+                Step::Auto(a) => a.finetune.batch_size,
                 Step::Evaluate(e) => e.batch_size,
                 Step::Prune(p) => p.schedule.as_ref().map_or(64, |s| s.recipe().batch_size),
                 _ => 0,

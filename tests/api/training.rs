@@ -562,7 +562,76 @@ async fn qat_reports_ptq_and_qat_and_writes_the_quantized_model(backend: Backend
     app.finish().await;
 }
 
+/// `auto` keeps to its budget, never returns a model outside the accuracy budget, and
+/// re-measures its winner on the evaluation split.
+async fn auto_finds_a_smaller_model_within_budget(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let data = created(upload_dataset(&app, dataset(false)).await).await;
+    let model = created(upload_architecture(&app, MLP, None).await).await;
+    let trained = run(
+        &app,
+        json!({"model_id": model["id"], "dataset_id": data["id"],
+        "pipeline":[{"op":"train","lr":0.05,"epochs":6,"batch_size":32,"seed":1}]}),
+    )
+    .await;
+    let weights = app.download(&artifact_url(&trained, "model")).await;
+    let arch: Value =
+        serde_json::from_slice(&app.download(&artifact_url(&trained, "architecture")).await)
+            .unwrap();
+    let net = created(upload_architecture(&app, &arch.to_string(), Some(weights)).await).await;
+    for trials in [1usize, 6] {
+        let job = run(&app, json!({"model_id": net["id"], "dataset_id": data["id"],
+            "pipeline":[{"op":"auto","max_accuracy_drop":0.02,"budget":{"trials":trials,"seconds":120},
+                         "finetune":{"lr":0.02,"epochs":1,"batch_size":32}}]})).await;
+        let a = &job["metrics"]["steps"][0];
+        assert_eq!(a["op"], "auto");
+        let tried = a["trials"].as_array().unwrap();
+        assert!(
+            !tried.is_empty() && tried.len() <= trials,
+            "{} trials for a budget of {trials}",
+            tried.len()
+        );
+        assert_eq!(a["trials_used"], tried.len());
+        assert!(tried.iter().any(|t| t["on_frontier"] == true));
+        let base = a["baseline_test_accuracy"].as_f64().unwrap();
+        let after = job["metrics"]["evaluation"]["after"]["accuracy"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            after >= base - 0.02 - 1e-9,
+            "never outside the budget: {after} vs {base}"
+        );
+        match a["winner"].as_object() {
+            Some(w) => {
+                assert_eq!(
+                    w["test_accuracy"].as_f64().unwrap(),
+                    after,
+                    "re-measured, not copied"
+                );
+                let model = job["artifacts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["kind"] == "model")
+                    .unwrap();
+                assert!(model["file_name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(".safetensors.zst"));
+                assert_eq!(w["bytes"], model["size_bytes"]);
+                // A 3.5 KB model is mostly header at this size; MNIST figures are in the README.
+                assert!(w["compression_ratio"].as_f64().unwrap() > 1.0, "{w:?}");
+            }
+            None => assert!(a["note"].as_str().unwrap().contains("baseline")),
+        }
+    }
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    auto_finds_a_smaller_model_within_budget,
     qat_reports_ptq_and_qat_and_writes_the_quantized_model,
     distillation_trains_a_smaller_student,
     training_reports_epochs_and_cancels_between_batches,

@@ -2,6 +2,7 @@
 //! evaluation, and the pruning methods that need the model in memory (gradient criteria,
 //! iterative schedules with fine-tuning, N:M, structured filter pruning, sensitivity scans).
 
+pub mod auto;
 pub mod data;
 pub mod distill;
 pub mod evaluate;
