@@ -282,6 +282,28 @@ async fn structured_and_n_of_m_pruning(backend: Backend) {
     let table = job["metrics"]["steps"][1]["layers"].as_array().unwrap();
     assert_eq!(table.len(), 3);
     assert_eq!(table[0]["points"].as_array().unwrap().len(), 2);
+
+    // Movement scores gathered during each round's fine-tuning pick the next round's cut.
+    let job = run(
+        &app,
+        json!({
+            "model_id": model["id"], "dataset_id": data["id"],
+            "pipeline": [{"op":"prune","sparsity":0.6,"criterion":"movement","batches":2,
+                          "schedule":{"steps":2,"finetune_epochs":1,"ramp":"linear"}}]
+        }),
+    )
+    .await;
+    let step = &job["metrics"]["steps"][0];
+    assert_eq!(step["criterion"], "movement");
+    let curve = step["curve"].as_array().unwrap();
+    assert!(
+        (curve[0]["target_sparsity"].as_f64().unwrap() - 0.3).abs() < 1e-9,
+        "linear ramp"
+    );
+    assert!(
+        (step["sparsity_after"].as_f64().unwrap() - 0.6).abs() < 0.01,
+        "{step:#}"
+    );
     app.finish().await;
 }
 
