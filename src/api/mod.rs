@@ -10,6 +10,7 @@ mod extract;
 mod jobs;
 mod models;
 mod ops;
+mod report;
 mod upload;
 mod views;
 
@@ -73,6 +74,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(events::job_events))
+        .routes(routes!(report::job_report))
         .routes(routes!(artifacts::get_artifact))
         .routes(routes!(artifacts::download_artifact))
         .routes(routes!(ops::healthz))

@@ -16,6 +16,7 @@ pub mod quant;
 pub mod quantize;
 pub mod reader;
 pub mod report;
+pub mod report_html;
 pub mod safetensors_index;
 pub mod sparse;
 pub mod st_writer;

@@ -87,6 +87,81 @@ pub struct PipelineRun {
     pub outputs: Vec<OutputFile>,
     pub steps: Vec<StepReport>,
     pub evaluation: Option<Evaluation>,
+    /// Weight distributions before and after, for the layers that changed most.
+    pub histograms: Vec<Histogram>,
+}
+
+/// Counts of non-zero weights in equal bins; zeros are counted apart (pruning piles them up).
+#[derive(Debug, Clone, Serialize)]
+pub struct Histogram {
+    pub tensor: String,
+    pub low: f32,
+    pub high: f32,
+    pub before: Vec<u64>,
+    pub after: Vec<u64>,
+    pub zeros_before: u64,
+    pub zeros_after: u64,
+}
+
+/// Histograms are drawn for models up to this size (they read both files whole).
+const HISTOGRAM_MAX_BYTES: u64 = 256 << 20;
+const BINS: usize = 40;
+
+fn histograms(input: &Path, result: &Path) -> Vec<Histogram> {
+    let small = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() <= HISTOGRAM_MAX_BYTES);
+    if !(small(input) && small(result)) {
+        return Vec::new();
+    }
+    let (Ok(before), Ok(after)) = (read_dense(input), read_dense(result)) else {
+        return Vec::new();
+    };
+    let mut changed: Vec<(f64, &String)> = before
+        .iter()
+        .filter(|(_, (shape, _))| shape.len() >= 2)
+        .filter_map(|(name, (_, b))| {
+            let (_, a) = after.get(name)?;
+            let zeros =
+                |v: &[f32]| v.iter().filter(|x| **x == 0.0).count() as f64 / v.len().max(1) as f64;
+            let moved = if a.len() == b.len() {
+                let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+                let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+                (d / n.max(1e-30)).sqrt()
+            } else {
+                1.0
+            };
+            Some(((zeros(a) - zeros(b)).abs() + moved, name))
+        })
+        .collect();
+    changed.sort_by(|x, y| y.0.total_cmp(&x.0));
+    changed
+        .into_iter()
+        .take(3)
+        .map(|(_, name)| {
+            let (b, a) = (&before[name].1, &after[name].1);
+            let nonzero = |v: &[f32]| v.iter().copied().filter(|x| *x != 0.0).collect::<Vec<_>>();
+            let (nb, na) = (nonzero(b), nonzero(a));
+            let low = nb.iter().chain(&na).copied().fold(f32::MAX, f32::min);
+            let high = nb.iter().chain(&na).copied().fold(f32::MIN, f32::max);
+            let (low, high) = if low < high { (low, high) } else { (-1.0, 1.0) };
+            let count = |v: &[f32]| {
+                let mut c = vec![0u64; BINS];
+                for x in v {
+                    let i = (((x - low) / (high - low)) * BINS as f32) as usize;
+                    c[i.min(BINS - 1)] += 1;
+                }
+                c
+            };
+            Histogram {
+                tensor: name.clone(),
+                low,
+                high,
+                before: count(&nb),
+                after: count(&na),
+                zeros_before: (b.len() - nb.len()) as u64,
+                zeros_after: (a.len() - na.len()) as u64,
+            }
+        })
+        .collect()
 }
 
 const ANY_SAFETENSORS_READER: &[&str] = &[
@@ -348,10 +423,16 @@ pub fn run_pipeline(
             read_with,
         },
     );
+    let histograms = if matches!(written, Some(Step::Export(_))) {
+        Vec::new()
+    } else {
+        histograms(input, &outputs[0].path)
+    };
     Ok(PipelineRun {
         outputs,
         steps: reports,
         evaluation,
+        histograms,
     })
 }
 

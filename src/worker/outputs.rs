@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::compress::report_html::render;
 use crate::compress::{PipelineRun, PruneReport, SafetensorsIndex, StepReport};
 use crate::domain::Pipeline;
 use crate::store::{BlobStore, Lease, ModelRecord, NewArtifact};
@@ -92,6 +93,24 @@ pub async fn store_outputs(
             "metrics": metrics,
             "artifacts": listed,
         });
+        // The page and its charts are built from the metrics alone; a chart that cannot be
+        // drawn leaves the job's result intact and says so on the page.
+        let title = format!("compressd job {} — {}", lease.job.id, model.name);
+        let (html, charts) = render(&title, &metrics).unwrap_or_else(|e| {
+            (format!("<!doctype html><html><body><h1>report unavailable</h1><p>{}</p></body></html>", e.replace('<', "&lt;")), Vec::new())
+        });
+        let html_path = workdir.join("report.html");
+        tokio::fs::write(&html_path, html).await?;
+        artifacts.push(
+            put(blobs, &prefix, &html_path, format!("{base}.report.html"), "report_html", "text/html; charset=utf-8").await?,
+        );
+        for (name, svg) in charts {
+            let path = workdir.join(format!("{name}.svg"));
+            tokio::fs::write(&path, svg).await?;
+            artifacts.push(
+                put(blobs, &prefix, &path, format!("{base}.{name}.svg"), "chart", "image/svg+xml").await?,
+            );
+        }
         let report_path = workdir.join("report.json");
         tokio::fs::write(&report_path, serde_json::to_vec_pretty(&report)?).await?;
         artifacts.push(
@@ -231,7 +250,7 @@ fn job_metrics(model: &ModelRecord, run: &PipelineRun, file_bytes_after: u64) ->
             );
         }
     }
-    json!({ "summary": summary, "evaluation": run.evaluation, "steps": steps })
+    json!({ "summary": summary, "evaluation": run.evaluation, "histograms": run.histograms, "steps": steps })
 }
 
 /// A file name stem from a user-given model name: letters, digits, '.', '-', '_' only.

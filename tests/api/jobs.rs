@@ -214,7 +214,15 @@ async fn cancel_queued_and_finished(backend: Backend) {
         .map(|j| j["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![done.as_str()]);
-    assert_eq!(list["data"][0]["artifacts"].as_array().unwrap().len(), 2);
+    let kinds: Vec<&str> = list["data"][0]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["model", "report", "report_html", "chart"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
     assert!(list["data"][0].get("metrics").is_none());
     let list = app.get_json("/v1/jobs?status=cancelled").await;
     assert_eq!(list["data"][0]["id"], job.as_str());

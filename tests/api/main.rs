@@ -13,5 +13,6 @@ mod openapi;
 mod pruning;
 mod quantize;
 mod recovery;
+mod report_browser;
 mod training;
 mod uploads;

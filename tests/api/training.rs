@@ -198,6 +198,51 @@ async fn train_prune_evaluate_end_to_end(backend: Backend) {
         serde_json::from_slice(&app.download(&artifact_url(&job, "architecture")).await).unwrap();
     assert_eq!(arch["layers"].as_array().unwrap().len(), 5);
 
+    // The report: one page with the summary and the charts, inline, no external assets.
+    let id = job["id"].as_str().unwrap();
+    let res = app
+        .http
+        .get(app.url(&format!("/v1/jobs/{id}/report")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    let page = res.text().await.unwrap();
+    for needle in [
+        "<table id=\"summary\"",
+        "Accuracy vs sparsity",
+        "Density per layer",
+        "Confusion matrix, before",
+        "Confusion matrix, after",
+        "<svg",
+    ] {
+        assert!(page.contains(needle), "report lacks {needle}");
+    }
+    assert!(!page.contains("src=\"http"), "no external assets");
+    let charts = job["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "chart")
+        .count();
+    assert!(charts >= 4, "{charts} chart artifacts");
+    crate::report_browser::render_in_chromium(&app, id).await;
+    let res = app
+        .http
+        .get(app.url("/v1/jobs/01890000-0000-7000-8000-000000000000/report"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
     // No job uses the dataset any more, so it can go.
     let res = app
         .http

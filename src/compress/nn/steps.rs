@@ -89,6 +89,8 @@ pub struct TensorDensity {
     pub parameters: u64,
     pub nonzero: u64,
     pub density: f64,
+    /// Before the step.
+    pub density_before: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +170,7 @@ fn densities(net: &Network, names: &[String]) -> Result<Vec<TensorDensity>, Comp
                 parameters: v.len() as u64,
                 nonzero,
                 density: nonzero as f64 / v.len().max(1) as f64,
+                density_before: 0.0,
             })
         })
         .collect()
@@ -237,6 +240,7 @@ pub fn prune_step(
     let mut net = Network::load(input, arch)?;
     let names = selected(&net, &step.selection)?;
     let sparsity_before = sparsity_of(&net, &names)?;
+    let before = densities(&net, &net.weight_names())?;
     let accuracy = |net: &Network| -> Result<Option<f64>, CompressError> {
         state
             .data
@@ -310,6 +314,12 @@ pub fn prune_step(
             .collect::<Vec<_>>(),
     )?;
     report.tensors = densities(&net, &net.weight_names())?;
+    for t in &mut report.tensors {
+        t.density_before = before
+            .iter()
+            .find(|b| b.name == t.name)
+            .map_or(1.0, |b| b.density);
+    }
     net.save(output)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -1,0 +1,477 @@
+//! A job's report as one self-contained HTML page (inline SVG charts drawn with plotters, no
+//! external assets), built from the job's metrics JSON alone, plus the charts as SVG files.
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+type Chart = (String, String);
+
+const W: u32 = 720;
+const H: u32 = 400;
+
+fn err<E: std::fmt::Debug>(e: E) -> String {
+    format!("{e:?}")
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '&' => "&amp;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&#39;".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn f(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// Lines of (x, y) series, each with a label, on shared axes.
+fn lines(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<String, String> {
+    let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.1.iter().copied()).collect();
+    let (x0, x1) = bounds(pts.iter().map(|p| p.0));
+    let (y0, y1) = bounds(pts.iter().map(|p| p.1));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .draw()
+            .map_err(err)?;
+        for (i, (label, points)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    if lo > hi {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    (lo - pad, hi + pad)
+}
+
+/// Grouped bars: one group per name, one bar per series.
+fn bars(
+    title: &str,
+    y_desc: &str,
+    names: &[String],
+    series: &[(&str, Vec<f64>)],
+) -> Result<String, String> {
+    let n = names.len().max(1);
+    let top = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .fold(0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(60)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..n as f64, 0f64..top)
+            .map_err(err)?;
+        let label = |x: &f64| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 1e-6 {
+                names.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .x_labels(2 * n + 1)
+            .x_label_formatter(&label)
+            .y_desc(y_desc)
+            .disable_x_mesh()
+            .draw()
+            .map_err(err)?;
+        let width = 0.8 / series.len().max(1) as f64;
+        for (s, (label, values)) in series.iter().enumerate() {
+            let color = Palette99::pick(s).to_rgba();
+            chart
+                .draw_series(values.iter().enumerate().map(|(i, v)| {
+                    let x = i as f64 + 0.1 + s as f64 * width;
+                    Rectangle::new([(x, 0.0), (x + width, *v)], color.filled())
+                }))
+                .map_err(err)?
+                .label(*label)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// A confusion matrix as a heat map, rows (true class) normalised.
+fn heatmap(title: &str, m: &[Vec<u64>]) -> Result<String, String> {
+    let k = m.len().max(1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (420, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(35)
+            .build_cartesian_2d(0i32..k as i32, 0i32..k as i32)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("predicted")
+            .y_desc("true")
+            .disable_mesh()
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(m.iter().enumerate().flat_map(|(r, row)| {
+                let total = row.iter().sum::<u64>().max(1) as f64;
+                row.iter().enumerate().map(move |(c, &v)| {
+                    let share = v as f64 / total;
+                    let shade = (255.0 * (1.0 - share)) as u8;
+                    let y = (k - 1 - r) as i32;
+                    Rectangle::new(
+                        [(c as i32, y), (c as i32 + 1, y + 1)],
+                        RGBColor(shade, shade, 255).filled(),
+                    )
+                })
+            }))
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+fn charts(metrics: &Value) -> Result<Vec<Chart>, String> {
+    let mut out = Vec::new();
+    let steps = metrics["steps"].as_array().cloned().unwrap_or_default();
+    for (i, s) in steps.iter().enumerate() {
+        if let Some(curve) = s["curve"].as_array().filter(|c| !c.is_empty()) {
+            let pts: Vec<(f64, f64)> = curve
+                .iter()
+                .filter_map(|p| Some((f(&p["sparsity"])?, f(&p["accuracy"])?)))
+                .collect();
+            let cut: Vec<(f64, f64)> = curve
+                .iter()
+                .filter_map(|p| Some((f(&p["sparsity"])?, f(&p["accuracy_after_prune"])?)))
+                .collect();
+            if !pts.is_empty() {
+                let svg = lines(
+                    "Accuracy vs sparsity",
+                    "sparsity (fraction of zero weights)",
+                    "accuracy",
+                    &[
+                        ("after fine-tuning".into(), pts),
+                        ("right after pruning".into(), cut),
+                    ],
+                )?;
+                out.push((format!("step{i}-accuracy-vs-sparsity"), svg));
+            }
+        }
+        if let Some(tensors) = s["tensors"].as_array().filter(|t| !t.is_empty()) {
+            let names: Vec<String> = tensors
+                .iter()
+                .map(|t| t["name"].as_str().unwrap_or("?").to_owned())
+                .collect();
+            let after: Vec<f64> = tensors
+                .iter()
+                .map(|t| {
+                    f(&t["density"])
+                        .or_else(|| f(&t["density_after"]))
+                        .unwrap_or(0.0)
+                })
+                .collect();
+            let before: Vec<f64> = tensors
+                .iter()
+                .map(|t| f(&t["density_before"]).unwrap_or(1.0))
+                .collect();
+            if tensors
+                .iter()
+                .any(|t| !t["density"].is_null() || !t["density_after"].is_null())
+            {
+                let svg = bars(
+                    "Density per layer",
+                    "density (non-zeros / weights)",
+                    &names,
+                    &[("before", before), ("after", after)],
+                )?;
+                out.push((format!("step{i}-density"), svg));
+            }
+        }
+        let table = s["layers"]
+            .as_array()
+            .filter(|_| s["op"] == "sensitivity")
+            .cloned();
+        let auto_table: Option<Vec<Value>> = s["sensitivity"].as_array().cloned();
+        let series: Vec<(String, Vec<(f64, f64)>)> = if let Some(t) = table {
+            t.iter()
+                .map(|l| {
+                    let pts = l["points"].as_array().cloned().unwrap_or_default();
+                    (
+                        l["tensor"].as_str().unwrap_or("?").to_owned(),
+                        pts.iter()
+                            .filter_map(|p| Some((f(&p["sparsity"])?, f(&p["accuracy"])?)))
+                            .collect(),
+                    )
+                })
+                .collect()
+        } else if let Some(t) = auto_table {
+            t.iter()
+                .map(|l| {
+                    let pts = l[1].as_array().cloned().unwrap_or_default();
+                    (
+                        l[0].as_str().unwrap_or("?").to_owned(),
+                        pts.iter()
+                            .filter_map(|p| Some((f(&p[0])?, -f(&p[1])?)))
+                            .collect(),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !series.is_empty() {
+            let y = if s["op"] == "auto" {
+                "accuracy change (alone)"
+            } else {
+                "accuracy"
+            };
+            out.push((
+                format!("step{i}-sensitivity"),
+                lines(
+                    "Per-layer sensitivity to pruning",
+                    "sparsity of that layer alone",
+                    y,
+                    &series,
+                )?,
+            ));
+        }
+        if let Some(trials) = s["trials"].as_array().filter(|t| !t.is_empty()) {
+            let all: Vec<(f64, f64)> = trials
+                .iter()
+                .filter_map(|t| Some((f(&t["bytes"])? / 1024.0, f(&t["validation_accuracy"])?)))
+                .collect();
+            let mut front: Vec<(f64, f64)> = trials
+                .iter()
+                .filter(|t| t["on_frontier"] == true)
+                .filter_map(|t| Some((f(&t["bytes"])? / 1024.0, f(&t["validation_accuracy"])?)))
+                .collect();
+            front.sort_by(|a, b| a.0.total_cmp(&b.0));
+            out.push((
+                format!("step{i}-pareto-frontier"),
+                lines(
+                    "Trials and Pareto frontier",
+                    "artifact size (KiB)",
+                    "validation accuracy",
+                    &[("frontier".into(), front), ("every trial".into(), all)],
+                )?,
+            ));
+        }
+    }
+    for h in metrics["histograms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let (low, high) = (f(&h["low"]).unwrap_or(-1.0), f(&h["high"]).unwrap_or(1.0));
+        let series = |key: &str| -> Vec<(f64, f64)> {
+            let counts = h[key].as_array().cloned().unwrap_or_default();
+            let width = (high - low) / counts.len().max(1) as f64;
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (low + (i as f64 + 0.5) * width, c.as_f64().unwrap_or(0.0)))
+                .collect()
+        };
+        let name = h["tensor"].as_str().unwrap_or("?");
+        let label = |key: &str, zeros: &str| {
+            format!("{key} ({} zeros not shown)", h[zeros].as_u64().unwrap_or(0))
+        };
+        out.push((
+            format!(
+                "histogram-{}",
+                name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            ),
+            lines(
+                &format!("Weights of {name}, before and after"),
+                "weight value",
+                "count",
+                &[
+                    (label("before", "zeros_before"), series("before")),
+                    (label("after", "zeros_after"), series("after")),
+                ],
+            )?,
+        ));
+    }
+    for when in ["before", "after"] {
+        if let Some(m) = metrics["evaluation"][when]["confusion_matrix"].as_array() {
+            let rows: Vec<Vec<u64>> = m
+                .iter()
+                .map(|r| {
+                    r.as_array()
+                        .map(|r| r.iter().filter_map(Value::as_u64).collect())
+                        .unwrap_or_default()
+                })
+                .collect();
+            out.push((
+                format!("confusion-{when}"),
+                heatmap(&format!("Confusion matrix, {when}"), &rows)?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn summary_rows(metrics: &Value) -> Vec<(String, String, String)> {
+    let ev = &metrics["evaluation"];
+    let sm = &metrics["summary"];
+    let pct = |v: &Value| {
+        f(v).map(|x| format!("{:.2} %", 100.0 * x))
+            .unwrap_or_else(|| "—".into())
+    };
+    let num = |v: &Value| {
+        v.as_u64()
+            .map(|x| x.to_string())
+            .or_else(|| f(v).map(|x| format!("{x:.3}")))
+            .unwrap_or_else(|| "—".into())
+    };
+    vec![
+        (
+            "parameters".into(),
+            num(&ev["before"]["cost"]["parameters"]),
+            num(&ev["after"]["cost"]["parameters"]),
+        ),
+        (
+            "non-zero parameters".into(),
+            num(&ev["before"]["cost"]["nonzero_parameters"]),
+            num(&ev["after"]["cost"]["nonzero_parameters"]),
+        ),
+        (
+            "file bytes".into(),
+            num(&sm["file_bytes_before"]),
+            num(&sm["file_bytes_after"]),
+        ),
+        (
+            "accuracy".into(),
+            pct(&ev["before"]["accuracy"]),
+            pct(&ev["after"]["accuracy"]),
+        ),
+        (
+            "macro F1".into(),
+            pct(&ev["before"]["f1_macro"]),
+            pct(&ev["after"]["f1_macro"]),
+        ),
+        (
+            "non-zero MACs per sample".into(),
+            num(&ev["before"]["cost"]["macs_nonzero"]),
+            num(&ev["after"]["cost"]["macs_nonzero"]),
+        ),
+        (
+            "latency, batch 1 (ms)".into(),
+            num(&ev["before"]["speed"]["latency_ms_batch1"]),
+            num(&ev["after"]["speed"]["latency_ms_batch1"]),
+        ),
+        (
+            "throughput (samples/s)".into(),
+            num(&ev["before"]["speed"]["throughput_samples_per_second"]),
+            num(&ev["after"]["speed"]["throughput_samples_per_second"]),
+        ),
+    ]
+}
+
+/// The page and its charts (name, SVG). `title` names the job and model.
+pub fn render(title: &str, metrics: &Value) -> Result<(String, Vec<Chart>), String> {
+    let charts = charts(metrics)?;
+    let mut html = String::new();
+    html.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
+    html.push_str(&format!("<title>{}</title>", escape(title)));
+    html.push_str("<style>body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.3em .8em;text-align:right}th:first-child,td:first-child{text-align:left}figure{display:inline-block;margin:1em}</style></head><body>");
+    html.push_str(&format!("<h1>{}</h1>", escape(title)));
+    html.push_str(
+        "<h2>Summary</h2><table id=\"summary\"><tr><th></th><th>original</th><th>result</th></tr>",
+    );
+    for (k, a, b) in summary_rows(metrics) {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&k),
+            escape(&a),
+            escape(&b)
+        ));
+    }
+    html.push_str("</table>");
+    if let Some(data) = metrics["evaluation"]["before"]["data"].as_str() {
+        html.push_str(&format!(
+            "<p>Accuracy measured on the {}.</p>",
+            escape(data)
+        ));
+    }
+    html.push_str("<h2>Charts</h2>");
+    if charts.is_empty() {
+        html.push_str(
+            "<p>This job has nothing to chart (no model evaluation or pruning curve).</p>",
+        );
+    }
+    for (name, svg) in &charts {
+        html.push_str(&format!(
+            "<figure class=\"chart\" id=\"{}\">{svg}</figure>",
+            escape(name)
+        ));
+    }
+    html.push_str("</body></html>\n");
+    Ok((html, charts))
+}
