@@ -378,8 +378,6 @@ fn charts(metrics: &Value) -> Result<Vec<Chart>, String> {
 }
 
 fn summary_rows(metrics: &Value) -> Vec<(String, String, String)> {
-    let ev = &metrics["evaluation"];
-    let sm = &metrics["summary"];
     let pct = |v: &Value| {
         f(v).map(|x| format!("{:.2} %", 100.0 * x))
             .unwrap_or_else(|| "—".into())
@@ -390,48 +388,48 @@ fn summary_rows(metrics: &Value) -> Vec<(String, String, String)> {
             .or_else(|| f(v).map(|x| format!("{x:.3}")))
             .unwrap_or_else(|| "—".into())
     };
-    vec![
+    let at = |root: &Value, path: &[&str]| path.iter().fold(root.clone(), |v, k| v[*k].clone());
+    // (label, where in an evaluation, as a percentage?)
+    const ROWS: [(&str, &[&str], bool); 7] = [
+        ("parameters", &["cost", "parameters"], false),
         (
-            "parameters".into(),
-            num(&ev["before"]["cost"]["parameters"]),
-            num(&ev["after"]["cost"]["parameters"]),
+            "non-zero parameters",
+            &["cost", "nonzero_parameters"],
+            false,
+        ),
+        ("accuracy", &["accuracy"], true),
+        ("macro F1", &["f1_macro"], true),
+        ("non-zero MACs per sample", &["cost", "macs_nonzero"], false),
+        (
+            "latency, batch 1 (ms)",
+            &["speed", "latency_ms_batch1"],
+            false,
         ),
         (
-            "non-zero parameters".into(),
-            num(&ev["before"]["cost"]["nonzero_parameters"]),
-            num(&ev["after"]["cost"]["nonzero_parameters"]),
+            "throughput (samples/s)",
+            &["speed", "throughput_samples_per_second"],
+            false,
         ),
+    ];
+    let ev = &metrics["evaluation"];
+    let mut rows: Vec<(String, String, String)> = ROWS
+        .iter()
+        .map(|(label, path, percent)| {
+            let show = if *percent { pct } else { num };
+            let (b, a) = (at(&ev["before"], path), at(&ev["after"], path));
+            (label.to_string(), show(&b), show(&a))
+        })
+        .collect();
+    let sm = &metrics["summary"];
+    rows.insert(
+        2,
         (
             "file bytes".into(),
             num(&sm["file_bytes_before"]),
             num(&sm["file_bytes_after"]),
         ),
-        (
-            "accuracy".into(),
-            pct(&ev["before"]["accuracy"]),
-            pct(&ev["after"]["accuracy"]),
-        ),
-        (
-            "macro F1".into(),
-            pct(&ev["before"]["f1_macro"]),
-            pct(&ev["after"]["f1_macro"]),
-        ),
-        (
-            "non-zero MACs per sample".into(),
-            num(&ev["before"]["cost"]["macs_nonzero"]),
-            num(&ev["after"]["cost"]["macs_nonzero"]),
-        ),
-        (
-            "latency, batch 1 (ms)".into(),
-            num(&ev["before"]["speed"]["latency_ms_batch1"]),
-            num(&ev["after"]["speed"]["latency_ms_batch1"]),
-        ),
-        (
-            "throughput (samples/s)".into(),
-            num(&ev["before"]["speed"]["throughput_samples_per_second"]),
-            num(&ev["after"]["speed"]["throughput_samples_per_second"]),
-        ),
-    ]
+    );
+    rows
 }
 
 /// The page and its charts (name, SVG). `title` names the job and model.
