@@ -1,0 +1,49 @@
+//! `auto` under deliberately tiny budgets: it stops when the budget runs out, and whatever it
+//! returns keeps to the accuracy budget on the evaluation split, re-measured from the file.
+
+use compressd::compress::nn::auto::auto_step;
+use compressd::compress::nn::train::{train, TrainContext};
+use compressd::compress::nn::{load_dataset, Network};
+use compressd::compress::reader::read_dense;
+use compressd::compress::Control;
+use compressd::domain::{Architecture, AutoStep, TrainStep};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use serde_json::json;
+
+use crate::helpers::{blob_dataset, MLP};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn auto_keeps_to_its_trial_budget_and_never_breaks_the_accuracy_budget(
+        trials in 1usize..4, drop_points in 0u32..4, seed in 0u64..1000,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = Architecture::parse_json(MLP).unwrap();
+        let data = load_dataset(&blob_dataset(dir.path()), &arch).unwrap();
+        let control = Control::default();
+        let net = Network::initialise(&arch, &mut rand::rngs::StdRng::seed_from_u64(seed)).unwrap();
+        let recipe: TrainStep = serde_json::from_value(json!({"lr": 0.05, "epochs": 3, "batch_size": 32, "seed": seed})).unwrap();
+        let ctx = TrainContext { control: &control, label: json!({}), teacher: None };
+        train(&net, &data, &recipe, None, None, &ctx).unwrap();
+        let input = dir.path().join("in.safetensors");
+        net.save(&input).unwrap();
+        let limit = drop_points as f64 / 100.0;
+        let step: AutoStep = serde_json::from_value(json!({
+            "max_accuracy_drop": limit, "budget": {"trials": trials, "seconds": 60},
+            "finetune": {"lr": 0.02, "epochs": 1, "batch_size": 32}
+        })).unwrap();
+        let output = dir.path().join("out");
+        let r = auto_step(&arch, &data, "blobs", &input, &output, dir.path(), &step, &control).unwrap();
+        prop_assert!(r.trials.len() <= trials && r.trials_used == r.trials.len());
+        let back = Network::from_dense(arch.clone(), read_dense(&output).unwrap(), Default::default(), Default::default()).unwrap();
+        let accuracy = compressd::compress::nn::evaluate::quick_accuracy(&back, &data.test, 512).unwrap();
+        prop_assert!(accuracy >= r.baseline_test_accuracy - limit - 1e-12, "{accuracy} vs {}", r.baseline_test_accuracy);
+        match &r.winner {
+            Some(w) => prop_assert_eq!(w.test_accuracy, accuracy),
+            None => prop_assert_eq!(std::fs::read(&output).unwrap(), std::fs::read(&input).unwrap()),
+        }
+    }
+}
