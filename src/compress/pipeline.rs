@@ -10,7 +10,7 @@ use super::chunked_io::map_chunk;
 use super::control::Control;
 use super::entropy::{compress_file, EntropyReport};
 use super::gguf::{export_gguf, GgufReport};
-use super::nn::auto::{auto_step, AutoReport};
+use super::nn::auto::{auto_latency, auto_step, AutoReport};
 use super::nn::steps::{
     distill_step, evaluate_step, prune_step as model_prune_step, qat_step, sensitivity_step,
     train_step, DistillReport, EvaluateStepReport, ModelPruneReport, ModelState, QatReport,
@@ -25,7 +25,7 @@ use super::safetensors_index::SafetensorsIndex;
 use super::sparse::write_sparse;
 use super::st_writer::SpooledWriter;
 use super::CompressError;
-use crate::domain::{EvaluateStep, Pipeline, PruneStep, QatStep, Step, Storage};
+use crate::domain::{EvaluateStep, Objective, Pipeline, PruneStep, QatStep, Step, Storage};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -280,9 +280,9 @@ pub fn run_pipeline(
                 }
                 (report.map(StepReport::Qat), true)
             }
-            Step::Auto(a) => (
-                match (&state.arch, &state.data) {
-                    (Some(arch), Some(data)) => auto_step(
+            Step::Auto(a) => {
+                let report = match (&state.arch, &state.data, a.objective) {
+                    (Some(arch), Some(data), Objective::Size) => auto_step(
                         arch,
                         data,
                         &state.data_label,
@@ -291,14 +291,22 @@ pub fn run_pipeline(
                         workdir,
                         a,
                         control,
-                    )
-                    .map(StepReport::Auto),
+                    ),
+                    (Some(arch), Some(data), Objective::Latency) => {
+                        auto_latency(arch, data, &state.data_label, &current, &output, a, control)
+                            .map(|(report, arch)| {
+                                if arch.is_some() {
+                                    state.arch = arch;
+                                }
+                                report
+                            })
+                    }
                     _ => Err(CompressError::InvalidRequest(
                         "auto needs a model architecture and a dataset".into(),
                     )),
-                },
-                true,
-            ),
+                };
+                (report.map(StepReport::Auto), true)
+            }
             Step::Distill(d) => (
                 distill_step(state, &current, &output, d, i, control).map(StepReport::Distill),
                 true,
@@ -394,7 +402,8 @@ pub fn run_pipeline(
             ".compressed.safetensors",
         ),
     };
-    let auto_won = matches!(reports.last(), Some(StepReport::Auto(a)) if a.winner.is_some());
+    let auto_won = matches!(reports.last(),
+        Some(StepReport::Auto(a)) if a.winner.is_some() && a.objective == "size");
     let (format, read_with, suffix) = if auto_won {
         (
             "zstd-compressed safetensors with bitmask-v1 sparse k-means codes (the winner of auto)",

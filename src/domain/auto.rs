@@ -11,7 +11,8 @@ use super::training::{TrainStep, TrainWire};
 pub enum Objective {
     /// Bytes on disk of the artifact.
     Size,
-    /// CPU latency (not searched yet: refused).
+    /// CPU inference time: whole filters and neurons removed (structured pruning), so the
+    /// dense kernels really do less work; the throughput at batch 256 is what is maximised.
     Latency,
 }
 
@@ -83,11 +84,6 @@ impl TryFrom<AutoWire> for AutoStep {
                 "max_accuracy_drop is a fraction in [0, 1) (0.01 = one point), got {}",
                 w.max_accuracy_drop
             )));
-        }
-        if w.objective == Objective::Latency {
-            return Err(ParseError(
-                "objective latency is not searched yet; use size (structured pruning with l1_filter makes models faster today)".into(),
-            ));
         }
         let trials_ok = (1..=1000).contains(&w.budget.trials);
         let seconds_ok =

@@ -697,7 +697,50 @@ async fn auto_finds_a_smaller_model_within_budget(backend: Backend) {
     app.finish().await;
 }
 
+/// The latency objective removes whole filters, times every trial, and hands on a smaller
+/// architecture when a trial is both faster and within the budget.
+async fn auto_for_latency_shrinks_the_architecture(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let data = created(upload_dataset(&app, dataset(true)).await).await;
+    let model = created(upload_architecture(&app, CNN, None).await).await;
+    let job = run(
+        &app,
+        json!({"model_id": model["id"], "dataset_id": data["id"], "pipeline": [
+            {"op":"train","optimizer":"adam","lr":0.01,"epochs":3,"batch_size":32},
+            {"op":"auto","objective":"latency","max_accuracy_drop":0.05,"budget":{"trials":3},
+             "finetune":{"optimizer":"adam","lr":0.005,"epochs":1,"batch_size":32}}]}),
+    )
+    .await;
+    let a = &job["metrics"]["steps"][1];
+    assert_eq!(a["objective"], "latency");
+    let trials = a["trials"].as_array().unwrap();
+    assert!(!trials.is_empty() && trials.len() <= 3);
+    assert!(trials
+        .iter()
+        .all(|t| t["throughput"].as_f64().unwrap() > 0.0));
+    let base = a["baseline_test_accuracy"].as_f64().unwrap();
+    let after = &job["metrics"]["evaluation"]["after"];
+    assert!(after["accuracy"].as_f64().unwrap() >= base - 0.05 - 1e-9);
+    let arch: Value =
+        serde_json::from_slice(&app.download(&artifact_url(&job, "architecture")).await).unwrap();
+    let filters = arch["layers"][0]["out_channels"].as_u64().unwrap();
+    match a["winner"].as_object() {
+        Some(_) => {
+            assert!(filters < 8, "the winner has fewer filters: {filters}");
+            assert!(
+                after["cost"]["parameters"].as_u64()
+                    < job["metrics"]["evaluation"]["before"]["cost"]["parameters"].as_u64()
+            );
+        }
+        None => assert_eq!(filters, 8),
+    }
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    auto_for_latency_shrinks_the_architecture,
     auto_finds_a_smaller_model_within_budget,
     qat_reports_ptq_and_qat_and_writes_the_quantized_model,
     distillation_trains_a_smaller_student,

@@ -34,6 +34,11 @@ const LADDER: [f64; 8] = [0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97];
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
     pub level: f64,
+    /// Objective latency: samples per second at batch 256 on this machine, and parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<u64>,
     pub bits: u32,
     /// Sparsity per weight tensor, as applied.
     pub sparsities: Vec<(String, f64)>,
@@ -187,6 +192,8 @@ fn run_trial(
     Ok((
         Trial {
             level,
+            throughput: None,
+            parameters: None,
             bits,
             overall_sparsity: sparsity_of(&net, &names)?,
             sparsities,
@@ -198,6 +205,149 @@ fn run_trial(
         },
         net,
     ))
+}
+
+/// Structured trials for the latency objective: each removes a fraction of every hidden
+/// layer's filters/neurons by L1 norm, fine-tunes, and is timed. Returns the report and, when a
+/// trial wins, its architecture (the weights are in `output`).
+#[allow(clippy::too_many_arguments)]
+pub fn auto_latency(
+    arch: &crate::domain::Architecture,
+    data: &Dataset,
+    data_label: &str,
+    input: &Path,
+    output: &Path,
+    step: &AutoStep,
+    control: &Control,
+) -> Result<(AutoReport, Option<crate::domain::Architecture>), CompressError> {
+    use super::evaluate::speed;
+    use super::structured::l1_filter;
+    use crate::domain::{EvaluateStep, Sparsity, TensorSelection};
+    const FRACTIONS: [f64; 6] = [0.25, 0.4, 0.5, 0.6, 0.7, 0.8];
+    let started = Instant::now();
+    let search = search_view(data);
+    let timing = EvaluateStep {
+        batch_size: 256,
+        runs: 5,
+    };
+    let dense = Network::load(input, arch)?;
+    let base_val = quick_accuracy(&dense, &search.test, 512)?;
+    let base_test = quick_accuracy(&dense, &data.test, 512)?;
+    let base_speed = speed(&dense, &data.test, &timing)?.throughput_samples_per_second;
+    let dense_f32_bytes: u64 = dense
+        .params
+        .values()
+        .map(|p| p.var.elem_count() as u64 * 4)
+        .sum();
+    let limit = step.max_accuracy_drop;
+    let mut budget = Budgeted {
+        started,
+        step: step.clone(),
+        used: 0,
+    };
+    let mut trials = Vec::new();
+    let mut nets = Vec::new();
+    for &fraction in &FRACTIONS {
+        if !budget.left() {
+            break;
+        }
+        control.checkpoint()?;
+        let mut net = Network::load(input, arch)?;
+        l1_filter(
+            &mut net,
+            Sparsity::parse(fraction).map_err(|e| CompressError::InvalidRequest(e.0))?,
+            &TensorSelection::default(),
+        )?;
+        let ctx = TrainContext {
+            control,
+            label: json!({"op": "auto", "objective": "latency", "fraction": fraction}),
+            teacher: None,
+        };
+        if step.finetune.epochs > 0 {
+            train(&net, &search, &step.finetune, None, None, &ctx)?;
+        }
+        let validation_accuracy = quick_accuracy(&net, &search.test, 512)?;
+        let throughput = speed(&net, &data.test, &timing)?.throughput_samples_per_second;
+        budget.used += 1;
+        let parameters: u64 = net.params.values().map(|p| p.var.elem_count() as u64).sum();
+        let within = validation_accuracy >= base_val - limit;
+        trials.push(Trial {
+            level: fraction,
+            throughput: Some(throughput),
+            parameters: Some(parameters),
+            bits: 32,
+            sparsities: Vec::new(),
+            overall_sparsity: 0.0,
+            validation_accuracy,
+            bytes: parameters * 4,
+            compression_ratio: dense_f32_bytes as f64 / (parameters * 4).max(1) as f64,
+            within_budget: within,
+            on_frontier: false,
+        });
+        nets.push(net);
+        if !within {
+            break;
+        }
+    }
+    mark_frontier(&mut trials);
+    let mut order: Vec<usize> = (0..trials.len())
+        .filter(|&i| trials[i].within_budget)
+        .collect();
+    order.sort_by(|&a, &b| {
+        trials[b]
+            .throughput
+            .unwrap_or(0.0)
+            .total_cmp(&trials[a].throughput.unwrap_or(0.0))
+    });
+    let mut winner = None;
+    let mut winner_arch = None;
+    for i in order {
+        let test_accuracy = quick_accuracy(&nets[i], &data.test, 512)?;
+        let faster = trials[i].throughput.unwrap_or(0.0) > base_speed;
+        if test_accuracy >= base_test - limit && faster {
+            nets[i].save(output)?;
+            winner_arch = Some(nets[i].arch.clone());
+            winner = Some(Winner {
+                trial: i,
+                test_accuracy,
+                test_accuracy_drop: base_test - test_accuracy,
+                bytes: std::fs::metadata(output)?.len(),
+                compression_ratio: trials[i].compression_ratio,
+            });
+            break;
+        }
+    }
+    let note = match &winner {
+        Some(w) => format!(
+            "trial {} wins: {:.2}× the dense model's batch throughput, {:.2} points below the baseline on the evaluation split",
+            w.trial,
+            trials[w.trial].throughput.unwrap_or(0.0) / base_speed.max(1e-9),
+            100.0 * w.test_accuracy_drop
+        ),
+        None => {
+            std::fs::copy(input, output)?;
+            "no structured trial was both faster and within the accuracy budget; the baseline model is returned unchanged".into()
+        }
+    };
+    let report = AutoReport {
+        op: "auto",
+        objective: "latency",
+        max_accuracy_drop: limit,
+        data: data_label.to_owned(),
+        validation_samples: search.test.len(),
+        baseline_validation_accuracy: base_val,
+        baseline_test_accuracy: base_test,
+        dense_f32_bytes,
+        sensitivity: Vec::new(),
+        trials,
+        winner,
+        trials_used: budget.used,
+        seconds_used: started.elapsed().as_secs_f64(),
+        budget_exhausted: !budget.left(),
+        note,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((report, winner_arch))
 }
 
 #[allow(clippy::too_many_arguments)]
