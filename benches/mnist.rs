@@ -291,6 +291,8 @@ fn distillation(path: &Path, epochs: usize) -> anyhow::Result<()> {
                         net: &teacher,
                         temperature: 4.0,
                         alpha: 0.9,
+                        features: Vec::new(),
+                        beta: 0.0,
                     }),
                 };
                 train(&student, &data, &recipe(epochs, seed), None, None, &ctx)?;

@@ -31,6 +31,24 @@ pub struct DistillWire {
     /// The student's training recipe (default: SGD, lr 0.01, momentum 0.9, batch 64, 1 epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train: Option<TrainWire>,
+    /// Intermediate-feature loss: layers whose outputs the student imitates (same shapes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<FeaturePair>,
+    /// Weight of the feature loss (mean squared error per pair; default 1).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+}
+
+/// A teacher layer and the student layer that should reproduce its output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturePair {
+    pub teacher: String,
+    pub student: String,
+}
+
+fn default_beta() -> f64 {
+    1.0
 }
 
 fn default_temperature() -> f64 {
@@ -54,6 +72,8 @@ pub struct DistillStep {
     pub alpha: f64,
     pub baseline: bool,
     pub train: TrainStep,
+    pub features: Vec<FeaturePair>,
+    pub beta: f64,
 }
 
 impl TryFrom<DistillWire> for DistillStep {
@@ -84,6 +104,11 @@ impl TryFrom<DistillWire> for DistillStep {
                 w.alpha
             )));
         }
+        if !(w.beta.is_finite() && w.beta >= 0.0) || w.features.len() > 16 {
+            return Err(ParseError(
+                "beta must be ≥ 0, and at most 16 feature pairs are allowed".into(),
+            ));
+        }
         let train = match w.train {
             Some(t) => TrainStep::try_from(t)?,
             None => serde_json::from_value(serde_json::json!({}))
@@ -95,6 +120,8 @@ impl TryFrom<DistillWire> for DistillStep {
             alpha: w.alpha,
             baseline: w.baseline,
             train,
+            features: w.features,
+            beta: w.beta,
         })
     }
 }
@@ -112,6 +139,8 @@ impl From<DistillStep> for DistillWire {
             alpha: s.alpha,
             baseline: s.baseline,
             train: Some(TrainWire::from(s.train)),
+            features: s.features,
+            beta: s.beta,
         }
     }
 }

@@ -19,7 +19,7 @@ pub use architecture::{
     Size2,
 };
 pub use auto::{AutoStep, AutoWire, Budget, Objective};
-pub use distill::{DistillStep, DistillWire, Student};
+pub use distill::{DistillStep, DistillWire, FeaturePair, Student};
 pub use entropy::{Codec, EntropyStep};
 pub use export::{ExportFormat, ExportStep, ExportWire, GgufType};
 pub use job::{JobStatus, UnknownStatus};

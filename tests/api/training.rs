@@ -582,6 +582,43 @@ async fn distillation_trains_a_smaller_student(backend: Backend) {
         .as_u64()
         .unwrap();
     assert_eq!(after, student["parameters"].as_u64().unwrap());
+
+    // A given student that also imitates the teacher's second hidden layer.
+    let student_arch: Value = serde_json::from_str(&MLP.replace(
+        r#"{"type":"linear","in_features":8,"out_features":32},{"type":"relu"},
+  {"type":"linear","in_features":32,"out_features":16}"#,
+        r#"{"type":"linear","in_features":8,"out_features":12},{"type":"relu"},
+  {"type":"linear","in_features":12,"out_features":16}"#,
+    ))
+    .unwrap();
+    assert_eq!(student_arch["layers"][0]["out_features"], 12);
+    let pipeline = |pairs: Value| {
+        json!({"model_id": model["id"], "dataset_id": data["id"], "pipeline": [
+            {"op":"train","lr":0.05,"epochs":3,"batch_size":32,"seed":1},
+            {"op":"distill","student":student_arch,"features":pairs,"beta":0.5,
+             "train":{"lr":0.05,"epochs":3,"batch_size":32}}]})
+    };
+    let job = run(&app, pipeline(json!([{"teacher":"3","student":"3"}]))).await;
+    let d = &job["metrics"]["steps"][1];
+    assert_eq!(d["features"][0]["teacher"], "3");
+    assert!(d["student"]["accuracy"].as_f64().unwrap() > 0.8, "{d:#}");
+    let res = app
+        .post_job(pipeline(json!([{"teacher":"1","student":"1"}])))
+        .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_jobs().await;
+    let failed = app.job(&id).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("same shape"),
+        "{failed:#}"
+    );
     app.finish().await;
 }
 

@@ -284,23 +284,43 @@ impl Network {
     /// Logits for a batch; `train` carries the dropout RNG and switches batch norm to batch
     /// statistics (updating the running ones). A final softmax / log-softmax is left out, so
     /// the loss can work on logits; `forward` applies it.
-    pub fn logits(
+    pub fn logits(&self, x: &Tensor, train: Option<&mut StdRng>) -> Result<Tensor, CompressError> {
+        self.logits_capturing(x, train, &[]).map(|(y, _)| y)
+    }
+
+    /// `logits`, plus the outputs of the named layers (in the order asked), for losses on
+    /// intermediate features.
+    pub fn logits_capturing(
         &self,
         x: &Tensor,
         mut train: Option<&mut StdRng>,
-    ) -> Result<Tensor, CompressError> {
+        capture: &[String],
+    ) -> Result<(Tensor, Vec<Tensor>), CompressError> {
         let layers = &self.arch.layers;
         let end = match layers.last().map(|l| &l.kind) {
             Some(LayerKind::Softmax | LayerKind::LogSoftmax) => layers.len() - 1,
             _ => layers.len(),
         };
         let mut x = x.clone();
+        let mut captured: Vec<Option<Tensor>> = vec![None; capture.len()];
         for layer in &layers[..end] {
             x = self
                 .layer(layer, &x, train.as_deref_mut())
                 .map_err(nn_error)?;
+            if let Some(i) = capture.iter().position(|c| *c == layer.name) {
+                captured[i] = Some(x.clone());
+            }
         }
-        Ok(x)
+        let captured = captured
+            .into_iter()
+            .zip(capture)
+            .map(|(t, name)| {
+                t.ok_or_else(|| {
+                    CompressError::InvalidRequest(format!("no layer '{name}' before the output"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((x, captured))
     }
 
     /// The whole stack in inference mode, final softmax included.

@@ -490,6 +490,9 @@ pub struct DistillReport {
     pub data: String,
     pub temperature: f64,
     pub alpha: f64,
+    /// Matched layers whose outputs the student imitated, and the weight of that loss.
+    pub features: Vec<crate::domain::FeaturePair>,
+    pub beta: f64,
     pub teacher: ModelFigures,
     pub student: ModelFigures,
     pub student_architecture: serde_json::Value,
@@ -540,6 +543,29 @@ pub fn distill_step(
     }
     arch.check_trainable()
         .map_err(CompressError::InvalidRequest)?;
+    for p in &step.features {
+        let shape = |a: &Architecture, name: &str| {
+            a.layers
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| l.output_shape.clone())
+        };
+        match (shape(&teacher.arch, &p.teacher), shape(&arch, &p.student)) {
+            (Some(t), Some(s)) if t == s => {}
+            (Some(t), Some(s)) => {
+                return Err(CompressError::InvalidRequest(format!(
+                    "feature pair teacher '{}' {t:?} / student '{}' {s:?}: the outputs must have the same shape",
+                    p.teacher, p.student
+                )))
+            }
+            _ => {
+                return Err(CompressError::InvalidRequest(format!(
+                    "feature pair teacher '{}' / student '{}': no such layer",
+                    p.teacher, p.student
+                )))
+            }
+        }
+    }
     let fresh = |arch: &Architecture| {
         Network::initialise(arch, &mut StdRng::seed_from_u64(step.train.seed))
     };
@@ -558,6 +584,12 @@ pub fn distill_step(
             net: &teacher,
             temperature: step.temperature,
             alpha: step.alpha,
+            features: step
+                .features
+                .iter()
+                .map(|p| (p.teacher.clone(), p.student.clone()))
+                .collect(),
+            beta: step.beta,
         }),
     };
     let train_report = train(&student, data, &step.train, None, None, &ctx)?;
@@ -583,6 +615,8 @@ pub fn distill_step(
         data: data_label,
         temperature: step.temperature,
         alpha: step.alpha,
+        features: step.features.clone(),
+        beta: step.beta,
         teacher: teacher_figures,
         gain_points: baseline
             .as_ref()

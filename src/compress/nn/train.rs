@@ -15,7 +15,7 @@ use serde_json::json;
 use super::super::control::Control;
 use super::super::CompressError;
 use super::data::{Dataset, Split};
-use super::distill::{kd_loss, Teacher};
+use super::distill::Teacher;
 use super::evaluate::quick_accuracy;
 use super::network::{nn_error, Network};
 use crate::domain::{OptimizerKind, ParamRole, TrainStep};
@@ -201,15 +201,14 @@ pub fn train(
         for chunk in order.chunks(recipe.batch_size) {
             ctx.control.checkpoint()?;
             let (x, y) = split.batch(chunk, &mut buf).map_err(nn_error)?;
-            let logits = net.logits(&x, Some(&mut rng))?;
-            let loss = match &ctx.teacher {
-                Some(t) => {
-                    let soft = t.net.logits(&x, None)?;
-                    kd_loss(&logits, &soft, &y, t.temperature, t.alpha)
+            let (loss, logits) = match &ctx.teacher {
+                Some(t) => t.loss(net, &x, &y, &mut rng)?,
+                None => {
+                    let logits = net.logits(&x, Some(&mut rng))?;
+                    let loss = candle_nn::loss::cross_entropy(&logits, &y).map_err(nn_error)?;
+                    (loss, logits)
                 }
-                None => candle_nn::loss::cross_entropy(&logits, &y),
-            }
-            .map_err(nn_error)?;
+            };
             let grads = loss.backward().map_err(nn_error)?;
             optimizer
                 .step(net, &grads, masks, movement.as_deref_mut())
