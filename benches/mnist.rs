@@ -330,7 +330,7 @@ fn auto(path: &Path, epochs: usize) -> anyhow::Result<()> {
         "bits": [6, 5, 4, 3], "finetune": {"lr": 0.01, "epochs": 3}
     }))?;
     let output = dir.path().join("auto.zst");
-    let r = auto_step(
+    let (r, _) = auto_step(
         &arch,
         &data,
         "MNIST",

@@ -291,7 +291,13 @@ pub fn run_pipeline(
                         workdir,
                         a,
                         control,
-                    ),
+                    )
+                    .map(|(report, arch)| {
+                        if arch.is_some() {
+                            state.arch = arch;
+                        }
+                        report
+                    }),
                     (Some(arch), Some(data), Objective::Latency) => {
                         auto_latency(arch, data, &state.data_label, &current, &output, a, control)
                             .map(|(report, arch)| {

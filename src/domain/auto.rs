@@ -59,6 +59,10 @@ pub struct AutoWire {
     /// Fine-tuning after pruning, each trial (default: SGD, lr 0.01, batch 64, 2 epochs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune: Option<TrainWire>,
+    /// Size objective: when budget is left, also distil a half-width student from the model
+    /// and search it the same way, against the same baseline.
+    #[serde(default)]
+    pub distill: bool,
 }
 
 fn default_objective() -> Objective {
@@ -73,6 +77,7 @@ pub struct AutoStep {
     pub budget: Budget,
     pub bits: Vec<u32>,
     pub finetune: TrainStep,
+    pub distill: bool,
 }
 
 impl TryFrom<AutoWire> for AutoStep {
@@ -108,6 +113,7 @@ impl TryFrom<AutoWire> for AutoStep {
             budget: w.budget,
             bits,
             finetune,
+            distill: w.distill,
         })
     }
 }
@@ -120,6 +126,7 @@ impl From<AutoStep> for AutoWire {
             budget: s.budget,
             bits: Some(s.bits),
             finetune: Some(TrainWire::from(s.finetune)),
+            distill: s.distill,
         }
     }
 }

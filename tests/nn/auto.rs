@@ -18,7 +18,7 @@ proptest! {
 
     #[test]
     fn auto_keeps_to_its_trial_budget_and_never_breaks_the_accuracy_budget(
-        trials in 1usize..4, drop_points in 0u32..4, seed in 0u64..1000,
+        trials in 1usize..5, drop_points in 0u32..4, seed in 0u64..1000, distill in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let arch = Architecture::parse_json(MLP).unwrap();
@@ -33,12 +33,13 @@ proptest! {
         let limit = drop_points as f64 / 100.0;
         let step: AutoStep = serde_json::from_value(json!({
             "max_accuracy_drop": limit, "budget": {"trials": trials, "seconds": 60},
-            "finetune": {"lr": 0.02, "epochs": 1, "batch_size": 32}
+            "finetune": {"lr": 0.02, "epochs": 1, "batch_size": 32}, "distill": distill
         })).unwrap();
         let output = dir.path().join("out");
-        let r = auto_step(&arch, &data, "blobs", &input, &output, dir.path(), &step, &control).unwrap();
+        let (r, student) = auto_step(&arch, &data, "blobs", &input, &output, dir.path(), &step, &control).unwrap();
         prop_assert!(r.trials.len() <= trials && r.trials_used == r.trials.len());
-        let back = Network::from_dense(arch.clone(), read_dense(&output).unwrap(), Default::default(), Default::default()).unwrap();
+        prop_assert_eq!(student.is_some(), r.winner.as_ref().is_some_and(|w| r.trials[w.trial].student));
+        let back = Network::from_dense(student.unwrap_or(arch.clone()), read_dense(&output).unwrap(), Default::default(), Default::default()).unwrap();
         let accuracy = compressd::compress::nn::evaluate::quick_accuracy(&back, &data.test, 512).unwrap();
         prop_assert!(accuracy >= r.baseline_test_accuracy - limit - 1e-12, "{accuracy} vs {}", r.baseline_test_accuracy);
         match &r.winner {

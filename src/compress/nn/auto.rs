@@ -33,6 +33,8 @@ const LADDER: [f64; 8] = [0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
+    /// A trial on the distilled student rather than the model itself.
+    pub student: bool,
     pub level: f64,
     /// Objective latency: samples per second at batch 256 on this machine, and parameters.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,6 +193,7 @@ fn run_trial(
     let bytes = write_artifact(&net, bits, scratch, keep, control)?;
     Ok((
         Trial {
+            student: false,
             level,
             throughput: None,
             parameters: None,
@@ -272,6 +275,7 @@ pub fn auto_latency(
         let parameters: u64 = net.params.values().map(|p| p.var.elem_count() as u64).sum();
         let within = validation_accuracy >= base_val - limit;
         trials.push(Trial {
+            student: false,
             level: fraction,
             throughput: Some(throughput),
             parameters: Some(parameters),
@@ -350,6 +354,17 @@ pub fn auto_latency(
     Ok((report, winner_arch))
 }
 
+/// The accuracy and size a search is measured against: the model the step started from.
+#[derive(Debug, Clone, Copy)]
+struct Reference {
+    validation: f64,
+    test: f64,
+    dense_f32_bytes: u64,
+}
+
+/// The size objective, possibly followed by the same search on a distilled student (when
+/// allowed and budget is left). Returns the report and, when the student wins, its
+/// architecture.
 #[allow(clippy::too_many_arguments)]
 pub fn auto_step(
     arch: &crate::domain::Architecture,
@@ -360,18 +375,128 @@ pub fn auto_step(
     workdir: &Path,
     step: &AutoStep,
     control: &Control,
+) -> Result<(AutoReport, Option<crate::domain::Architecture>), CompressError> {
+    let started = Instant::now();
+    let mut report = search_size(
+        arch, data, data_label, input, output, workdir, step, control, None,
+    )?;
+    let seconds_left = step.budget.seconds - started.elapsed().as_secs_f64();
+    let trials_left = step.budget.trials.saturating_sub(report.trials_used);
+    if !step.distill || trials_left == 0 || seconds_left <= 0.0 {
+        return Ok((report, None));
+    }
+    // A half-width student learns from the model, then goes through the same search,
+    // measured against the original model.
+    let student_arch = arch
+        .shrunk(0.5)
+        .map_err(|e| CompressError::InvalidRequest(format!("shrinking for distillation: {e}")))?;
+    let teacher = Network::load(input, arch)?;
+    let student = Network::initialise(
+        &student_arch,
+        &mut rand::SeedableRng::seed_from_u64(step.finetune.seed),
+    )?;
+    let mut recipe = step.finetune.clone();
+    recipe.epochs = (recipe.epochs * 5).max(5);
+    let ctx = TrainContext {
+        control,
+        label: json!({"op": "auto", "distilling": true}),
+        teacher: Some(super::distill::Teacher {
+            net: &teacher,
+            temperature: 4.0,
+            alpha: 0.9,
+            features: Vec::new(),
+            beta: 0.0,
+        }),
+    };
+    train(&student, data, &recipe, None, None, &ctx)?;
+    let student_file = workdir.join("auto-student.safetensors");
+    student.save(&student_file)?;
+    let mut rest = step.clone();
+    rest.budget.trials = trials_left;
+    rest.budget.seconds = seconds_left;
+    let student_out = workdir.join("auto-student.out");
+    let reference = Reference {
+        validation: report.baseline_validation_accuracy,
+        test: report.baseline_test_accuracy,
+        dense_f32_bytes: report.dense_f32_bytes,
+    };
+    let second = search_size(
+        &student_arch,
+        data,
+        data_label,
+        &student_file,
+        &student_out,
+        workdir,
+        &rest,
+        control,
+        Some(reference),
+    )?;
+    let offset = report.trials.len();
+    let better = match (&second.winner, &report.winner) {
+        (Some(s), Some(t)) => s.bytes < t.bytes,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    report.trials.extend(second.trials.into_iter().map(|mut t| {
+        t.student = true;
+        t
+    }));
+    mark_frontier(&mut report.trials);
+    report.trials_used += second.trials_used;
+    report.seconds_used = started.elapsed().as_secs_f64();
+    report.seconds = report.seconds_used;
+    report.budget_exhausted = second.budget_exhausted;
+    let _ = std::fs::remove_file(&student_file);
+    if better {
+        std::fs::rename(&student_out, output)?;
+        let mut w = second.winner.expect("better implies a winner");
+        w.trial += offset;
+        report.note = format!(
+            "trial {} (a half-width student distilled from the model) wins: {:.1}× smaller than dense f32, {:.2} points below the baseline on the evaluation split",
+            w.trial, w.compression_ratio, 100.0 * w.test_accuracy_drop
+        );
+        report.winner = Some(w);
+        return Ok((report, Some(student_arch)));
+    }
+    let _ = std::fs::remove_file(&student_out);
+    Ok((report, None))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn search_size(
+    arch: &crate::domain::Architecture,
+    data: &Dataset,
+    data_label: &str,
+    input: &Path,
+    output: &Path,
+    workdir: &Path,
+    step: &AutoStep,
+    control: &Control,
+    reference: Option<Reference>,
 ) -> Result<AutoReport, CompressError> {
     let started = Instant::now();
     let search = search_view(data);
     let dense = Network::load(input, arch)?;
     let names = dense.weight_names();
-    let base_val = quick_accuracy(&dense, &search.test, 512)?;
-    let base_test = quick_accuracy(&dense, &data.test, 512)?;
-    let dense_f32_bytes: u64 = dense
-        .params
-        .values()
-        .map(|p| p.var.elem_count() as u64 * 4)
-        .sum();
+    let derived = reference.is_some();
+    let reference = match reference {
+        Some(r) => r,
+        None => Reference {
+            validation: quick_accuracy(&dense, &search.test, 512)?,
+            test: quick_accuracy(&dense, &data.test, 512)?,
+            dense_f32_bytes: dense
+                .params
+                .values()
+                .map(|p| p.var.elem_count() as u64 * 4)
+                .sum(),
+        },
+    };
+    let own_baseline = quick_accuracy(&dense, &search.test, 512)?;
+    let (base_val, base_test, dense_f32_bytes) = (
+        reference.validation,
+        reference.test,
+        reference.dense_f32_bytes,
+    );
     let limit = step.max_accuracy_drop;
     // Sensitivity: each layer alone; a layer may go as far as it loses under 4× the budget
     // on its own (fine-tuning wins much of that back).
@@ -392,7 +517,7 @@ pub fn auto_step(
                 None,
             )?;
             prune_to(&dense, &scores, s, Scope::Layer)?;
-            let drop = base_val - quick_accuracy(&dense, &search.test, 512)?;
+            let drop = own_baseline - quick_accuracy(&dense, &search.test, 512)?;
             dense.set_values(name, original.clone())?;
             points.push((s, drop));
             if drop <= 4.0 * limit {
@@ -491,7 +616,10 @@ pub fn auto_step(
             w.trial, w.compression_ratio, 100.0 * w.test_accuracy_drop
         ),
         None => {
-            std::fs::copy(input, output)?;
+            // A search on a derived student leaves the fallback to its caller.
+            if !derived {
+                std::fs::copy(input, output)?;
+            }
             "no trial stayed within the accuracy budget on both splits; the baseline model is returned unchanged".into()
         }
     };
