@@ -24,10 +24,10 @@ use super::super::reader::read_dense;
 use super::super::CompressError;
 use super::data::{Dataset, Split};
 use super::evaluate::quick_accuracy;
-use super::importance::{prune_to, score, sparsity_of};
+use super::importance::{prune_one, solo_accuracy, sparsity_of};
 use super::network::Network;
 use super::train::{masks_of, train, TrainContext};
-use crate::domain::{AutoStep, Codec, Criterion, EntropyStep, QuantizeStep, Scope, TrainStep};
+use crate::domain::{AutoStep, Codec, EntropyStep, QuantizeStep, TrainStep};
 
 const LADDER: [f64; 8] = [0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97];
 
@@ -163,15 +163,7 @@ fn run_trial(
     let mut sparsities = Vec::new();
     for (name, cap) in caps {
         let s = level.min(*cap);
-        let scores = score(
-            &net,
-            None,
-            std::slice::from_ref(name),
-            Criterion::Magnitude,
-            1,
-            None,
-        )?;
-        prune_to(&net, &scores, s, Scope::Layer)?;
+        prune_one(&net, name, s)?;
         sparsities.push((name.clone(), s));
     }
     let names: Vec<String> = caps.iter().map(|(n, _)| n.clone()).collect();
@@ -508,17 +500,7 @@ fn search_size(
         let mut cap = 0.0;
         for &s in &LADDER {
             control.checkpoint()?;
-            let scores = score(
-                &dense,
-                None,
-                std::slice::from_ref(name),
-                Criterion::Magnitude,
-                1,
-                None,
-            )?;
-            prune_to(&dense, &scores, s, Scope::Layer)?;
-            let drop = own_baseline - quick_accuracy(&dense, &search.test, 512)?;
-            dense.set_values(name, original.clone())?;
+            let drop = own_baseline - solo_accuracy(&dense, name, &original, s, &search.test)?;
             points.push((s, drop));
             if drop <= 4.0 * limit {
                 cap = s;

@@ -233,6 +233,28 @@ pub fn apply(w: &mut [f32], mask: &[f32]) {
     });
 }
 
+/// Prunes one tensor on its own, by magnitude, to `sparsity`.
+pub fn prune_one(net: &Network, name: &str, sparsity: f64) -> Result<(), CompressError> {
+    let names = [name.to_owned()];
+    let scores = score(net, None, &names, Criterion::Magnitude, 1, None)?;
+    prune_to(net, &scores, sparsity, Scope::Layer).map(drop)
+}
+
+/// Accuracy on `split` with one tensor pruned alone to `sparsity`; the tensor is restored to
+/// `original` afterwards.
+pub fn solo_accuracy(
+    net: &Network,
+    name: &str,
+    original: &[f32],
+    sparsity: f64,
+    split: &super::data::Split,
+) -> Result<f64, CompressError> {
+    prune_one(net, name, sparsity)?;
+    let accuracy = super::evaluate::quick_accuracy(net, split, 512);
+    net.set_values(name, original.to_vec())?;
+    accuracy
+}
+
 /// Fraction of zeros over the named tensors.
 pub fn sparsity_of(net: &Network, names: &[String]) -> Result<f64, CompressError> {
     let (mut zeros, mut total) = (0usize, 0usize);

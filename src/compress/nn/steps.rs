@@ -18,7 +18,7 @@ use super::data::Dataset;
 use super::distill::Teacher;
 use super::evaluate::{evaluate, quick_accuracy, EvalReport};
 use super::fake_quant::FakeQuant;
-use super::importance::{prune_nm, prune_to, score, sparsity_of};
+use super::importance::{prune_nm, prune_to, score, solo_accuracy, sparsity_of};
 use super::network::Network;
 use super::structured::{l1_filter, StructuredReport};
 use super::train::{masks_of, train, Masks, TrainContext, TrainReport};
@@ -444,17 +444,7 @@ pub fn sensitivity_step(
         let mut points = Vec::new();
         for &s in &step.sparsities {
             control.checkpoint()?;
-            let scores = score(
-                &net,
-                None,
-                std::slice::from_ref(name),
-                Criterion::Magnitude,
-                1,
-                None,
-            )?;
-            prune_to(&net, &scores, s, Scope::Layer)?;
-            let accuracy = quick_accuracy(&net, &data.test, 512)?;
-            net.set_values(name, original.clone())?;
+            let accuracy = solo_accuracy(&net, name, &original, s, &data.test)?;
             points.push(SensitivityPoint {
                 sparsity: s,
                 accuracy,
