@@ -39,6 +39,21 @@ const LENET_5: &str = r#"{"input_shape":[1,28,28],"input_scale":0.00392156862745
   {"type":"linear","in_features":120,"out_features":84},{"type":"relu"},
   {"type":"linear","in_features":84,"out_features":10}]}"#;
 
+/// A fresh model (PyTorch's initialisation from seed 1) trained with the recipe.
+fn trained(arch: &Architecture, data: &Dataset, epochs: usize) -> anyhow::Result<Network> {
+    let control = Control::default();
+    let net = Network::initialise(arch, &mut StdRng::seed_from_u64(1))?;
+    train(
+        &net,
+        data,
+        &recipe(epochs, 1),
+        None,
+        None,
+        &TrainContext::on_labels(&control, json!({})),
+    )?;
+    Ok(net)
+}
+
 fn recipe(epochs: usize, seed: u64) -> TrainStep {
     let wire: TrainWire = serde_json::from_value(json!({
         "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 64,
@@ -62,11 +77,7 @@ fn one_seed(
     verbose: bool,
 ) -> anyhow::Result<SeedResult> {
     let control = Control::default();
-    let ctx = TrainContext {
-        control: &control,
-        label: json!({}),
-        teacher: None,
-    };
+    let ctx = TrainContext::on_labels(&control, json!({}));
     let mut rng = StdRng::seed_from_u64(seed);
     let net = Network::initialise(arch, &mut rng)?;
     let dense = train(&net, data, &recipe(epochs, seed), None, None, &ctx)?;
@@ -128,14 +139,9 @@ fn one_seed(
 /// Half the filters/neurons of every hidden layer removed by L1 norm, then 2 epochs.
 fn structured(arch: &Architecture, data: &Dataset, epochs: usize) -> anyhow::Result<()> {
     let control = Control::default();
-    let ctx = TrainContext {
-        control: &control,
-        label: json!({}),
-        teacher: None,
-    };
+    let ctx = TrainContext::on_labels(&control, json!({}));
     let opts = EvaluateStep::default();
-    let mut cnn = Network::initialise(arch, &mut StdRng::seed_from_u64(1))?;
-    train(&cnn, data, &recipe(epochs, 1), None, None, &ctx)?;
+    let mut cnn = trained(arch, data, epochs)?;
     let before = evaluate(&cnn, &data.test, 10, &opts, "test split")?;
     let report = l1_filter(
         &mut cnn,
@@ -194,14 +200,9 @@ fn qat_vs_ptq(name: &str, arch_json: &str, path: &Path, epochs: usize) -> anyhow
     let arch = Architecture::parse_json(arch_json).map_err(|e| anyhow::anyhow!(e.0))?;
     let data = load_dataset(path, &arch)?;
     let control = Control::default();
-    let ctx = TrainContext {
-        control: &control,
-        label: json!({}),
-        teacher: None,
-    };
-    let trained = |extra: Option<FakeQuant>, more: bool| -> anyhow::Result<Network> {
-        let mut net = Network::initialise(&arch, &mut StdRng::seed_from_u64(1))?;
-        train(&net, &data, &recipe(epochs, 1), None, None, &ctx)?;
+    let ctx = TrainContext::on_labels(&control, json!({}));
+    let variant = |extra: Option<FakeQuant>, more: bool| -> anyhow::Result<Network> {
+        let mut net = trained(&arch, &data, epochs)?;
         if more {
             let mut ft = recipe(2, 7);
             ft.lr = 0.01;
@@ -210,7 +211,7 @@ fn qat_vs_ptq(name: &str, arch_json: &str, path: &Path, epochs: usize) -> anyhow
         }
         Ok(net)
     };
-    let float = trained(None, false)?;
+    let float = variant(None, false)?;
     println!(
         "{name}: float {:.4}",
         quick_accuracy(&float, &data.test, 512)?
@@ -230,9 +231,9 @@ fn qat_vs_ptq(name: &str, arch_json: &str, path: &Path, epochs: usize) -> anyhow
             net.fake_quant = Some(int4.clone());
             Ok(quick_accuracy(&net, &data.test, 512)?)
         };
-        let ptq = stored(trained(None, false)?)?;
-        let ft_ptq = stored(trained(None, true)?)?;
-        let qat = stored(trained(Some(int4.clone()), true)?)?;
+        let ptq = stored(variant(None, false)?)?;
+        let ft_ptq = stored(variant(None, true)?)?;
+        let qat = stored(variant(Some(int4.clone()), true)?)?;
         println!(
             "  int4 {label}: PTQ {ptq:.4}; 2 float epochs then PTQ {ft_ptq:.4}; 2 QAT epochs {qat:.4} ({:+.2} points over the better PTQ)",
             100.0 * (qat - ptq.max(ft_ptq))
@@ -248,13 +249,7 @@ fn distillation(path: &Path, epochs: usize) -> anyhow::Result<()> {
     let arch = Architecture::parse_json(LENET_300_100).map_err(|e| anyhow::anyhow!(e.0))?;
     let data = load_dataset(path, &arch)?;
     let control = Control::default();
-    let plain = TrainContext {
-        control: &control,
-        label: json!({}),
-        teacher: None,
-    };
-    let teacher = Network::initialise(&arch, &mut StdRng::seed_from_u64(1))?;
-    train(&teacher, &data, &recipe(epochs, 1), None, None, &plain)?;
+    let teacher = trained(&arch, &data, epochs)?;
     println!(
         "teacher LeNet-300-100: {:.4}",
         quick_accuracy(&teacher, &data.test, 512)?
@@ -315,13 +310,7 @@ fn auto(path: &Path, epochs: usize) -> anyhow::Result<()> {
     let arch = Architecture::parse_json(LENET_300_100).map_err(|e| anyhow::anyhow!(e.0))?;
     let data = load_dataset(path, &arch)?;
     let control = Control::default();
-    let ctx = TrainContext {
-        control: &control,
-        label: json!({}),
-        teacher: None,
-    };
-    let net = Network::initialise(&arch, &mut StdRng::seed_from_u64(1))?;
-    train(&net, &data, &recipe(epochs, 1), None, None, &ctx)?;
+    let net = trained(&arch, &data, epochs)?;
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("dense.safetensors");
     net.save(&input)?;

@@ -88,6 +88,16 @@ async fn upload_architecture(
         .unwrap()
 }
 
+/// A running app with the shared dataset and a freshly initialised model: the MLP on the
+/// vector form of the data, or the CNN on its image form.
+async fn app_with_model(backend: Backend, image: bool) -> Option<(TestApp, Value, Value)> {
+    let app = TestApp::spawn(backend, |_| {}).await?;
+    let data = created(upload_dataset(&app, dataset(image)).await).await;
+    let arch = if image { CNN } else { MLP };
+    let model = created(upload_architecture(&app, arch, None).await).await;
+    Some((app, data, model))
+}
+
 async fn created(res: reqwest::Response) -> Value {
     let status = res.status();
     let body: Value = res.json().await.unwrap();
@@ -255,11 +265,9 @@ async fn train_prune_evaluate_end_to_end(backend: Backend) {
 }
 
 async fn structured_and_n_of_m_pruning(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+    let Some((app, data, model)) = app_with_model(backend, true).await else {
         return;
     };
-    let data = created(upload_dataset(&app, dataset(true)).await).await;
-    let model = created(upload_architecture(&app, CNN, None).await).await;
     let job = run(
         &app,
         json!({
@@ -544,11 +552,9 @@ async fn training_reports_epochs_and_cancels_between_batches(backend: Backend) {
 /// A half-size student distilled from a trained teacher, compared with the same student on
 /// labels alone, then pruned in the same pipeline.
 async fn distillation_trains_a_smaller_student(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+    let Some((app, data, model)) = app_with_model(backend, false).await else {
         return;
     };
-    let data = created(upload_dataset(&app, dataset(false)).await).await;
-    let model = created(upload_architecture(&app, MLP, None).await).await;
     let job = run(
         &app,
         json!({
@@ -625,11 +631,9 @@ async fn distillation_trains_a_smaller_student(backend: Backend) {
 /// Quantization-aware fine-tuning reports post-training quantization and QAT side by side,
 /// keeps pruned weights at zero, and writes the quantized model.
 async fn qat_reports_ptq_and_qat_and_writes_the_quantized_model(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+    let Some((app, data, model)) = app_with_model(backend, false).await else {
         return;
     };
-    let data = created(upload_dataset(&app, dataset(false)).await).await;
-    let model = created(upload_architecture(&app, MLP, None).await).await;
     let job = run(&app, json!({
         "model_id": model["id"], "dataset_id": data["id"],
         "pipeline": [
@@ -669,11 +673,9 @@ async fn qat_reports_ptq_and_qat_and_writes_the_quantized_model(backend: Backend
 /// `auto` keeps to its budget, never returns a model outside the accuracy budget, and
 /// re-measures its winner on the evaluation split.
 async fn auto_finds_a_smaller_model_within_budget(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+    let Some((app, data, model)) = app_with_model(backend, false).await else {
         return;
     };
-    let data = created(upload_dataset(&app, dataset(false)).await).await;
-    let model = created(upload_architecture(&app, MLP, None).await).await;
     let trained = run(
         &app,
         json!({"model_id": model["id"], "dataset_id": data["id"],
@@ -737,11 +739,9 @@ async fn auto_finds_a_smaller_model_within_budget(backend: Backend) {
 /// The latency objective removes whole filters, times every trial, and hands on a smaller
 /// architecture when a trial is both faster and within the budget.
 async fn auto_for_latency_shrinks_the_architecture(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+    let Some((app, data, model)) = app_with_model(backend, true).await else {
         return;
     };
-    let data = created(upload_dataset(&app, dataset(true)).await).await;
-    let model = created(upload_architecture(&app, CNN, None).await).await;
     let job = run(
         &app,
         json!({"model_id": model["id"], "dataset_id": data["id"], "pipeline": [

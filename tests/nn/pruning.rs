@@ -34,11 +34,7 @@ fn blob_data() -> Dataset {
 }
 
 fn quiet(control: &Control) -> TrainContext<'_> {
-    TrainContext {
-        control,
-        label: json!({}),
-        teacher: None,
-    }
+    TrainContext::on_labels(control, json!({}))
 }
 
 #[test]

@@ -168,11 +168,7 @@ fn run_trial(
     }
     let names: Vec<String> = caps.iter().map(|(n, _)| n.clone()).collect();
     let masks = masks_of(&net, &names)?;
-    let ctx = TrainContext {
-        control,
-        label: json!({"op": "auto", "level": level, "bits": bits}),
-        teacher: None,
-    };
+    let ctx = TrainContext::on_labels(control, json!({"op": "auto", "level": level, "bits": bits}));
     if recipe.epochs > 0 {
         train(&net, search, recipe, Some(&masks), None, &ctx)?;
     }
@@ -229,11 +225,7 @@ pub fn auto_latency(
     let base_val = quick_accuracy(&dense, &search.test, 512)?;
     let base_test = quick_accuracy(&dense, &data.test, 512)?;
     let base_speed = speed(&dense, &data.test, &timing)?.throughput_samples_per_second;
-    let dense_f32_bytes: u64 = dense
-        .params
-        .values()
-        .map(|p| p.var.elem_count() as u64 * 4)
-        .sum();
+    let dense_f32_bytes: u64 = dense.stored_values() * 4;
     let limit = step.max_accuracy_drop;
     let mut budget = Budgeted {
         started,
@@ -253,18 +245,17 @@ pub fn auto_latency(
             Sparsity::parse(fraction).map_err(|e| CompressError::InvalidRequest(e.0))?,
             &TensorSelection::default(),
         )?;
-        let ctx = TrainContext {
+        let ctx = TrainContext::on_labels(
             control,
-            label: json!({"op": "auto", "objective": "latency", "fraction": fraction}),
-            teacher: None,
-        };
+            json!({"op": "auto", "objective": "latency", "fraction": fraction}),
+        );
         if step.finetune.epochs > 0 {
             train(&net, &search, &step.finetune, None, None, &ctx)?;
         }
         let validation_accuracy = quick_accuracy(&net, &search.test, 512)?;
         let throughput = speed(&net, &data.test, &timing)?.throughput_samples_per_second;
         budget.used += 1;
-        let parameters: u64 = net.params.values().map(|p| p.var.elem_count() as u64).sum();
+        let parameters: u64 = net.stored_values();
         let within = validation_accuracy >= base_val - limit;
         trials.push(Trial {
             student: false,
@@ -476,11 +467,7 @@ fn search_size(
         None => Reference {
             validation: quick_accuracy(&dense, &search.test, 512)?,
             test: quick_accuracy(&dense, &data.test, 512)?,
-            dense_f32_bytes: dense
-                .params
-                .values()
-                .map(|p| p.var.elem_count() as u64 * 4)
-                .sum(),
+            dense_f32_bytes: dense.stored_values() * 4,
         },
     };
     let own_baseline = quick_accuracy(&dense, &search.test, 512)?;

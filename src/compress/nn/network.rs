@@ -235,6 +235,14 @@ impl Network {
         p.var.set(&t).map_err(nn_error)
     }
 
+    /// Every value of the state dict: weights, biases and batch-norm statistics.
+    pub fn stored_values(&self) -> u64 {
+        self.params
+            .values()
+            .map(|p| p.var.elem_count() as u64)
+            .sum()
+    }
+
     /// Prunable weights (linear and conv) in layer order.
     pub fn weight_names(&self) -> Vec<String> {
         self.arch

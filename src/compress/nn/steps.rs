@@ -200,11 +200,7 @@ pub fn train_step(
         None
     };
     let op = if finetune { "finetune" } else { "train" };
-    let ctx = TrainContext {
-        control,
-        label: json!({"step": index, "op": op}),
-        teacher: None,
-    };
+    let ctx = TrainContext::on_labels(control, json!({"step": index, "op": op}));
     let report = train(&net, data, recipe, masks.as_ref(), None, &ctx)?;
     net.save(output)?;
     Ok(TrainStepReport { op, train: report })
@@ -379,11 +375,10 @@ fn iterate(
                             .collect::<Result<_, CompressError>>()?,
                     );
                 }
-                let ctx = TrainContext {
+                let ctx = TrainContext::on_labels(
                     control,
-                    label: json!({"step": index, "op": "prune", "round": t, "rounds": rounds, "target_sparsity": goal}),
-                    teacher: None,
-                };
+                    json!({"step": index, "op": "prune", "round": t, "rounds": rounds, "target_sparsity": goal}),
+                );
                 let mut recipe = recipe;
                 recipe.seed = recipe.seed.wrapping_add(t as u64);
                 let r = train(
@@ -585,11 +580,10 @@ pub fn distill_step(
     let train_report = train(&student, data, &step.train, None, None, &ctx)?;
     let (baseline, baseline_train) = if step.baseline {
         let alone = fresh(&arch)?;
-        let ctx = TrainContext {
+        let ctx = TrainContext::on_labels(
             control,
-            label: json!({"step": index, "op": "distill", "baseline": true}),
-            teacher: None,
-        };
+            json!({"step": index, "op": "distill", "baseline": true}),
+        );
         let r = train(&alone, data, &step.train, None, None, &ctx)?;
         (Some(figures(&alone)?), Some(r))
     } else {
@@ -674,11 +668,7 @@ pub fn qat_step(
     let accuracy_ptq = accuracy_ptq?;
     let masks = masks_of(&net, &net.weight_names())?;
     net.fake_quant = FakeQuant::for_scheme(step.quantize.scheme, step.quantize.selection.clone());
-    let ctx = TrainContext {
-        control,
-        label: json!({"step": index, "op": "qat"}),
-        teacher: None,
-    };
+    let ctx = TrainContext::on_labels(control, json!({"step": index, "op": "qat"}));
     let train_report = train(&net, data, &step.train, Some(&masks), None, &ctx)?;
     net.fake_quant = None;
     let trained = scratch.with_extension("trained.safetensors");

@@ -69,16 +69,12 @@ fn replace(net: &mut Network, name: &str, t: Tensor) -> Result<(), CompressError
     Ok(())
 }
 
-fn count(net: &Network) -> u64 {
-    net.params.values().map(|p| p.var.elem_count() as u64).sum()
-}
-
 pub fn l1_filter(
     net: &mut Network,
     fraction: Sparsity,
     selection: &TensorSelection,
 ) -> Result<StructuredReport, CompressError> {
-    let before = count(net);
+    let before = net.stored_values();
     let mut layers = Vec::new();
     let mut kept_whole = Vec::new();
     for i in 0..net.arch.layers.len() {
@@ -128,7 +124,7 @@ pub fn l1_filter(
         layers,
         kept_whole,
         parameters_before: before,
-        parameters_after: count(net),
+        parameters_after: net.stored_values(),
     })
 }
 

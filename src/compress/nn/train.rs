@@ -49,6 +49,17 @@ pub struct TrainContext<'a> {
     pub teacher: Option<Teacher<'a>>,
 }
 
+impl<'a> TrainContext<'a> {
+    /// Training on the labels alone.
+    pub fn on_labels(control: &'a Control, label: serde_json::Value) -> Self {
+        TrainContext {
+            control,
+            label,
+            teacher: None,
+        }
+    }
+}
+
 struct Slot {
     first: Option<Tensor>,
     second: Option<Tensor>,
