@@ -20,9 +20,53 @@ pub enum Command {
     Serve,
     /// Print the OpenAPI description (YAML) that the server serves at /openapi.json.
     Openapi,
+    /// Manage API keys in the database named by DATABASE_URL.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage tenants in the database named by DATABASE_URL.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
     /// Exit 0 if the server at COMPRESSD_BIND answers /readyz with 200 (for container
     /// health checks, where no curl is installed).
     Healthcheck,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key for a tenant (the tenant is created if new). The key is printed once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// A note to tell keys apart.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Requests per minute for this key (default: COMPRESSD_RATE_LIMIT_PER_MINUTE).
+        #[arg(long)]
+        rate_limit_per_minute: Option<u32>,
+    },
+    /// List keys (never the keys themselves: id, prefix, tenant, state).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id; it is refused from the next request on.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// List tenants with their limits.
+    List,
+    /// Set a tenant's limits (omitted ones return to the server defaults).
+    Limits {
+        name: String,
+        #[arg(long)]
+        max_stored_bytes: Option<u64>,
+        #[arg(long)]
+        max_running_jobs: Option<u32>,
+        #[arg(long)]
+        max_queued_jobs: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -64,6 +108,38 @@ pub struct Config {
     /// Log format: text or json.
     #[arg(long, env = "COMPRESSD_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Key for the admin API (`/v1/admin/...`): tenants and their API keys. Unset: the admin
+    /// API is off (the `keys` and `tenants` subcommands still work on the database).
+    #[arg(long, env = "COMPRESSD_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Requests per minute per API key, unless the key sets its own.
+    #[arg(long, env = "COMPRESSD_RATE_LIMIT_PER_MINUTE", default_value_t = 1200)]
+    pub rate_limit_per_minute: u32,
+    /// Bytes a tenant may keep (models, datasets, artifacts, upload parts), unless the tenant
+    /// sets its own. Unset: no limit.
+    #[arg(long, env = "COMPRESSD_MAX_STORED_BYTES")]
+    pub max_stored_bytes: Option<u64>,
+    /// Jobs of one tenant running at once, unless the tenant sets its own.
+    #[arg(long, env = "COMPRESSD_MAX_RUNNING_JOBS", default_value_t = 8)]
+    pub max_running_jobs: u32,
+    /// Jobs of one tenant waiting in the queue, unless the tenant sets its own.
+    #[arg(long, env = "COMPRESSD_MAX_QUEUED_JOBS", default_value_t = 1000)]
+    pub max_queued_jobs: u32,
+    /// How long a resumable upload may stay incomplete before its parts are removed.
+    #[arg(long, env = "COMPRESSD_UPLOAD_TTL_SECONDS", default_value_t = 86_400)]
+    pub upload_ttl_seconds: u64,
+    /// A request body that sends nothing for this long is cut off (slow clients).
+    #[arg(long, env = "COMPRESSD_BODY_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_idle_timeout_ms: u64,
+    /// Webhook delivery attempts before a delivery is marked failed.
+    #[arg(long, env = "COMPRESSD_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+    /// First webhook retry delay; doubles per attempt, capped at ten minutes.
+    #[arg(long, env = "COMPRESSD_WEBHOOK_RETRY_BASE_MS", default_value_t = 2_000)]
+    pub webhook_retry_base_ms: u64,
+    /// How often expired uploads and artifacts are swept.
+    #[arg(long, env = "COMPRESSD_SWEEP_MS", default_value_t = 60_000)]
+    pub sweep_ms: u64,
     /// Testing aid: sleep this long between chunks of every job.
     #[arg(
         long,

@@ -1,10 +1,13 @@
 //! compressd: model compression as a service.
 
 pub mod api;
+pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod domain;
+pub mod notify;
 pub mod startup;
 pub mod store;
+pub mod sweeper;
 pub mod telemetry;
 pub mod worker;

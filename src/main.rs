@@ -15,6 +15,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Healthcheck) => healthcheck(&cli.config.bind),
+        Some(Command::Keys(c)) => compressd::cli::keys(&cli.config.database_url, c).await,
+        Some(Command::Tenants(c)) => compressd::cli::tenants(&cli.config.database_url, c).await,
         Some(Command::Serve) | None => {
             let signal = ShutdownSignal::install();
             compressd::telemetry::init_logging(&cli.config.log_format);

@@ -22,6 +22,8 @@ pub struct Application {
     store: Store,
     shutdown: CancellationToken,
     grace: Duration,
+    /// Webhook sender and retention sweeper.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Application {
@@ -30,6 +32,10 @@ impl Application {
         let store = Store::connect(&config.database_url)
             .await
             .with_context(|| format!("opening the store at {}", redact(&config.database_url)))?;
+        store
+            .ensure_local_tenant()
+            .await
+            .context("creating the local tenant")?;
         for dir in [config.tmp_dir(), config.scratch_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -47,6 +53,7 @@ impl Application {
                 progress_interval: Duration::from_millis(250),
                 scratch_dir: config.scratch_dir(),
                 chunk_delay: Duration::from_millis(config.test_chunk_delay_ms),
+                max_running_per_tenant: i64::from(config.max_running_jobs),
             },
         );
         let pool = WorkerPool::start(
@@ -58,7 +65,39 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let address = listener.local_addr()?;
+        let open = address.ip().is_loopback();
+        let keys = store.live_keys_exist().await?;
+        if !open && !keys && config.admin_key.is_none() {
+            pool.shutdown(Duration::ZERO).await;
+            anyhow::bail!(
+                "refusing to serve on {address} with no API keys: anyone who can reach it could use it. \
+                 Create a key first (`compressd keys create --tenant NAME`), set COMPRESSD_ADMIN_KEY, \
+                 or bind to 127.0.0.1"
+            );
+        }
+        if open && !keys {
+            tracing::warn!(%address, "no API keys exist: serving without authentication, as tenant 'local', because the address is loopback");
+        }
         let shutdown = CancellationToken::new();
+        let background = vec![
+            tokio::spawn(crate::notify::run(
+                store.clone(),
+                crate::notify::WebhookSettings {
+                    max_attempts: config.webhook_max_attempts.max(1),
+                    retry_base: Duration::from_millis(config.webhook_retry_base_ms),
+                    poll: Duration::from_millis(config.poll_ms.clamp(10, 1000)),
+                },
+                shutdown.clone(),
+            )),
+            tokio::spawn(
+                crate::sweeper::Sweeper {
+                    store: store.clone(),
+                    blobs: blobs.clone(),
+                    tmp_dir: config.tmp_dir(),
+                }
+                .run(Duration::from_millis(config.sweep_ms.max(50)), shutdown.clone()),
+            ),
+        ];
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
         let state = AppState {
             store: store.clone(),
@@ -66,6 +105,8 @@ impl Application {
             config: Arc::new(config.clone()),
             metrics: telemetry::metrics_handle(),
             shutdown: shutdown.clone(),
+            open,
+            rate_limits: Default::default(),
         };
         let app = api::router(state);
         let stop = shutdown.clone();
@@ -89,6 +130,7 @@ impl Application {
             store,
             shutdown,
             grace,
+            background,
         })
     }
 
@@ -122,6 +164,9 @@ impl Application {
         self.shutdown.cancel();
         self.pool.shutdown(self.grace).await;
         let served = self.server.await;
+        for task in self.background {
+            let _ = task.await;
+        }
         self.store.close().await;
         served??;
         tracing::info!("compressd stopped");

@@ -5,6 +5,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 
+use super::auth::Caller;
 use super::download::serve_blob;
 use super::error::ApiError;
 use super::extract::parse_id;
@@ -12,10 +13,10 @@ use super::views::ArtifactView;
 use super::AppState;
 use crate::store::ArtifactRecord;
 
-async fn find(app: &AppState, raw: &str) -> Result<ArtifactRecord, ApiError> {
+async fn find(app: &AppState, caller: &Caller, raw: &str) -> Result<ArtifactRecord, ApiError> {
     let id = parse_id("artifact", raw)?;
     app.store
-        .get_artifact(id)
+        .get_artifact(caller.tenant_id(), id)
         .await?
         .ok_or_else(|| ApiError::not_found("artifact", raw))
 }
@@ -33,9 +34,10 @@ async fn find(app: &AppState, raw: &str) -> Result<ArtifactRecord, ApiError> {
 )]
 pub async fn get_artifact(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ArtifactView>, ApiError> {
-    Ok(Json(find(&app, &id).await?.into()))
+    Ok(Json(find(&app, &caller, &id).await?.into()))
 }
 
 /// Download an artifact. Supports Range and If-None-Match; the ETag is the file's SHA-256.
@@ -54,10 +56,11 @@ pub async fn get_artifact(
 )]
 pub async fn download_artifact(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let a = find(&app, &id).await?;
+    let a = find(&app, &caller, &id).await?;
     serve_blob(
         &app,
         &a.blob_key,

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_id, ApiQuery};
 use super::models::{receive_upload, validate_name, UploadQuery};
@@ -41,6 +42,7 @@ use crate::store::{DatasetRecord, NewDataset};
 )]
 pub async fn upload_dataset(
     State(app): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<UploadQuery>,
     request: Request,
 ) -> Result<(StatusCode, Json<DatasetView>), ApiError> {
@@ -58,12 +60,13 @@ pub async fn upload_dataset(
     }
     let stem = file_name.map(|f| f.trim_end_matches(".safetensors").to_owned());
     let name = validate_name(texts.remove("name").or(query.name).or(stem))?;
-    let dataset = store_dataset(&app, upload, name).await?;
+    let dataset = store_dataset(&app, &caller, upload, name).await?;
     Ok((StatusCode::CREATED, Json(dataset.into())))
 }
 
-async fn store_dataset(
+pub(super) async fn store_dataset(
     app: &AppState,
+    caller: &Caller,
     upload: TempUpload,
     name: String,
 ) -> Result<DatasetRecord, ApiError> {
@@ -79,22 +82,22 @@ async fn store_dataset(
                 format!("the upload is not a usable dataset: {other}"),
             ),
         })?;
-    let id = Uuid::now_v7();
-    let blob_key = format!("datasets/{id}.safetensors");
+    let summary = serde_json::to_value(&summary).map_err(ApiError::internal)?;
+    let (size_bytes, sha256) = (upload.size, upload.sha256.clone());
+    let blob_key = super::stored::keep(app, caller, upload).await?;
     let new = NewDataset {
-        id,
+        id: Uuid::now_v7(),
+        tenant_id: caller.tenant_id().to_owned(),
         name,
-        size_bytes: upload.size,
-        sha256: upload.sha256.clone(),
-        summary: serde_json::to_value(&summary).map_err(ApiError::internal)?,
+        size_bytes,
+        sha256,
+        summary,
         blob_key: blob_key.clone(),
     };
-    app.blobs.put(&blob_key, upload.path()).await?;
-    upload.keep();
     match app.store.insert_dataset(&new).await {
         Ok(d) => Ok(d),
         Err(e) => {
-            let _ = app.blobs.delete(&blob_key).await;
+            super::stored::forget(app, &blob_key).await;
             Err(e.into())
         }
     }
@@ -113,10 +116,11 @@ async fn store_dataset(
 )]
 pub async fn list_datasets(
     State(app): State<AppState>,
+    caller: Caller,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<DatasetView>>, ApiError> {
     let (limit, after) = page.parse()?;
-    let rows = app.store.list_datasets(limit, after).await?;
+    let rows = app.store.list_datasets(caller.tenant_id(), limit, after).await?;
     let next = next_cursor(&rows, limit, |d| d.id);
     Ok(Json(Page {
         data: rows.into_iter().map(DatasetView::from).collect(),
@@ -124,10 +128,10 @@ pub async fn list_datasets(
     }))
 }
 
-async fn find(app: &AppState, raw: &str) -> Result<DatasetRecord, ApiError> {
+async fn find(app: &AppState, caller: &Caller, raw: &str) -> Result<DatasetRecord, ApiError> {
     let id = parse_id("dataset", raw)?;
     app.store
-        .get_dataset(id)
+        .get_dataset(caller.tenant_id(), id)
         .await?
         .ok_or_else(|| ApiError::not_found("dataset", &id.to_string()))
 }
@@ -145,9 +149,10 @@ async fn find(app: &AppState, raw: &str) -> Result<DatasetRecord, ApiError> {
 )]
 pub async fn get_dataset(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DatasetView>, ApiError> {
-    Ok(Json(find(&app, &id).await?.into()))
+    Ok(Json(find(&app, &caller, &id).await?.into()))
 }
 
 /// Delete a dataset and its file. Refused while queued or running jobs use it.
@@ -164,9 +169,10 @@ pub async fn get_dataset(
 )]
 pub async fn delete_dataset(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let dataset = find(&app, &id).await?;
+    let dataset = find(&app, &caller, &id).await?;
     let active = app.store.active_jobs_for_dataset(dataset.id).await?;
     if active > 0 {
         return Err(ApiError::conflict(
@@ -174,8 +180,8 @@ pub async fn delete_dataset(
             format!("{active} queued or running jobs use this dataset; cancel them or wait for them to finish"),
         ));
     }
-    if app.store.delete_dataset(dataset.id).await? {
-        app.blobs.delete(&dataset.blob_key).await?;
+    if let Some(Some(key)) = app.store.delete_dataset(caller.tenant_id(), dataset.id).await? {
+        super::stored::release(&app, &[key]).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

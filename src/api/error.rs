@@ -15,6 +15,8 @@ pub struct ApiError {
     /// Logged, never shown: the cause of a 5xx.
     source: Option<anyhow::Error>,
     retry_after: Option<u64>,
+    limit: Option<&'static str>,
+    challenge: bool,
 }
 
 impl ApiError {
@@ -31,6 +33,8 @@ impl ApiError {
             detail: detail.into(),
             source: None,
             retry_after: None,
+            limit: None,
+            challenge: false,
         }
     }
 
@@ -91,13 +95,44 @@ impl ApiError {
         }
     }
 
+    /// 401: the caller must present a valid key.
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, code, "Unauthorized", detail);
+        e.challenge = true;
+        e
+    }
+
+    /// 429 for a rate limit (with Retry-After), 403 or 409 for a quota: names the limit.
+    pub fn over_limit(status: StatusCode, limit: &'static str, detail: impl Into<String>) -> Self {
+        let title = if status == StatusCode::TOO_MANY_REQUESTS {
+            "Too many requests"
+        } else {
+            "Quota exceeded"
+        };
+        let code = if status == StatusCode::TOO_MANY_REQUESTS {
+            "rate-limited"
+        } else {
+            "quota-exceeded"
+        };
+        let mut e = Self::new(status, code, title, detail);
+        e.limit = Some(limit);
+        e
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
     pub fn problem(&self) -> Problem {
-        Problem::new(
+        let mut p = Problem::new(
             self.code,
             self.title,
             self.status.as_u16(),
             self.detail.clone(),
-        )
+        );
+        p.limit = self.limit.map(str::to_owned);
+        p
     }
 }
 
@@ -129,6 +164,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if self.challenge {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"compressd\""),
+            );
+        }
         if let Some(secs) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

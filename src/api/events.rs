@@ -9,6 +9,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::jobs::{find_job, job_view};
 use super::AppState;
@@ -32,9 +33,10 @@ const POLL: Duration = Duration::from_millis(200);
 )]
 pub async fn job_events(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let job = find_job(&app, &id).await?;
+    let job = find_job(&app, &caller, &id).await?;
     let state = Follow {
         app,
         job_id: job.id,
@@ -74,7 +76,7 @@ struct Follow {
 
 impl Follow {
     async fn poll(&mut self) {
-        let job = match self.app.store.get_job(self.job_id).await {
+        let job = match self.app.store.job_by_id(self.job_id).await {
             Ok(Some(job)) => job,
             Ok(None) => {
                 self.finished = true;

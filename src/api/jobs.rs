@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_id, ApiJson, ApiQuery};
 use super::views::{next_cursor, JobView, Page, PageQuery};
@@ -36,6 +37,42 @@ pub struct CreateJobRequest {
     /// Steps, run in order; each names its `op`.
     #[schema(value_type = Vec<PipelineStepDoc>)]
     pub pipeline: Vec<Value>,
+    /// Reuse the artifacts of a finished job with the same model bytes, dataset bytes and
+    /// pipeline (default true); the job is then `succeeded` at once with `cached_from` set.
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Called (POST, the job as JSON, signed with the tenant's webhook secret) once the job
+    /// is succeeded, failed or cancelled. http or https.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Seconds the job's artifacts are kept after it succeeds; then they are removed.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub artifact_ttl_seconds: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+const MAX_WEBHOOK_URL: usize = 2048;
+
+fn check_webhook_url(url: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| {
+        ApiError::unprocessable(
+            "invalid-webhook-url",
+            "Invalid webhook URL",
+            format!("webhook_url {why}"),
+        )
+    };
+    if url.len() > MAX_WEBHOOK_URL {
+        return Err(bad(&format!("is longer than {MAX_WEBHOOK_URL} characters")));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad("must be an http or https URL with a host"));
+    }
+    Ok(())
 }
 
 /// Submit a compression job. Answers 202 at once; the job runs on a worker. Send an
@@ -49,19 +86,37 @@ pub struct CreateJobRequest {
     responses(
         (status = 202, description = "Queued (or, for a repeated Idempotency-Key, the job created the first time)", body = JobView),
         (status = 400, description = "Malformed JSON or header", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The tenant's queue is full (`limit`: queued_jobs)", body = crate::domain::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid pipeline, unknown model, or Idempotency-Key reused with another body", body = crate::domain::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_job(
     State(app): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateJobRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let pipeline = Pipeline::parse(&req.pipeline)
         .map_err(|e| ApiError::unprocessable("invalid-pipeline", "Invalid pipeline", e.0))?;
-    let model = app.store.get_model(req.model_id).await?.ok_or_else(|| {
+    if let Some(url) = &req.webhook_url {
+        check_webhook_url(url)?;
+    }
+    let ttl_ms = match req.artifact_ttl_seconds {
+        Some(0) => {
+            return Err(ApiError::unprocessable(
+                "invalid-ttl",
+                "Invalid time to live",
+                "artifact_ttl_seconds must be at least 1",
+            ))
+        }
+        Some(s) => Some(s.saturating_mul(1000).min(i64::MAX as u64) as i64),
+        None => None,
+    };
+    let tenant = caller.tenant_id();
+    let model = app.store.get_model(tenant, req.model_id).await?.ok_or_else(|| {
         ApiError::unprocessable(
             "model-not-found",
             "Unknown model",
@@ -72,21 +127,40 @@ pub async fn create_job(
         )
     })?;
     check_against_model(&pipeline, &model)?;
-    check_model_inputs(&app, &pipeline, &model, req.dataset_id).await?;
-    let canonical = json!({ "model_id": req.model_id, "dataset_id": req.dataset_id, "pipeline": pipeline.to_json() });
+    let dataset_sha = check_model_inputs(&app, &caller, &pipeline, &model, req.dataset_id).await?;
+    let canonical = json!({
+        "model_id": req.model_id, "dataset_id": req.dataset_id, "pipeline": pipeline.to_json(),
+        "cache": req.cache, "webhook_url": req.webhook_url, "artifact_ttl_seconds": req.artifact_ttl_seconds,
+    });
     let request_hash = hex::encode(Sha256::digest(canonical.to_string()));
-    let created = app
-        .store
-        .create_job(&CreateJob {
-            id: Uuid::now_v7(),
-            model_id: req.model_id,
-            dataset_id: req.dataset_id,
-            pipeline: pipeline.to_json(),
-            max_attempts: app.config.max_attempts.max(1),
-            idempotency_key: key,
-            request_hash,
-        })
-        .await?;
+    // serde_json's maps are sorted, so equal pipelines give equal text.
+    let cache_key = hex::encode(Sha256::digest(
+        json!({ "model": model.sha256, "dataset": dataset_sha, "pipeline": pipeline.to_json() }).to_string(),
+    ));
+    let new = CreateJob {
+        id: Uuid::now_v7(),
+        tenant_id: tenant.to_owned(),
+        model_id: req.model_id,
+        dataset_id: req.dataset_id,
+        pipeline: pipeline.to_json(),
+        max_attempts: app.config.max_attempts.max(1),
+        idempotency_key: key,
+        request_hash,
+        cache_key,
+        webhook_url: req.webhook_url.clone(),
+        artifact_ttl_ms: ttl_ms,
+    };
+    if req.cache && new.idempotency_key.is_none() {
+        if let Some(source) = app.store.cache_source(tenant, &new.cache_key).await? {
+            let job = app.store.insert_cached_job(&new, &source).await?;
+            tracing::info!(job_id = %job.id, cached_from = %source.id, "job answered from the results cache");
+            metrics::counter!("compressd_cache_hits_total").increment(1);
+            return accepted(&app, job, false).await;
+        }
+    }
+    check_queue_room(&app, &caller).await?;
+    super::stored::check_room(&app, &caller, 0).await?;
+    let created = app.store.create_job(&new).await?;
     let (job, replayed) = match created {
         Created::New(job) => {
             tracing::info!(job_id = %job.id, model_id = %job.model_id, "job queued");
@@ -101,8 +175,30 @@ pub async fn create_job(
             ))
         }
     };
+    accepted(&app, job, replayed).await
+}
+
+/// Refuses (409, naming `queued_jobs`) a job that would pass the tenant's queue limit.
+async fn check_queue_room(app: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    let limit = caller
+        .tenant
+        .limits
+        .max_queued_jobs
+        .unwrap_or(i64::from(app.config.max_queued_jobs));
+    let queued = app.store.queued_jobs(caller.tenant_id()).await?;
+    if queued >= limit {
+        return Err(ApiError::over_limit(
+            StatusCode::CONFLICT,
+            "queued_jobs",
+            format!("this tenant has {queued} queued jobs, its limit; wait for some to start or cancel some"),
+        ));
+    }
+    Ok(())
+}
+
+async fn accepted(app: &AppState, job: JobRecord, replayed: bool) -> Result<Response, ApiError> {
     let location = format!("/v1/jobs/{}", job.id);
-    let view = job_view(&app, job, true).await?;
+    let view = job_view(app, job, true).await?;
     let mut res = (StatusCode::ACCEPTED, Json(view)).into_response();
     res.headers_mut().insert(
         header::LOCATION,
@@ -131,12 +227,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// Refuses, before queueing, a job whose steps need an architecture or a dataset it lacks, or
 /// whose dataset does not fit the model.
+/// Returns the dataset's SHA-256, if the job has one.
 async fn check_model_inputs(
     app: &AppState,
+    caller: &Caller,
     pipeline: &Pipeline,
     model: &ModelRecord,
     dataset_id: Option<Uuid>,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let refuse = |code: &'static str, title: &'static str, detail: String| {
         ApiError::unprocessable(code, title, detail)
     };
@@ -165,9 +263,9 @@ async fn check_model_inputs(
                 "this pipeline trains or measures the model; give dataset_id (upload one with POST /v1/datasets)".into(),
             ));
         }
-        return Ok(());
+        return Ok(None);
     };
-    let dataset = app.store.get_dataset(id).await?.ok_or_else(|| {
+    let dataset = app.store.get_dataset(caller.tenant_id(), id).await?.ok_or_else(|| {
         refuse(
             "dataset-not-found",
             "Unknown dataset",
@@ -184,7 +282,8 @@ async fn check_model_inputs(
     let summary: DatasetSummary =
         serde_json::from_value(dataset.summary).map_err(ApiError::internal)?;
     check_fit(&summary, &arch)
-        .map_err(|e| refuse("dataset-mismatch", "Dataset does not fit the model", e))
+        .map_err(|e| refuse("dataset-mismatch", "Dataset does not fit the model", e))?;
+    Ok(Some(dataset.sha256))
 }
 
 /// Activation values one batch may hold at a layer (1 GiB of f32).
@@ -248,10 +347,10 @@ pub async fn job_view(
     Ok(JobView::new(job, artifacts, with_metrics))
 }
 
-pub async fn find_job(app: &AppState, raw_id: &str) -> Result<JobRecord, ApiError> {
+pub async fn find_job(app: &AppState, caller: &Caller, raw_id: &str) -> Result<JobRecord, ApiError> {
     let id = parse_id("job", raw_id)?;
     app.store
-        .get_job(id)
+        .get_job(caller.tenant_id(), id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", raw_id))
 }
@@ -269,10 +368,42 @@ pub async fn find_job(app: &AppState, raw_id: &str) -> Result<JobRecord, ApiErro
 )]
 pub async fn get_job(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let job = find_job(&app, &id).await?;
+    let job = find_job(&app, &caller, &id).await?;
     Ok(Json(job_view(&app, job, true).await?))
+}
+
+/// Delete a finished job and its artifacts (files no other job shares are removed). A queued
+/// or running job must be cancelled first.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such job", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is still queued or running", body = crate::domain::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_job(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let job = find_job(&app, &caller, &id).await?;
+    match app.store.delete_job(caller.tenant_id(), job.id).await? {
+        Some(released) => {
+            super::stored::release(&app, &released).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::conflict(
+            "job-active",
+            format!("the job is {}; cancel it and wait for it to stop before deleting it", job.status.as_str()),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -301,6 +432,7 @@ pub struct JobListQuery {
 )]
 pub async fn list_jobs(
     State(app): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<JobListQuery>,
 ) -> Result<Json<Page<JobView>>, ApiError> {
     let (limit, after) = PageQuery {
@@ -317,6 +449,7 @@ pub async fn list_jobs(
     let jobs = app
         .store
         .list_jobs(&JobFilter {
+            tenant_id: caller.tenant_id().to_owned(),
             status,
             model_id: q.model_id,
             limit,
@@ -346,9 +479,10 @@ pub async fn list_jobs(
 )]
 pub async fn cancel_job(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let job = find_job(&app, &id).await?;
+    let job = find_job(&app, &caller, &id).await?;
     if job.status.is_terminal() {
         return Err(ApiError::conflict(
             "job-finished",
@@ -360,7 +494,7 @@ pub async fn cancel_job(
     }
     let job = app
         .store
-        .cancel_job(job.id)
+        .cancel_job(caller.tenant_id(), job.id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &id))?;
     Ok((StatusCode::ACCEPTED, Json(job_view(&app, job, true).await?)))

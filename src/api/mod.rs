@@ -1,7 +1,9 @@
 //! The HTTP API: routes, the OpenAPI description derived from them, and the middleware
 //! around them.
 
+mod admin;
 mod artifacts;
+pub mod auth;
 mod datasets;
 mod download;
 mod error;
@@ -10,9 +12,12 @@ mod extract;
 mod jobs;
 mod models;
 mod ops;
+pub mod rate_limit;
+mod resumable;
+mod stored;
 mod report;
 mod upload;
-mod views;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +48,16 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Cancelled when the server begins to shut down; long-lived streams end then.
     pub shutdown: CancellationToken,
+    /// Bound to loopback: with no live API key, requests run as the `local` tenant.
+    pub open: bool,
+    pub rate_limits: Arc<rate_limit::RateLimits>,
+}
+
+impl AppState {
+    /// How long a request body may send nothing before it is cut off.
+    pub fn body_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.body_idle_timeout_ms.max(100))
+    }
 }
 
 #[derive(OpenApi)]
@@ -56,11 +71,75 @@ pub struct AppState {
         (name = "datasets", description = "Datasets that jobs train and measure models on"),
         (name = "jobs", description = "Compression jobs"),
         (name = "artifacts", description = "Job outputs"),
+        (name = "uploads", description = "Resumable uploads for large files"),
+        (name = "admin", description = "Tenants and API keys (COMPRESSD_ADMIN_KEY)"),
         (name = "operations", description = "Health and metrics"),
     ),
     components(schemas(crate::domain::Problem))
 )]
 struct ApiDoc;
+
+/// Bearer keys on every `/v1` route, and the answers any authenticated route can give.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (name, description) in [
+            ("api_key", "A tenant's API key (not needed by a loopback server with no keys)"),
+            ("admin_key", "COMPRESSD_ADMIN_KEY"),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(description))
+                        .build(),
+                ),
+            );
+        }
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let admin = path.starts_with("/v1/admin/");
+            let scheme = if admin { "admin_key" } else { "api_key" };
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.security = Some(vec![SecurityRequirement::new(scheme, Vec::<String>::new())]);
+                let responses = &mut op.responses.responses;
+                responses.insert("401".into(), problem("Missing, unknown or revoked key").into());
+                if admin {
+                    responses.insert("403".into(), problem("The admin API is off (no COMPRESSD_ADMIN_KEY)").into());
+                } else {
+                    responses.insert("429".into(), problem("Over the key's rate limit; see Retry-After").into());
+                }
+            }
+        }
+    }
+}
 
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -71,12 +150,21 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(datasets::upload_dataset, datasets::list_datasets))
         .routes(routes!(datasets::get_dataset, datasets::delete_dataset))
         .routes(routes!(jobs::create_job, jobs::list_jobs))
-        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::get_job, jobs::delete_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(events::job_events))
         .routes(routes!(report::job_report))
         .routes(routes!(artifacts::get_artifact))
         .routes(routes!(artifacts::download_artifact))
+        .routes(routes!(resumable::create_upload))
+        .routes(routes!(resumable::get_upload, resumable::abort_upload))
+        .routes(routes!(resumable::put_part))
+        .routes(routes!(resumable::complete_upload))
+        .routes(routes!(admin::create_tenant, admin::list_tenants))
+        .routes(routes!(admin::put_limits))
+        .routes(routes!(admin::create_key))
+        .routes(routes!(admin::list_keys))
+        .routes(routes!(admin::revoke_key))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -86,6 +174,7 @@ fn api_router() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_router().into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    utoipa::Modify::modify(&Security, &mut doc);
     doc
 }
 
@@ -113,6 +202,7 @@ pub fn router(state: AppState) -> Router {
                 "this route does not take that method; see /openapi.json",
             )
         })
+        .layer(middleware::from_fn_with_state(state.clone(), tenant_routes))
         .layer(middleware::from_fn(record_http_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let path = req
@@ -122,6 +212,20 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("http", method = %req.method(), path)
         }))
         .with_state(state)
+}
+
+/// Authenticates `/v1` routes other than the admin API (which checks its own key).
+async fn tenant_routes(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/v1/") && !path.starts_with("/v1/admin/") {
+        auth::authenticate(axum::extract::State(state), req, next).await
+    } else {
+        next.run(req).await
+    }
 }
 
 async fn record_http_metrics(req: Request, next: Next) -> Response {

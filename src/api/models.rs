@@ -8,6 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::download::serve_blob;
 use super::error::ApiError;
 use std::collections::HashMap;
@@ -62,6 +63,7 @@ pub struct UploadQuery {
 )]
 pub async fn upload_model(
     State(app): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<UploadQuery>,
     request: Request,
 ) -> Result<(StatusCode, Json<ModelView>), ApiError> {
@@ -93,7 +95,7 @@ pub async fn upload_model(
             "the uploaded file is empty",
         ));
     }
-    let model = store_model(&app, upload, name, architecture, config).await?;
+    let model = store_model(&app, &caller, upload, name, architecture, config).await?;
     Ok((StatusCode::CREATED, Json(ModelView::new(model, true))))
 }
 
@@ -131,6 +133,7 @@ pub(super) async fn receive_upload(
         let form = receive_form(
             &app.config.tmp_dir(),
             limit,
+            app.body_idle(),
             &content_type,
             request.into_body(),
             parts,
@@ -139,7 +142,7 @@ pub(super) async fn receive_upload(
         Ok((form.file, form.texts, form.file_name))
     } else if content_type.starts_with("application/octet-stream") {
         let stream = request.into_body().into_data_stream();
-        let upload = receive(stream, &app.config.tmp_dir(), limit)
+        let upload = receive(stream, &app.config.tmp_dir(), limit, app.body_idle())
             .await
             .map_err(|e| e.into_api(limit))?;
         Ok((Some(upload), HashMap::new(), None))
@@ -210,9 +213,13 @@ async fn initial_weights(
     .map_err(ApiError::internal)?
 }
 
-async fn find_model(app: &AppState, id: Uuid) -> Result<crate::store::ModelRecord, ApiError> {
+async fn find_model(
+    app: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<crate::store::ModelRecord, ApiError> {
     app.store
-        .get_model(id)
+        .get_model(caller.tenant_id(), id)
         .await?
         .ok_or_else(|| ApiError::not_found("model", &id.to_string()))
 }
@@ -246,19 +253,20 @@ fn check_fit(arch: &Architecture, tensors: &[TensorEntry]) -> Result<(), ApiErro
 )]
 pub async fn put_architecture(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<ModelView>, ApiError> {
     let id = parse_id("model", &id)?;
-    let model = find_model(&app, id).await?;
+    let model = find_model(&app, &caller, id).await?;
     let arch = parse_architecture(&body.to_string())?;
     let tensors: Vec<TensorEntry> =
         serde_json::from_value(model.tensors.clone()).map_err(ApiError::internal)?;
     check_fit(&arch, &tensors)?;
     app.store
-        .set_architecture(id, Some(&arch.to_json()))
+        .set_architecture(caller.tenant_id(), id, Some(&arch.to_json()))
         .await?;
-    let model = find_model(&app, id).await?;
+    let model = find_model(&app, &caller, id).await?;
     Ok(Json(ModelView::new(model, true)))
 }
 
@@ -277,8 +285,9 @@ pub(super) fn validate_name(name: Option<String>) -> Result<String, ApiError> {
 }
 
 /// Checks the file, moves it into blob storage and records it; on any failure nothing is left.
-async fn store_model(
+pub(super) async fn store_model(
     app: &AppState,
+    caller: &Caller,
     upload: TempUpload,
     name: String,
     architecture: Option<Architecture>,
@@ -300,13 +309,16 @@ async fn store_model(
         check_fit(arch, &index.tensors)?;
     }
     let id = Uuid::now_v7();
-    let blob_key = format!("models/{id}.safetensors");
+    let size_bytes = upload.size;
+    let sha256 = upload.sha256.clone();
+    let blob_key = super::stored::keep(app, caller, upload).await?;
     let new = NewModel {
         id,
+        tenant_id: caller.tenant_id().to_owned(),
         name,
         format: "safetensors".into(),
-        size_bytes: upload.size,
-        sha256: upload.sha256.clone(),
+        size_bytes,
+        sha256,
         tensor_count: index.tensors.len() as u64,
         parameter_count: index.parameter_count(),
         tensors: serde_json::to_value(&index.tensors).map_err(ApiError::internal)?,
@@ -315,15 +327,13 @@ async fn store_model(
         architecture: architecture.map(|a| a.to_json()),
         config,
     };
-    app.blobs.put(&blob_key, upload.path()).await?;
-    upload.keep();
     match app.store.insert_model(&new).await {
         Ok(model) => {
             tracing::info!(model_id = %model.id, bytes = model.size_bytes, "model stored");
             Ok(model)
         }
         Err(e) => {
-            let _ = app.blobs.delete(&blob_key).await;
+            super::stored::forget(app, &blob_key).await;
             Err(e.into())
         }
     }
@@ -342,10 +352,11 @@ async fn store_model(
 )]
 pub async fn list_models(
     State(app): State<AppState>,
+    caller: Caller,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<ModelView>>, ApiError> {
     let (limit, after) = page.parse()?;
-    let models = app.store.list_models(limit, after).await?;
+    let models = app.store.list_models(caller.tenant_id(), limit, after).await?;
     let next = next_cursor(&models, limit, |m| m.id);
     Ok(Json(Page {
         data: models
@@ -369,10 +380,11 @@ pub async fn list_models(
 )]
 pub async fn get_model(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ModelView>, ApiError> {
     let id = parse_id("model", &id)?;
-    let model = find_model(&app, id).await?;
+    let model = find_model(&app, &caller, id).await?;
     Ok(Json(ModelView::new(model, true)))
 }
 
@@ -392,11 +404,12 @@ pub async fn get_model(
 )]
 pub async fn download_model(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id("model", &id)?;
-    let model = find_model(&app, id).await?;
+    let model = find_model(&app, &caller, id).await?;
     let file_name = format!("{}.safetensors", model.name.replace(['"', '\\', '/'], "_"));
     serve_blob(
         &app,
@@ -409,7 +422,8 @@ pub async fn download_model(
     .await
 }
 
-/// Delete a model and its file. Refused while queued or running jobs use it.
+/// Delete a model, its file, and its finished jobs with their artifacts (files no other row
+/// shares are removed). Refused while queued or running jobs use it.
 #[utoipa::path(
     delete,
     path = "/v1/models/{id}",
@@ -423,10 +437,11 @@ pub async fn download_model(
 )]
 pub async fn delete_model(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id("model", &id)?;
-    let model = find_model(&app, id).await?;
+    find_model(&app, &caller, id).await?;
     let active = app.store.active_jobs_for_model(id).await?;
     if active > 0 {
         return Err(ApiError::conflict(
@@ -434,8 +449,8 @@ pub async fn delete_model(
             format!("{active} queued or running jobs use this model; cancel them or wait for them to finish"),
         ));
     }
-    if app.store.delete_model(id).await? {
-        app.blobs.delete(&model.blob_key).await?;
+    if let Some(released) = app.store.delete_model(caller.tenant_id(), id).await? {
+        super::stored::release(&app, &released).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 
+use super::auth::Caller;
 use super::download::serve_blob;
 use super::error::ApiError;
 use super::jobs::find_job;
@@ -23,10 +24,11 @@ use super::AppState;
 )]
 pub async fn job_report(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let job = find_job(&app, &id).await?;
+    let job = find_job(&app, &caller, &id).await?;
     let page = app
         .store
         .artifacts_of_job(job.id)

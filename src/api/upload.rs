@@ -54,6 +54,8 @@ impl Drop for TempUpload {
 /// Why receiving stopped early.
 pub enum ReceiveError {
     TooLarge,
+    /// Nothing arrived for the idle timeout (a stalled or slow-loris client).
+    Stalled(std::time::Duration),
     Body(String),
     Io(std::io::Error),
 }
@@ -62,6 +64,12 @@ impl ReceiveError {
     pub fn into_api(self, limit: u64) -> ApiError {
         match self {
             ReceiveError::TooLarge => ApiError::too_large(limit),
+            ReceiveError::Stalled(idle) => ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "upload-stalled",
+                "Upload stalled",
+                format!("no data arrived for {} s; the upload was cut off (resend it, or use resumable uploads for slow links)", idle.as_secs()),
+            ),
             ReceiveError::Body(msg) => ApiError::bad_request(
                 "upload-interrupted",
                 format!("reading the upload failed: {msg}"),
@@ -91,7 +99,12 @@ where
 }
 
 /// Streams `body` into a new file under `tmp_dir`, refusing to go past `limit` bytes.
-pub async fn receive<S, E>(body: S, tmp_dir: &Path, limit: u64) -> Result<TempUpload, ReceiveError>
+pub async fn receive<S, E>(
+    body: S,
+    tmp_dir: &Path,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<TempUpload, ReceiveError>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
@@ -121,7 +134,15 @@ where
 
     let mut body = std::pin::pin!(body);
     let mut failure = None;
-    while let Some(chunk) = body.next().await {
+    loop {
+        let chunk = match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                failure = Some(ReceiveError::Stalled(idle));
+                break;
+            }
+        };
         match chunk {
             Ok(bytes) => {
                 upload.size += bytes.len() as u64;
@@ -163,6 +184,7 @@ pub struct Form {
 pub async fn receive_form(
     tmp_dir: &Path,
     limit: u64,
+    idle: std::time::Duration,
     content_type: &str,
     body: axum::body::Body,
     texts: &[(&str, u64)],
@@ -196,7 +218,12 @@ pub async fn receive_form(
         let names: Vec<&str> = texts.iter().map(|(n, _)| *n).collect();
         format!("'file' and optionally {names:?}")
     };
-    while let Some(field) = form.next_field().await.map_err(bad)? {
+    let stalled = |_| ReceiveError::Stalled(idle).into_api(limit);
+    while let Some(field) = tokio::time::timeout(idle, form.next_field())
+        .await
+        .map_err(stalled)?
+        .map_err(bad)?
+    {
         let name = field.name().map(str::to_owned);
         match name.as_deref() {
             Some("file") if out.file.is_some() => {
@@ -209,7 +236,7 @@ pub async fn receive_form(
                 out.file_name = field.file_name().map(str::to_owned);
                 let stream = field.map_err(|e| e.to_string());
                 out.file = Some(
-                    receive(stream, tmp_dir, limit)
+                    receive(stream, tmp_dir, limit, idle)
                         .await
                         .map_err(|e| e.into_api(limit))?,
                 );
@@ -221,7 +248,10 @@ pub async fn receive_form(
                         format!("send at most one '{n}' part"),
                     ));
                 }
-                let text = field.text().await.map_err(bad)?;
+                let text = tokio::time::timeout(idle, field.text())
+                    .await
+                    .map_err(stalled)?
+                    .map_err(bad)?;
                 out.texts.insert(n.to_owned(), text);
             }
             other => {

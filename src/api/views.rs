@@ -108,6 +108,8 @@ pub struct ArtifactView {
     pub size_bytes: u64,
     pub sha256: String,
     pub created_at: DateTime<Utc>,
+    /// When the file is removed (the job's `artifact_ttl_seconds`); null: kept until deleted.
+    pub expires_at: Option<DateTime<Utc>>,
     pub file_url: String,
 }
 
@@ -123,6 +125,7 @@ impl From<ArtifactRecord> for ArtifactView {
             size_bytes: a.size_bytes,
             sha256: a.sha256,
             created_at: a.created_at,
+            expires_at: a.expires_at,
         }
     }
 }
@@ -154,6 +157,12 @@ pub struct JobView {
     #[schema(value_type = Option<Object>)]
     pub metrics: Option<Value>,
     pub artifacts: Vec<ArtifactView>,
+    /// Set when the job was answered from the results cache: the finished job with the same
+    /// model bytes, dataset bytes and pipeline whose artifacts it shares.
+    pub cached_from: Option<Uuid>,
+    pub cache_hit: bool,
+    /// The webhook delivery, if the job named a `webhook_url`.
+    pub webhook: Option<WebhookView>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -177,12 +186,29 @@ impl JobView {
             worker: j.worker,
             metrics: if with_metrics { j.metrics } else { None },
             artifacts: artifacts.into_iter().map(ArtifactView::from).collect(),
+            cache_hit: j.cached_from.is_some(),
+            cached_from: j.cached_from,
+            webhook: j.webhook.map(|w| WebhookView {
+                url: w.url,
+                status: w.status,
+                attempts: w.attempts,
+                last_error: w.last_error,
+            }),
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
             updated_at: j.updated_at,
         }
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    pub url: String,
+    /// pending (not yet delivered; retried with backoff), delivered, or failed (gave up).
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 /// A page of a list, newest first. Pass `next` as `after` to get the following page.

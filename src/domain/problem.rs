@@ -13,6 +13,10 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong, in words a user can act on.
     pub detail: String,
+    /// For limits and quotas: which one was hit (`rate_per_minute`, `stored_bytes`,
+    /// `queued_jobs`, `upload_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl Problem {
@@ -22,6 +26,7 @@ impl Problem {
             title: title.to_owned(),
             status,
             detail: detail.into(),
+            limit: None,
         }
     }
 

@@ -3,12 +3,13 @@
 use uuid::Uuid;
 
 use super::records::{convert, ArtifactRecord, ArtifactRow};
-use super::{on_pool, Result, Store};
+use super::{now_ms, on_pool, Result, Store, BLOB_REFERENCES};
 
 impl Store {
-    pub async fn get_artifact(&self, id: Uuid) -> Result<Option<ArtifactRecord>> {
-        let row: Option<ArtifactRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM artifacts WHERE id = $1")
+    pub async fn get_artifact(&self, tenant: &str, id: Uuid) -> Result<Option<ArtifactRecord>> {
+        let row: Option<ArtifactRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM artifacts WHERE id = $1 AND tenant_id = $2")
             .bind(id.to_string())
+            .bind(tenant)
             .fetch_optional(pool)
             .await)?;
         row.map(TryInto::try_into).transpose()
@@ -22,5 +23,42 @@ impl Store {
         .fetch_all(pool)
         .await)?;
         convert(rows)
+    }
+
+    /// Removes artifact rows whose time to live has passed (at most `limit`), returning the
+    /// blob keys no row references any more.
+    pub async fn expire_artifacts(&self, limit: i64) -> Result<Vec<String>> {
+        let now = now_ms();
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let gone: Vec<(String,)> = sqlx::query_as(
+                "DELETE FROM artifacts WHERE id IN (SELECT id FROM artifacts WHERE expires_at < $1 LIMIT $2) RETURNING blob_key",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut released = Vec::new();
+            for (key,) in gone {
+                let (refs,): (i64,) = sqlx::query_as(BLOB_REFERENCES)
+                    .bind(&key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if refs == 0 && !released.contains(&key) {
+                    released.push(key);
+                }
+            }
+            tx.commit().await?;
+            Ok(released)
+        })
+    }
+
+    /// Whether any row still names this blob.
+    pub async fn blob_in_use(&self, key: &str) -> Result<bool> {
+        let (refs,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as(BLOB_REFERENCES)
+            .bind(key)
+            .fetch_one(pool)
+            .await)?;
+        Ok(refs > 0)
     }
 }

@@ -1,15 +1,15 @@
-//! Uploaded datasets.
+//! Uploaded datasets, scoped to their tenant like models.
 
 use uuid::Uuid;
 
 use super::records::{convert, DatasetRecord, DatasetRow, NewDataset};
-use super::{now_ms, on_pool, Result, Store};
+use super::{now_ms, on_pool, Result, Store, BLOB_REFERENCES};
 
 impl Store {
     pub async fn insert_dataset(&self, d: &NewDataset) -> Result<DatasetRecord> {
         let row: DatasetRow = on_pool!(&self.db, pool => sqlx::query_as(
-            "INSERT INTO datasets (id, name, size_bytes, sha256, summary, blob_key, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+            "INSERT INTO datasets (id, name, size_bytes, sha256, summary, blob_key, created_at, tenant_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
         )
         .bind(d.id.to_string())
         .bind(&d.name)
@@ -18,14 +18,16 @@ impl Store {
         .bind(d.summary.to_string())
         .bind(&d.blob_key)
         .bind(now_ms())
+        .bind(&d.tenant_id)
         .fetch_one(pool)
         .await)?;
         row.try_into()
     }
 
-    pub async fn get_dataset(&self, id: Uuid) -> Result<Option<DatasetRecord>> {
-        let row: Option<DatasetRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
+    pub async fn get_dataset(&self, tenant: &str, id: Uuid) -> Result<Option<DatasetRecord>> {
+        let row: Option<DatasetRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM datasets WHERE id = $1 AND tenant_id = $2")
             .bind(id.to_string())
+            .bind(tenant)
             .fetch_optional(pool)
             .await)?;
         row.map(TryInto::try_into).transpose()
@@ -34,14 +36,16 @@ impl Store {
     /// Newest first; `after` is the id of the last dataset of the previous page.
     pub async fn list_datasets(
         &self,
+        tenant: &str,
         limit: u32,
         after: Option<Uuid>,
     ) -> Result<Vec<DatasetRecord>> {
         let rows: Vec<DatasetRow> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT * FROM datasets WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+            "SELECT * FROM datasets WHERE tenant_id = $3 AND ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(after.map(|a| a.to_string()))
         .bind(limit as i64)
+        .bind(tenant)
         .fetch_all(pool)
         .await)?;
         convert(rows)
@@ -57,13 +61,27 @@ impl Store {
         Ok(n)
     }
 
-    /// Removes the row; the caller removes the blob afterwards.
-    pub async fn delete_dataset(&self, id: Uuid) -> Result<bool> {
-        let done = on_pool!(&self.db, pool => sqlx::query("DELETE FROM datasets WHERE id = $1")
+    /// Removes the row. Some(key) when its file is no longer referenced (the caller removes
+    /// it), Some(None) when another row shares the bytes, None when there was no such dataset.
+    pub async fn delete_dataset(&self, tenant: &str, id: Uuid) -> Result<Option<Option<String>>> {
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let gone: Option<(String,)> = sqlx::query_as(
+                "DELETE FROM datasets WHERE id = $1 AND tenant_id = $2 RETURNING blob_key",
+            )
             .bind(id.to_string())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(done > 0)
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((key,)) = gone else {
+                return Ok(None);
+            };
+            let (refs,): (i64,) = sqlx::query_as(BLOB_REFERENCES)
+                .bind(&key)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some((refs == 0).then_some(key)))
+        })
     }
 }

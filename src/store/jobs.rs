@@ -10,12 +10,17 @@ use crate::domain::JobStatus;
 
 pub struct CreateJob {
     pub id: Uuid,
+    pub tenant_id: String,
     pub model_id: Uuid,
     pub dataset_id: Option<Uuid>,
     pub pipeline: Value,
     pub max_attempts: u32,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
+    /// Model bytes, dataset bytes and canonical pipeline: equal keys give equal results.
+    pub cache_key: String,
+    pub webhook_url: Option<String>,
+    pub artifact_ttl_ms: Option<i64>,
 }
 
 pub enum Created {
@@ -27,6 +32,7 @@ pub enum Created {
 }
 
 pub struct JobFilter {
+    pub tenant_id: String,
     pub status: Option<JobStatus>,
     pub model_id: Option<Uuid>,
     pub limit: u32,
@@ -51,8 +57,11 @@ pub enum Finish {
     Released,
 }
 
-const CLAIMABLE: &str = "(status = 'queued' AND run_after <= $4)
-    OR (status = 'running' AND lease_expires_at < $4 AND attempts < max_attempts AND cancel_requested = FALSE)";
+ // A tenant at its running-jobs limit ($5 unless the tenant sets its own) waits its turn.
+const CLAIMABLE: &str = "((status = 'queued' AND run_after <= $4)
+    OR (status = 'running' AND lease_expires_at < $4 AND attempts < max_attempts AND cancel_requested = FALSE))
+    AND (SELECT COUNT(*) FROM jobs r WHERE r.tenant_id = jobs.tenant_id AND r.status = 'running' AND r.id <> jobs.id)
+        < COALESCE((SELECT t.max_running_jobs FROM tenants t WHERE t.id = jobs.tenant_id), $5)";
 
 const CLAIM_SET: &str =
     "status = 'running', attempts = attempts + 1, lease_token = $1, lease_owner = $2,
@@ -62,31 +71,41 @@ const CLAIM_SET: &str =
 impl Store {
     pub async fn create_job(&self, job: &CreateJob) -> Result<Created> {
         let now = now_ms();
+        // Keys are unique per tenant: the stored key carries the tenant id.
+        let idempotency_key = job
+            .idempotency_key
+            .as_ref()
+            .map(|k| format!("{}:{k}", job.tenant_id));
         let inserted: std::result::Result<JobRow, sqlx::Error> = on_pool!(&self.db, pool => sqlx::query_as(
-            "INSERT INTO jobs (id, model_id, pipeline, status, max_attempts, idempotency_key, request_hash, run_after, created_at, updated_at, dataset_id)
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8) RETURNING *",
+            "INSERT INTO jobs (id, model_id, pipeline, status, max_attempts, idempotency_key, request_hash, run_after, created_at, updated_at, dataset_id,
+                               tenant_id, cache_key, webhook_url, webhook_status, webhook_next_at, artifact_ttl_ms)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8, $9, $10, $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $7, $12) RETURNING *",
         )
         .bind(job.id.to_string())
         .bind(job.model_id.to_string())
         .bind(job.pipeline.to_string())
         .bind(job.max_attempts as i64)
-        .bind(&job.idempotency_key)
+        .bind(&idempotency_key)
         .bind(&job.request_hash)
         .bind(now)
         .bind(job.dataset_id.map(|d| d.to_string()))
+        .bind(&job.tenant_id)
+        .bind(&job.cache_key)
+        .bind(&job.webhook_url)
+        .bind(job.artifact_ttl_ms)
         .fetch_one(pool)
         .await);
         match inserted {
             Ok(row) => Ok(Created::New(row.try_into()?)),
-            Err(e) if is_unique_violation(&e) && job.idempotency_key.is_some() => {
+            Err(e) if is_unique_violation(&e) && idempotency_key.is_some() => {
                 let (row, hash): (JobRow, Option<String>) = on_pool!(&self.db, pool => {
                     let row: JobRow = sqlx::query_as("SELECT * FROM jobs WHERE idempotency_key = $1")
-                        .bind(&job.idempotency_key)
+                        .bind(&idempotency_key)
                         .fetch_one(pool)
                         .await?;
                     let (hash,): (Option<String>,) =
                         sqlx::query_as("SELECT request_hash FROM jobs WHERE idempotency_key = $1")
-                            .bind(&job.idempotency_key)
+                            .bind(&idempotency_key)
                             .fetch_one(pool)
                             .await?;
                     (row, hash)
@@ -101,7 +120,17 @@ impl Store {
         }
     }
 
-    pub async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
+    pub async fn get_job(&self, tenant: &str, id: Uuid) -> Result<Option<JobRecord>> {
+        let row: Option<JobRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2")
+            .bind(id.to_string())
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// A job by id alone, for code that already holds the job's tenant (workers, streams).
+    pub async fn job_by_id(&self, id: Uuid) -> Result<Option<JobRecord>> {
         let row: Option<JobRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(pool)
@@ -112,13 +141,14 @@ impl Store {
     /// Newest first.
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRecord>> {
         let rows: Vec<JobRow> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT * FROM jobs WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR model_id = $2)
+            "SELECT * FROM jobs WHERE tenant_id = $5 AND ($1 IS NULL OR status = $1) AND ($2 IS NULL OR model_id = $2)
              AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
         )
         .bind(f.status.map(JobStatus::as_str))
         .bind(f.model_id.map(|m| m.to_string()))
         .bind(f.after.map(|a| a.to_string()))
         .bind(f.limit as i64)
+        .bind(&f.tenant_id)
         .fetch_all(pool)
         .await)?;
         convert(rows)
@@ -134,26 +164,33 @@ impl Store {
 
     /// Queued jobs stop at once; running ones are asked to stop at their next checkpoint.
     /// Returns the job as it now stands, or None if there is no such job.
-    pub async fn cancel_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
+    pub async fn cancel_job(&self, tenant: &str, id: Uuid) -> Result<Option<JobRecord>> {
         let now = now_ms();
         on_pool!(&self.db, pool => {
-            sqlx::query("UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2 WHERE id = $1 AND status = 'queued'")
+            sqlx::query("UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2 WHERE id = $1 AND status = 'queued' AND tenant_id = $3")
                 .bind(id.to_string())
                 .bind(now)
+                .bind(tenant)
                 .execute(pool)
                 .await?;
-            sqlx::query("UPDATE jobs SET cancel_requested = TRUE, updated_at = $2 WHERE id = $1 AND status = 'running'")
+            sqlx::query("UPDATE jobs SET cancel_requested = TRUE, updated_at = $2 WHERE id = $1 AND status = 'running' AND tenant_id = $3")
                 .bind(id.to_string())
                 .bind(now)
+                .bind(tenant)
                 .execute(pool)
                 .await?;
         });
-        self.get_job(id).await
+        self.get_job(tenant, id).await
     }
 
     /// Claims the oldest runnable job: a queued one whose backoff has passed, or a running
     /// one whose worker stopped renewing its lease.
-    pub async fn claim_job(&self, worker: &str, lease_ms: i64) -> Result<Option<Lease>> {
+    pub async fn claim_job(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        max_running_per_tenant: i64,
+    ) -> Result<Option<Lease>> {
         let now = now_ms();
         let token = Uuid::new_v4();
         let sql = match self.db {
@@ -169,6 +206,7 @@ impl Store {
             .bind(worker)
             .bind(now + lease_ms)
             .bind(now)
+            .bind(max_running_per_tenant)
             .fetch_optional(pool)
             .await)?;
         Ok(row
@@ -271,8 +309,8 @@ impl Store {
                 if n == 1 {
                     for a in artifacts {
                         sqlx::query(
-                            "INSERT INTO artifacts (id, job_id, kind, file_name, content_type, size_bytes, sha256, blob_key, created_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                            "INSERT INTO artifacts (id, job_id, kind, file_name, content_type, size_bytes, sha256, blob_key, created_at, tenant_id, expires_at)
+                             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, tenant_id, $9 + artifact_ttl_ms FROM jobs WHERE id = $2",
                         )
                         .bind(a.id.to_string())
                         .bind(&id_s)

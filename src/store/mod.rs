@@ -3,11 +3,15 @@
 //! each has its own statement. Timestamps are stored as Unix milliseconds.
 
 mod artifacts;
+mod cache;
+mod webhooks;
 pub mod blobs;
 mod datasets;
 mod jobs;
 mod models;
 mod records;
+mod tenants;
+mod uploads;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,8 +23,12 @@ use sqlx::sqlite::{
 
 pub use blobs::{BlobReader, BlobStore, LocalBlobs, ScratchFile};
 pub use jobs::{CreateJob, Created, Finish, JobFilter};
+pub use tenants::{hash_key, KeyRecord, Limits, TenantError, TenantRecord, LOCAL_TENANT};
+pub use uploads::{PartRecord, UploadRecord};
+pub use webhooks::Delivery;
 pub use records::{
     ArtifactRecord, DatasetRecord, JobRecord, Lease, ModelRecord, NewArtifact, NewDataset, NewModel,
+    WebhookState,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -113,9 +121,17 @@ impl Store {
     }
 }
 
+/// Now, in Unix milliseconds (the store's time unit).
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// How many rows name a blob (`$1`); content-addressed files are shared, so a file goes only
+/// when this reaches zero.
+pub(crate) const BLOB_REFERENCES: &str = "SELECT (SELECT COUNT(*) FROM models WHERE blob_key = $1)
+    + (SELECT COUNT(*) FROM datasets WHERE blob_key = $1)
+    + (SELECT COUNT(*) FROM artifacts WHERE blob_key = $1)
+    + (SELECT COUNT(*) FROM upload_parts WHERE blob_key = $1)";
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

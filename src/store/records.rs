@@ -22,6 +22,7 @@ fn json(s: &str) -> Result<Value, StoreError> {
 #[derive(Debug, Clone)]
 pub struct NewModel {
     pub id: Uuid,
+    pub tenant_id: String,
     pub name: String,
     pub format: String,
     pub size_bytes: u64,
@@ -38,6 +39,7 @@ pub struct NewModel {
 #[derive(Debug, Clone)]
 pub struct ModelRecord {
     pub id: Uuid,
+    pub tenant_id: String,
     pub name: String,
     pub format: String,
     pub size_bytes: u64,
@@ -55,6 +57,7 @@ pub struct ModelRecord {
 #[derive(sqlx::FromRow)]
 pub(super) struct ModelRow {
     id: String,
+    tenant_id: String,
     name: String,
     format: String,
     size_bytes: i64,
@@ -74,6 +77,7 @@ impl TryFrom<ModelRow> for ModelRecord {
     fn try_from(r: ModelRow) -> Result<Self, StoreError> {
         Ok(ModelRecord {
             id: uuid(&r.id)?,
+            tenant_id: r.tenant_id,
             name: r.name,
             format: r.format,
             size_bytes: r.size_bytes as u64,
@@ -93,6 +97,7 @@ impl TryFrom<ModelRow> for ModelRecord {
 #[derive(Debug, Clone)]
 pub struct JobRecord {
     pub id: Uuid,
+    pub tenant_id: String,
     pub model_id: Uuid,
     pub dataset_id: Option<Uuid>,
     pub pipeline: Value,
@@ -109,11 +114,32 @@ pub struct JobRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The finished job whose artifacts this one reuses (a results-cache hit).
+    pub cached_from: Option<Uuid>,
+    pub artifact_ttl_ms: Option<i64>,
+    pub webhook: Option<WebhookState>,
+}
+
+/// Where a job's webhook delivery stands.
+#[derive(Debug, Clone)]
+pub struct WebhookState {
+    pub url: String,
+    /// pending, delivered or failed.
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
 pub(super) struct JobRow {
     id: String,
+    tenant_id: String,
+    cached_from: Option<String>,
+    artifact_ttl_ms: Option<i64>,
+    webhook_url: Option<String>,
+    webhook_status: Option<String>,
+    webhook_attempts: i64,
+    webhook_error: Option<String>,
     model_id: String,
     dataset_id: Option<String>,
     pipeline: String,
@@ -135,8 +161,21 @@ pub(super) struct JobRow {
 impl TryFrom<JobRow> for JobRecord {
     type Error = StoreError;
     fn try_from(r: JobRow) -> Result<Self, StoreError> {
+        let webhook = match (r.webhook_url, r.webhook_status) {
+            (Some(url), Some(status)) => Some(WebhookState {
+                url,
+                status,
+                attempts: r.webhook_attempts as u32,
+                last_error: r.webhook_error,
+            }),
+            _ => None,
+        };
         Ok(JobRecord {
             id: uuid(&r.id)?,
+            tenant_id: r.tenant_id,
+            cached_from: r.cached_from.as_deref().map(uuid).transpose()?,
+            artifact_ttl_ms: r.artifact_ttl_ms,
+            webhook,
             model_id: uuid(&r.model_id)?,
             dataset_id: r.dataset_id.as_deref().map(uuid).transpose()?,
             pipeline: json(&r.pipeline)?,
@@ -178,6 +217,8 @@ pub struct NewArtifact {
 #[derive(Debug, Clone)]
 pub struct ArtifactRecord {
     pub id: Uuid,
+    pub tenant_id: String,
+    pub expires_at: Option<DateTime<Utc>>,
     pub job_id: Uuid,
     pub kind: String,
     pub file_name: String,
@@ -191,6 +232,8 @@ pub struct ArtifactRecord {
 #[derive(sqlx::FromRow)]
 pub(super) struct ArtifactRow {
     id: String,
+    tenant_id: String,
+    expires_at: Option<i64>,
     job_id: String,
     kind: String,
     file_name: String,
@@ -206,6 +249,8 @@ impl TryFrom<ArtifactRow> for ArtifactRecord {
     fn try_from(r: ArtifactRow) -> Result<Self, StoreError> {
         Ok(ArtifactRecord {
             id: uuid(&r.id)?,
+            tenant_id: r.tenant_id,
+            expires_at: r.expires_at.map(ts),
             job_id: uuid(&r.job_id)?,
             kind: r.kind,
             file_name: r.file_name,
@@ -227,6 +272,7 @@ pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(
 #[derive(Debug, Clone)]
 pub struct NewDataset {
     pub id: Uuid,
+    pub tenant_id: String,
     pub name: String,
     pub size_bytes: u64,
     pub sha256: String,
@@ -237,6 +283,7 @@ pub struct NewDataset {
 #[derive(Debug, Clone)]
 pub struct DatasetRecord {
     pub id: Uuid,
+    pub tenant_id: String,
     pub name: String,
     pub size_bytes: u64,
     pub sha256: String,
@@ -248,6 +295,7 @@ pub struct DatasetRecord {
 #[derive(sqlx::FromRow)]
 pub(super) struct DatasetRow {
     id: String,
+    tenant_id: String,
     name: String,
     size_bytes: i64,
     sha256: String,
@@ -261,6 +309,7 @@ impl TryFrom<DatasetRow> for DatasetRecord {
     fn try_from(r: DatasetRow) -> Result<Self, StoreError> {
         Ok(DatasetRecord {
             id: uuid(&r.id)?,
+            tenant_id: r.tenant_id,
             name: r.name,
             size_bytes: r.size_bytes as u64,
             sha256: r.sha256,

@@ -68,7 +68,9 @@ impl Worker {
             })
             .await?;
         let lease_ms = self.inner.settings.lease.as_millis() as i64;
-        let Some(lease) = store.claim_job(self.id(), lease_ms).await? else {
+        let Some(lease) = store
+            .claim_job(self.id(), lease_ms, self.inner.settings.max_running_per_tenant)
+            .await? else {
             return Ok(Outcome::Idle);
         };
         let span = tracing::info_span!(
@@ -204,7 +206,7 @@ impl Worker {
             ))
         })?;
         let model = store
-            .get_model(job.model_id)
+            .get_model(&job.tenant_id, job.model_id)
             .await
             .map_err(|e| AttemptError::Transient(store_problem(&e)))?
             .ok_or_else(|| {
@@ -226,7 +228,7 @@ impl Worker {
         let dataset = match job.dataset_id {
             Some(id) => Some(
                 store
-                    .get_dataset(id)
+                    .get_dataset(&job.tenant_id, id)
                     .await
                     .map_err(|e| AttemptError::Transient(store_problem(&e)))?
                     .ok_or_else(|| {

@@ -27,6 +27,8 @@ pub struct WorkerSettings {
     pub scratch_dir: PathBuf,
     /// Slows every chunk; for tests that must catch a job mid-flight.
     pub chunk_delay: Duration,
+    /// Jobs of one tenant running at once, unless the tenant sets its own limit.
+    pub max_running_per_tenant: i64,
 }
 
 /// What one call of `run_next_job` did.

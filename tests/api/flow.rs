@@ -312,7 +312,7 @@ async fn models_list_paginate_and_delete(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    let blobs: Vec<_> = std::fs::read_dir(app.config.data_dir.join("blobs/models"))
+    let blobs: Vec<_> = std::fs::read_dir(app.config.data_dir.join("blobs/tenants/local/sha256"))
         .unwrap()
         .collect();
     assert_eq!(blobs.len(), 4, "the deleted model's file is gone");

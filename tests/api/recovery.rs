@@ -51,7 +51,7 @@ async fn expired_lease_is_taken_over_and_fenced(backend: Backend) {
     let job = app.submit(&model, pipeline()).await;
     let store = app.app.as_ref().unwrap().store().clone();
     let stale = store
-        .claim_job("vanished-worker", 400)
+        .claim_job("vanished-worker", 400, 8)
         .await
         .unwrap()
         .expect("claimed");
@@ -104,7 +104,7 @@ async fn attempts_run_out(backend: Backend) {
     let store = app.app.as_ref().unwrap().store().clone();
     for _ in 0..2 {
         store
-            .claim_job("dies", 300)
+            .claim_job("dies", 300, 8)
             .await
             .unwrap()
             .expect("claimed");

@@ -1,0 +1,132 @@
+//! Webhook deliveries. Any replica may send any delivery: a sender claims one through the
+//! store, POSTs the job (as `GET /v1/jobs/{id}` shows it) signed with the tenant's secret, and
+//! records the outcome; failures are retried with backoff, at least once in all.
+//!
+//! Each request carries `Compressd-Delivery` (the job id: one delivery per job, so receivers
+//! can drop repeats), `Compressd-Timestamp` (Unix seconds) and `Compressd-Signature`:
+//! `v1=` + hex HMAC-SHA256 of `"{timestamp}.{body}"` under the tenant's webhook secret.
+//! Receivers should check the signature and refuse timestamps more than a few minutes old.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::views::JobView;
+use crate::store::{now_ms, Delivery, JobRecord, Store};
+
+pub struct WebhookSettings {
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub poll: Duration,
+}
+
+/// A claimed delivery stays with its sender this long before another may retry it.
+const CLAIM_MS: i64 = 60_000;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The signature header's value for `body` sent at `timestamp`.
+pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Sends due deliveries until `stop` fires.
+pub async fn run(store: Store, settings: WebhookSettings, stop: CancellationToken) {
+    let client = match reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("compressd/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook client could not be built; webhooks are off");
+            return;
+        }
+    };
+    while !stop.is_cancelled() {
+        let sent = match store.claim_webhook(CLAIM_MS).await {
+            Ok(Some(job)) => {
+                deliver(&store, &client, &settings, job).await;
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook queue unreachable");
+                false
+            }
+        };
+        if !sent {
+            tokio::select! {
+                _ = tokio::time::sleep(settings.poll) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+async fn deliver(store: &Store, client: &reqwest::Client, settings: &WebhookSettings, job: JobRecord) {
+    let Some(webhook) = job.webhook.clone() else {
+        return;
+    };
+    let id = job.id;
+    let attempts = webhook.attempts;
+    let outcome = match payload(store, job).await {
+        Ok((secret, body)) => {
+            let timestamp = now_ms() / 1000;
+            let sent = client
+                .post(&webhook.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("compressd-delivery", id.to_string())
+                .header("compressd-timestamp", timestamp.to_string())
+                .header("compressd-signature", signature(&secret, timestamp, &body))
+                .body(body)
+                .send()
+                .await;
+            match sent {
+                Ok(res) if res.status().is_success() => Ok(()),
+                Ok(res) => Err(format!("the receiver answered {}", res.status())),
+                Err(e) => Err(format!("sending failed: {e}")),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let record = match outcome {
+        Ok(()) => {
+            tracing::info!(job_id = %id, attempts, "webhook delivered");
+            metrics::counter!("compressd_webhooks_total", "outcome" => "delivered").increment(1);
+            Delivery::Delivered
+        }
+        Err(error) => {
+            let retry_at = (attempts < settings.max_attempts).then(|| {
+                let factor = 1u32 << attempts.saturating_sub(1).min(16);
+                let delay = settings.retry_base.saturating_mul(factor).min(Duration::from_secs(600));
+                now_ms() + delay.as_millis() as i64
+            });
+            tracing::warn!(job_id = %id, attempts, error, gave_up = retry_at.is_none(), "webhook not delivered");
+            metrics::counter!("compressd_webhooks_total", "outcome" => "failed").increment(1);
+            Delivery::Failed { error, retry_at }
+        }
+    };
+    if let Err(e) = store.record_webhook(id, record).await {
+        tracing::warn!(job_id = %id, error = %e, "webhook outcome not recorded; it will be retried");
+    }
+}
+
+/// The tenant's secret and the job as JSON.
+async fn payload(store: &Store, job: JobRecord) -> Result<(String, Vec<u8>), String> {
+    let tenant = store
+        .tenant(&job.tenant_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("tenant {} is gone", job.tenant_id))?;
+    let artifacts = store.artifacts_of_job(job.id).await.map_err(|e| e.to_string())?;
+    let view = JobView::new(job, artifacts, true);
+    let body = serde_json::to_vec(&view).map_err(|e| e.to_string())?;
+    Ok((tenant.webhook_secret, body))
+}
