@@ -312,10 +312,23 @@ async fn models_list_paginate_and_delete(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    let blobs: Vec<_> = std::fs::read_dir(app.config.data_dir.join("blobs/tenants/local/sha256"))
-        .unwrap()
-        .collect();
-    assert_eq!(blobs.len(), 4, "the deleted model's file is gone");
+    // The five uploads had the same bytes: one file, kept while any model names it.
+    let files = || {
+        std::fs::read_dir(app.config.data_dir.join("blobs/tenants/local/sha256"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(files(), 1, "identical bytes are stored once");
+    for id in &ids[1..] {
+        let res = app
+            .http
+            .delete(app.url(&format!("/v1/models/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+    }
+    assert_eq!(files(), 0, "the last delete removed the shared file");
     app.finish().await;
 }
 

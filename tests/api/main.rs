@@ -14,5 +14,6 @@ mod pruning;
 mod quantize;
 mod recovery;
 mod report_browser;
+mod tenants;
 mod training;
 mod uploads;

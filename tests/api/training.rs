@@ -20,6 +20,11 @@ const CNN: &str = r#"{"input_shape":[1,4,4],"layers":[
   {"type":"flatten"},{"type":"linear","in_features":32,"out_features":16},{"type":"relu"},
   {"type":"dropout","p":0.1},{"type":"linear","in_features":16,"out_features":4}]}"#;
 
+/// A small dataset that fits the MLP above (8 inputs, 4 classes).
+pub fn dataset_bytes() -> Vec<u8> {
+    dataset(false)
+}
+
 /// The shared blobs; the image form (1×4×4) repeats each 8-vector twice.
 fn dataset(image: bool) -> Vec<u8> {
     let (xtr, ytr) = blobs(512, 1);

@@ -1,0 +1,379 @@
+//! Tenants and keys: keys from the admin API, every route scoped to the caller's tenant,
+//! revocation, the loopback-only open mode, quotas and rate limits.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp};
+use crate::models::mlp;
+
+const ADMIN: &str = "admin-secret-for-tests";
+
+/// A client that sends one tenant's key.
+pub struct Tenant {
+    pub key: String,
+    pub http: reqwest::Client,
+    pub info: Value,
+}
+
+pub async fn tenant(app: &TestApp, name: &str, limits: Value) -> Tenant {
+    let mut body = json!({ "name": name });
+    body.as_object_mut()
+        .unwrap()
+        .extend(limits.as_object().unwrap().clone());
+    let res = app
+        .http
+        .post(app.url("/v1/admin/tenants"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let info: Value = res.json().await.unwrap();
+    let key = new_key(app, name, json!({})).await;
+    Tenant {
+        http: client(&key),
+        key,
+        info,
+    }
+}
+
+pub async fn new_key(app: &TestApp, tenant: &str, body: Value) -> String {
+    let res = app
+        .http
+        .post(app.url(&format!("/v1/admin/tenants/{tenant}/keys")))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let created: Value = res.json().await.unwrap();
+    created["key"].as_str().unwrap().to_owned()
+}
+
+pub fn client(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+pub async fn spawn(backend: Backend) -> Option<TestApp> {
+    TestApp::spawn(backend, |c| c.admin_key = Some(ADMIN.into())).await
+}
+
+async fn json_of(res: reqwest::Response) -> Value {
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}"))
+}
+
+/// Everything tenant A owns, made through the API: a model, a dataset, a finished job with
+/// artifacts, a queued job, and a resumable upload.
+struct Owned {
+    model: String,
+    dataset: String,
+    job: String,
+    queued: String,
+    artifact: String,
+    upload: String,
+}
+
+async fn make_things(app: &TestApp, a: &Tenant) -> Owned {
+    let res = a
+        .http
+        .post(app.url("/v1/models?name=a-model"))
+        .header("content-type", "application/octet-stream")
+        .body(mlp())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let model = json_of(res).await["id"].as_str().unwrap().to_owned();
+    let res = a
+        .http
+        .post(app.url("/v1/datasets?name=a-data"))
+        .header("content-type", "application/octet-stream")
+        .body(crate::training::dataset_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let dataset = json_of(res).await["id"].as_str().unwrap().to_owned();
+    let submit = |pipeline: Value| {
+        let http = a.http.clone();
+        let url = app.url("/v1/jobs");
+        let model = model.clone();
+        async move {
+            let res = http
+                .post(url)
+                .json(&json!({"model_id": model, "pipeline": pipeline, "cache": false}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 202);
+            json_of(res).await["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let job = submit(json!([{"op": "prune", "sparsity": 0.5}])).await;
+    app.run_jobs().await;
+    let queued = submit(json!([{"op": "prune", "sparsity": 0.25}])).await;
+    let done = json_of(a.http.get(app.url(&format!("/v1/jobs/{job}"))).send().await.unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let artifact = done["artifacts"][0]["id"].as_str().unwrap().to_owned();
+    let res = a.http.post(app.url("/v1/uploads")).json(&json!({})).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let upload = json_of(res).await["id"].as_str().unwrap().to_owned();
+    Owned {
+        model,
+        dataset,
+        job,
+        queued,
+        artifact,
+        upload,
+    }
+}
+
+async fn other_tenants_ids_are_not_found(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let a = tenant(&app, "alpha", json!({})).await;
+    let b = tenant(&app, "beta", json!({})).await;
+    let owned = make_things(&app, &a).await;
+    let arch = json!({"input_shape": [8], "layers": []});
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/v1/models/{}", owned.model), None),
+        (Method::GET, format!("/v1/models/{}/file", owned.model), None),
+        (Method::PUT, format!("/v1/models/{}/architecture", owned.model), Some(arch)),
+        (Method::DELETE, format!("/v1/models/{}", owned.model), None),
+        (Method::GET, format!("/v1/datasets/{}", owned.dataset), None),
+        (Method::DELETE, format!("/v1/datasets/{}", owned.dataset), None),
+        (Method::GET, format!("/v1/jobs/{}", owned.job), None),
+        (Method::GET, format!("/v1/jobs/{}/events", owned.job), None),
+        (Method::GET, format!("/v1/jobs/{}/report", owned.job), None),
+        (Method::POST, format!("/v1/jobs/{}/cancel", owned.queued), None),
+        (Method::DELETE, format!("/v1/jobs/{}", owned.job), None),
+        (Method::GET, format!("/v1/artifacts/{}", owned.artifact), None),
+        (Method::GET, format!("/v1/artifacts/{}/file", owned.artifact), None),
+        (Method::GET, format!("/v1/uploads/{}", owned.upload), None),
+        (Method::PUT, format!("/v1/uploads/{}/parts/1", owned.upload), None),
+        (Method::POST, format!("/v1/uploads/{}/complete", owned.upload), Some(json!({"sha256": "0".repeat(64)}))),
+        (Method::DELETE, format!("/v1/uploads/{}", owned.upload), None),
+    ];
+    for (method, path, body) in &routes {
+        let mut req = b.http.request(method.clone(), app.url(path));
+        req = match body {
+            Some(b) => req.json(b),
+            None if *method == Method::PUT => req.body(vec![1u8, 2, 3]),
+            None => req,
+        };
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 404, "{method} {path} as another tenant");
+        let problem = json_of(res).await;
+        assert_eq!(problem["type"], "urn:compressd:problem:not-found", "{method} {path}");
+    }
+    // Jobs cannot name another tenant's model or dataset either.
+    let res = b
+        .http
+        .post(app.url("/v1/jobs"))
+        .json(&json!({"model_id": owned.model, "pipeline": [{"op": "prune", "sparsity": 0.5}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(res).await["type"], "urn:compressd:problem:model-not-found");
+    // Lists show only the caller's rows.
+    for list in ["/v1/models", "/v1/datasets", "/v1/jobs"] {
+        let theirs = json_of(b.http.get(app.url(list)).send().await.unwrap()).await;
+        assert_eq!(theirs["data"].as_array().unwrap().len(), 0, "{list} as beta");
+        let mine = json_of(a.http.get(app.url(list)).send().await.unwrap()).await;
+        assert!(!mine["data"].as_array().unwrap().is_empty(), "{list} as alpha");
+    }
+    // Nothing of A's changed: every route still answers A.
+    for (path, status) in [
+        (format!("/v1/models/{}", owned.model), 200),
+        (format!("/v1/jobs/{}", owned.queued), 200),
+        (format!("/v1/artifacts/{}/file", owned.artifact), 200),
+        (format!("/v1/uploads/{}", owned.upload), 200),
+    ] {
+        let res = a.http.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(res.status(), status, "{path} as alpha");
+    }
+    let queued = json_of(a.http.get(app.url(&format!("/v1/jobs/{}", owned.queued))).send().await.unwrap()).await;
+    assert_eq!(queued["status"], "queued", "beta's cancel did not touch it");
+    app.finish().await;
+}
+
+async fn keys_are_required_once_they_exist_and_revocation_is_immediate(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    // No key yet, loopback: open, as tenant 'local'.
+    let res = app.http.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let a = tenant(&app, "alpha", json!({})).await;
+    for auth in [None, Some("Bearer cmpd_not-a-key"), Some("Basic YTpi")] {
+        let mut req = app.http.get(app.url("/v1/models"));
+        if let Some(h) = auth {
+            req = req.header("authorization", h);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{auth:?}");
+        assert!(res.headers().contains_key("www-authenticate"));
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    assert_eq!(a.http.get(app.url("/v1/models")).send().await.unwrap().status(), 200);
+    // The key is stored only as a hash; listings show a prefix.
+    let keys = json_of(app.http.get(app.url("/v1/admin/keys?tenant=alpha")).bearer_auth(ADMIN).send().await.unwrap()).await;
+    let listed = keys.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(a.key.starts_with(listed[0]["prefix"].as_str().unwrap()));
+    assert!(!keys.to_string().contains(&a.key), "the key itself is never listed");
+    let id = listed[0]["id"].as_str().unwrap();
+    let res = app.http.delete(app.url(&format!("/v1/admin/keys/{id}"))).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let res = a.http.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(res.status(), 401, "a revoked key is refused at once");
+    // With every key revoked the loopback server is open again, as 'local', which sees none
+    // of alpha's rows.
+    let res = app.http.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Admin routes take only the admin key.
+    for auth in [None, Some(a.key.as_str()), Some("wrong")] {
+        let mut req = app.http.get(app.url("/v1/admin/tenants"));
+        if let Some(k) = auth {
+            req = req.bearer_auth(k);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 401);
+    }
+    app.finish().await;
+}
+
+async fn admin_api_is_off_without_an_admin_key(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let res = app.http.get(app.url("/v1/admin/tenants")).bearer_auth("anything").send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(json_of(res).await["type"], "urn:compressd:problem:admin-disabled");
+    app.finish().await;
+}
+
+async fn a_public_address_needs_keys(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let mut config = app.config.clone();
+    config.bind = "0.0.0.0:0".into();
+    let refused = compressd::startup::Application::build(config.clone()).await;
+    let message = format!("{:#}", refused.err().expect("refuses to start"));
+    assert!(message.contains("refusing to serve"), "{message}");
+    // With a key in the store it starts, and wants the key.
+    let store = app.app.as_ref().unwrap().store();
+    let t = store.create_tenant("ops", &Default::default()).await.unwrap();
+    let (_, key) = store.create_key(&t, "", None).await.unwrap();
+    let public = compressd::startup::Application::build(config).await.expect("starts with a key");
+    let url = format!("http://127.0.0.1:{}/v1/models", public.port());
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 401);
+    assert_eq!(client(&key).get(&url).send().await.unwrap().status(), 200);
+    public.stop().await.unwrap();
+    app.finish().await;
+}
+
+async fn quotas_and_rate_limits_answer_with_the_limit_named(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let model_bytes = mlp().len() as u64;
+    let small = tenant(&app, "small", json!({"max_stored_bytes": model_bytes + 10, "max_queued_jobs": 1})).await;
+    let upload = |name: &str| {
+        small
+            .http
+            .post(app.url(&format!("/v1/models?name={name}")))
+            .header("content-type", "application/octet-stream")
+            .body(mlp())
+    };
+    let res = upload("one").send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let model = json_of(res).await["id"].as_str().unwrap().to_owned();
+    // The same bytes again cost nothing: they are stored once.
+    assert_eq!(upload("same-bytes").send().await.unwrap().status(), 201);
+    let mut other = mlp();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    let res = small
+        .http
+        .post(app.url("/v1/models?name=two"))
+        .header("content-type", "application/octet-stream")
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let problem = json_of(res).await;
+    assert_eq!(problem["limit"], "stored_bytes", "{problem:#}");
+    assert_eq!(problem["type"], "urn:compressd:problem:quota-exceeded");
+    let job = |s: f64| {
+        small
+            .http
+            .post(app.url("/v1/jobs"))
+            .json(&json!({"model_id": model, "pipeline": [{"op": "prune", "sparsity": s}]}))
+    };
+    assert_eq!(job(0.5).send().await.unwrap().status(), 202);
+    let res = job(0.6).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(json_of(res).await["limit"], "queued_jobs");
+
+    // Running jobs: a tenant at its limit waits while others run.
+    let paused = tenant(&app, "paused", json!({"max_running_jobs": 0})).await;
+    let res = paused
+        .http
+        .post(app.url("/v1/models?name=p"))
+        .header("content-type", "application/octet-stream")
+        .body(mlp())
+        .send()
+        .await
+        .unwrap();
+    let pmodel = json_of(res).await["id"].as_str().unwrap().to_owned();
+    let res = paused
+        .http
+        .post(app.url("/v1/jobs"))
+        .json(&json!({"model_id": pmodel, "pipeline": [{"op": "prune", "sparsity": 0.5}]}))
+        .send()
+        .await
+        .unwrap();
+    let pjob = json_of(res).await["id"].as_str().unwrap().to_owned();
+    let outcomes = app.run_jobs().await;
+    assert_eq!(outcomes.len(), 1, "only small's job ran: {outcomes:?}");
+    let pj = json_of(paused.http.get(app.url(&format!("/v1/jobs/{pjob}"))).send().await.unwrap()).await;
+    assert_eq!(pj["status"], "queued");
+
+    // Rate: 6 a minute allows a burst of one; the next request waits.
+    let key = new_key(&app, "small", json!({"rate_limit_per_minute": 6})).await;
+    let slow = client(&key);
+    assert_eq!(slow.get(app.url("/v1/models")).send().await.unwrap().status(), 200);
+    let res = slow.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "Retry-After {wait}");
+    assert_eq!(json_of(res).await["limit"], "rate_per_minute");
+    // Limits are per key: the tenant's other key is unaffected.
+    assert_eq!(small.http.get(app.url("/v1/models")).send().await.unwrap().status(), 200);
+    let _ = StatusCode::OK;
+    app.finish().await;
+}
+
+crate::on_each_backend!(
+    other_tenants_ids_are_not_found,
+    keys_are_required_once_they_exist_and_revocation_is_immediate,
+    admin_api_is_off_without_an_admin_key,
+    a_public_address_needs_keys,
+    quotas_and_rate_limits_answer_with_the_limit_named,
+);
