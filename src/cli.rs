@@ -8,7 +8,9 @@ use crate::config::{KeysCommand, TenantsCommand};
 use crate::store::{Limits, Store, TenantError};
 
 pub async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()> {
-    let store = Store::connect(database_url).await.context("opening the store")?;
+    let store = Store::connect(database_url)
+        .await
+        .context("opening the store")?;
     match command {
         KeysCommand::Create {
             tenant,
@@ -19,7 +21,10 @@ pub async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()
                 Some(t) => t,
                 None => match store.create_tenant(&tenant, &Limits::default()).await {
                     Ok(t) => {
-                        eprintln!("created tenant '{}'; webhook secret: {}", t.name, t.webhook_secret);
+                        eprintln!(
+                            "created tenant '{}'; webhook secret: {}",
+                            t.name, t.webhook_secret
+                        );
                         t
                     }
                     Err(TenantError::Exists(_)) => store
@@ -32,18 +37,32 @@ pub async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()
             let (key, secret) = store
                 .create_key(&t, &label, rate_limit_per_minute.map(i64::from))
                 .await?;
-            eprintln!("key {} for tenant '{}' (shown once; only its hash is stored):", key.id, t.name);
+            eprintln!(
+                "key {} for tenant '{}' (shown once; only its hash is stored):",
+                key.id, t.name
+            );
             println!("{secret}");
         }
         KeysCommand::List { tenant } => {
-            println!("{:<36}  {:<13}  {:<20}  {:<8}  label", "id", "prefix", "tenant", "state");
+            println!(
+                "{:<36}  {:<13}  {:<20}  {:<8}  label",
+                "id", "prefix", "tenant", "state"
+            );
             for k in store.list_keys(tenant.as_deref()).await? {
-                let state = if k.revoked_at.is_some() { "revoked" } else { "live" };
-                println!("{:<36}  {:<13}  {:<20}  {:<8}  {}", k.id, k.prefix, k.tenant_name, state, k.label);
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "live"
+                };
+                println!(
+                    "{:<36}  {:<13}  {:<20}  {:<8}  {}",
+                    k.id, k.prefix, k.tenant_name, state, k.label
+                );
             }
         }
         KeysCommand::Revoke { id } => {
-            let id = Uuid::parse_str(&id).context("a key id is a UUID (see `compressd keys list`)")?;
+            let id =
+                Uuid::parse_str(&id).context("a key id is a UUID (see `compressd keys list`)")?;
             anyhow::ensure!(store.revoke_key(id).await?, "no key with id {id}");
             eprintln!("key {id} revoked");
         }
@@ -53,11 +72,16 @@ pub async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()
 }
 
 pub async fn tenants(database_url: &str, command: TenantsCommand) -> anyhow::Result<()> {
-    let store = Store::connect(database_url).await.context("opening the store")?;
+    let store = Store::connect(database_url)
+        .await
+        .context("opening the store")?;
     let show = |v: Option<i64>| v.map_or_else(|| "default".to_owned(), |v| v.to_string());
     match command {
         TenantsCommand::List => {
-            println!("{:<20}  {:>16}  {:>8}  {:>8}", "name", "stored bytes", "running", "queued");
+            println!(
+                "{:<20}  {:>16}  {:>8}  {:>8}",
+                "name", "stored bytes", "running", "queued"
+            );
             for t in store.list_tenants().await? {
                 let l = &t.limits;
                 println!(

@@ -70,7 +70,12 @@ pub async fn run(store: Store, settings: WebhookSettings, stop: CancellationToke
     }
 }
 
-async fn deliver(store: &Store, client: &reqwest::Client, settings: &WebhookSettings, job: JobRecord) {
+async fn deliver(
+    store: &Store,
+    client: &reqwest::Client,
+    settings: &WebhookSettings,
+    job: JobRecord,
+) {
     let Some(webhook) = job.webhook.clone() else {
         return;
     };
@@ -105,7 +110,10 @@ async fn deliver(store: &Store, client: &reqwest::Client, settings: &WebhookSett
         Err(error) => {
             let retry_at = (attempts < settings.max_attempts).then(|| {
                 let factor = 1u32 << attempts.saturating_sub(1).min(16);
-                let delay = settings.retry_base.saturating_mul(factor).min(Duration::from_secs(600));
+                let delay = settings
+                    .retry_base
+                    .saturating_mul(factor)
+                    .min(Duration::from_secs(600));
                 now_ms() + delay.as_millis() as i64
             });
             tracing::warn!(job_id = %id, attempts, error, gave_up = retry_at.is_none(), "webhook not delivered");
@@ -125,7 +133,10 @@ async fn payload(store: &Store, job: JobRecord) -> Result<(String, Vec<u8>), Str
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("tenant {} is gone", job.tenant_id))?;
-    let artifacts = store.artifacts_of_job(job.id).await.map_err(|e| e.to_string())?;
+    let artifacts = store
+        .artifacts_of_job(job.id)
+        .await
+        .map_err(|e| e.to_string())?;
     let view = JobView::new(job, artifacts, true);
     let body = serde_json::to_vec(&view).map_err(|e| e.to_string())?;
     Ok((tenant.webhook_secret, body))

@@ -95,7 +95,10 @@ impl Application {
                     blobs: blobs.clone(),
                     tmp_dir: config.tmp_dir(),
                 }
-                .run(Duration::from_millis(config.sweep_ms.max(50)), shutdown.clone()),
+                .run(
+                    Duration::from_millis(config.sweep_ms.max(50)),
+                    shutdown.clone(),
+                ),
             ),
         ];
         let grace = Duration::from_secs(config.shutdown_grace_seconds);

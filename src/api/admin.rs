@@ -33,9 +33,7 @@ pub struct LimitsBody {
 impl LimitsBody {
     pub fn limits(&self) -> Limits {
         Limits {
-            max_stored_bytes: self
-                .max_stored_bytes
-                .map(|b| b.min(i64::MAX as u64) as i64),
+            max_stored_bytes: self.max_stored_bytes.map(|b| b.min(i64::MAX as u64) as i64),
             max_running_jobs: self.max_running_jobs.map(i64::from),
             max_queued_jobs: self.max_queued_jobs.map(i64::from),
         }
@@ -140,10 +138,14 @@ pub fn check_tenant_name(name: &str) -> Result<(), ApiError> {
 }
 
 async fn tenant_named(app: &AppState, name: &str) -> Result<TenantRecord, ApiError> {
-    app.store
-        .tenant_by_name(name)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("no tenant named '{name}'")))
+    app.store.tenant_by_name(name).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("no tenant named '{name}'"),
+        )
+    })
 }
 
 /// Create a tenant.
@@ -166,7 +168,11 @@ pub async fn create_tenant(
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     check_tenant_name(&body.name)?;
-    match app.store.create_tenant(&body.name, &body.limits.limits()).await {
+    match app
+        .store
+        .create_tenant(&body.name, &body.limits.limits())
+        .await
+    {
         Ok(t) => Ok((StatusCode::CREATED, Json(t.into()))),
         Err(TenantError::Exists(name)) => Err(ApiError::conflict(
             "tenant-exists",
@@ -215,7 +221,10 @@ pub async fn put_limits(
     let tenant = app.store.set_limits(&name, &body.limits()).await?;
     match tenant {
         Some(t) => Ok(Json(t.into())),
-        None => Err(tenant_named(&app, &name).await.err().unwrap_or_else(|| ApiError::internal(anyhow::anyhow!("tenant vanished")))),
+        None => Err(tenant_named(&app, &name)
+            .await
+            .err()
+            .unwrap_or_else(|| ApiError::internal(anyhow::anyhow!("tenant vanished")))),
     }
 }
 
@@ -242,17 +251,35 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let tenant = tenant_named(&app, &name).await?;
     if body.label.chars().count() > 200 || body.label.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable("invalid-label", "Invalid label", "a label is at most 200 characters with no control characters"));
+        return Err(ApiError::unprocessable(
+            "invalid-label",
+            "Invalid label",
+            "a label is at most 200 characters with no control characters",
+        ));
     }
     if body.rate_limit_per_minute == Some(0) {
-        return Err(ApiError::unprocessable("invalid-rate-limit", "Invalid rate limit", "rate_limit_per_minute must be at least 1"));
+        return Err(ApiError::unprocessable(
+            "invalid-rate-limit",
+            "Invalid rate limit",
+            "rate_limit_per_minute must be at least 1",
+        ));
     }
     let (record, key) = app
         .store
-        .create_key(&tenant, &body.label, body.rate_limit_per_minute.map(i64::from))
+        .create_key(
+            &tenant,
+            &body.label,
+            body.rate_limit_per_minute.map(i64::from),
+        )
         .await?;
     tracing::info!(tenant = %tenant.name, key_id = %record.id, "API key created");
-    Ok((StatusCode::CREATED, Json(CreatedKey { key, record: record.into() })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key,
+            record: record.into(),
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -65,7 +65,9 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
             if let Some(key) = &caller.key {
                 let rate = key
                     .rate_per_minute
-                    .map_or(app.config.rate_limit_per_minute, |r| r.clamp(1, u32::MAX as i64) as u32);
+                    .map_or(app.config.rate_limit_per_minute, |r| {
+                        r.clamp(1, u32::MAX as i64) as u32
+                    });
                 if let Err(wait) = app.rate_limits.check(key.id, rate) {
                     metrics::counter!("compressd_rate_limited_total").increment(1);
                     return ApiError::over_limit(

@@ -120,7 +120,10 @@ pub async fn list_datasets(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<DatasetView>>, ApiError> {
     let (limit, after) = page.parse()?;
-    let rows = app.store.list_datasets(caller.tenant_id(), limit, after).await?;
+    let rows = app
+        .store
+        .list_datasets(caller.tenant_id(), limit, after)
+        .await?;
     let next = next_cursor(&rows, limit, |d| d.id);
     Ok(Json(Page {
         data: rows.into_iter().map(DatasetView::from).collect(),
@@ -180,7 +183,11 @@ pub async fn delete_dataset(
             format!("{active} queued or running jobs use this dataset; cancel them or wait for them to finish"),
         ));
     }
-    if let Some(Some(key)) = app.store.delete_dataset(caller.tenant_id(), dataset.id).await? {
+    if let Some(Some(key)) = app
+        .store
+        .delete_dataset(caller.tenant_id(), dataset.id)
+        .await?
+    {
         super::stored::release(&app, &[key]).await;
     }
     Ok(StatusCode::NO_CONTENT)

@@ -116,16 +116,20 @@ pub async fn create_job(
         None => None,
     };
     let tenant = caller.tenant_id();
-    let model = app.store.get_model(tenant, req.model_id).await?.ok_or_else(|| {
-        ApiError::unprocessable(
-            "model-not-found",
-            "Unknown model",
-            format!(
-                "no model with id '{}'; upload one with POST /v1/models",
-                req.model_id
-            ),
-        )
-    })?;
+    let model = app
+        .store
+        .get_model(tenant, req.model_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "model-not-found",
+                "Unknown model",
+                format!(
+                    "no model with id '{}'; upload one with POST /v1/models",
+                    req.model_id
+                ),
+            )
+        })?;
     check_against_model(&pipeline, &model)?;
     let dataset_sha = check_model_inputs(&app, &caller, &pipeline, &model, req.dataset_id).await?;
     let canonical = json!({
@@ -135,7 +139,8 @@ pub async fn create_job(
     let request_hash = hex::encode(Sha256::digest(canonical.to_string()));
     // serde_json's maps are sorted, so equal pipelines give equal text.
     let cache_key = hex::encode(Sha256::digest(
-        json!({ "model": model.sha256, "dataset": dataset_sha, "pipeline": pipeline.to_json() }).to_string(),
+        json!({ "model": model.sha256, "dataset": dataset_sha, "pipeline": pipeline.to_json() })
+            .to_string(),
     ));
     let new = CreateJob {
         id: Uuid::now_v7(),
@@ -265,13 +270,17 @@ async fn check_model_inputs(
         }
         return Ok(None);
     };
-    let dataset = app.store.get_dataset(caller.tenant_id(), id).await?.ok_or_else(|| {
-        refuse(
-            "dataset-not-found",
-            "Unknown dataset",
-            format!("no dataset with id '{id}'; upload one with POST /v1/datasets"),
-        )
-    })?;
+    let dataset = app
+        .store
+        .get_dataset(caller.tenant_id(), id)
+        .await?
+        .ok_or_else(|| {
+            refuse(
+                "dataset-not-found",
+                "Unknown dataset",
+                format!("no dataset with id '{id}'; upload one with POST /v1/datasets"),
+            )
+        })?;
     let Some(arch) = arch else {
         return Err(refuse(
             "architecture-required",
@@ -347,7 +356,11 @@ pub async fn job_view(
     Ok(JobView::new(job, artifacts, with_metrics))
 }
 
-pub async fn find_job(app: &AppState, caller: &Caller, raw_id: &str) -> Result<JobRecord, ApiError> {
+pub async fn find_job(
+    app: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<JobRecord, ApiError> {
     let id = parse_id("job", raw_id)?;
     app.store
         .get_job(caller.tenant_id(), id)
@@ -401,7 +414,10 @@ pub async fn delete_job(
         }
         None => Err(ApiError::conflict(
             "job-active",
-            format!("the job is {}; cancel it and wait for it to stop before deleting it", job.status.as_str()),
+            format!(
+                "the job is {}; cancel it and wait for it to stop before deleting it",
+                job.status.as_str()
+            ),
         )),
     }
 }

@@ -13,9 +13,9 @@ mod jobs;
 mod models;
 mod ops;
 pub mod rate_limit;
+mod report;
 mod resumable;
 mod stored;
-mod report;
 mod upload;
 pub mod views;
 
@@ -84,11 +84,16 @@ struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let components = doc.components.get_or_insert_with(Default::default);
         for (name, description) in [
-            ("api_key", "A tenant's API key (not needed by a loopback server with no keys)"),
+            (
+                "api_key",
+                "A tenant's API key (not needed by a loopback server with no keys)",
+            ),
             ("admin_key", "COMPRESSD_ADMIN_KEY"),
         ] {
             components.add_security_scheme(
@@ -130,11 +135,20 @@ impl utoipa::Modify for Security {
             {
                 op.security = Some(vec![SecurityRequirement::new(scheme, Vec::<String>::new())]);
                 let responses = &mut op.responses.responses;
-                responses.insert("401".into(), problem("Missing, unknown or revoked key").into());
+                responses.insert(
+                    "401".into(),
+                    problem("Missing, unknown or revoked key").into(),
+                );
                 if admin {
-                    responses.insert("403".into(), problem("The admin API is off (no COMPRESSD_ADMIN_KEY)").into());
+                    responses.insert(
+                        "403".into(),
+                        problem("The admin API is off (no COMPRESSD_ADMIN_KEY)").into(),
+                    );
                 } else {
-                    responses.insert("429".into(), problem("Over the key's rate limit; see Retry-After").into());
+                    responses.insert(
+                        "429".into(),
+                        problem("Over the key's rate limit; see Retry-After").into(),
+                    );
                 }
             }
         }

@@ -356,7 +356,10 @@ pub async fn list_models(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<ModelView>>, ApiError> {
     let (limit, after) = page.parse()?;
-    let models = app.store.list_models(caller.tenant_id(), limit, after).await?;
+    let models = app
+        .store
+        .list_models(caller.tenant_id(), limit, after)
+        .await?;
     let next = next_cursor(&models, limit, |m| m.id);
     Ok(Json(Page {
         data: models

@@ -231,9 +231,14 @@ pub async fn put_part(
             )
         })?;
     let limit = app.config.max_upload_bytes;
-    let received = receive(body.into_data_stream(), &app.config.tmp_dir(), limit, app.body_idle())
-        .await
-        .map_err(|e| e.into_api(limit))?;
+    let received = receive(
+        body.into_data_stream(),
+        &app.config.tmp_dir(),
+        limit,
+        app.body_idle(),
+    )
+    .await
+    .map_err(|e| e.into_api(limit))?;
     super::stored::check_room(&app, &caller, received.size).await?;
     let key = format!("uploads/{}/{number}-{}", upload.id, Uuid::new_v4().simple());
     let part = PartRecord {
@@ -354,11 +359,14 @@ pub async fn complete_upload(
         ));
     }
     let completed = match body.target.unwrap_or(UploadTarget::Model) {
-        UploadTarget::Model => {
-            Completed::Model(ModelView::new(store_model(&app, &caller, file, name, None, None).await?, true))
-        }
+        UploadTarget::Model => Completed::Model(ModelView::new(
+            store_model(&app, &caller, file, name, None, None).await?,
+            true,
+        )),
         UploadTarget::Dataset => Completed::Dataset(
-            super::datasets::store_dataset(&app, &caller, file, name).await?.into(),
+            super::datasets::store_dataset(&app, &caller, file, name)
+                .await?
+                .into(),
         ),
     };
     remove_upload(&app, upload.id).await?;

@@ -25,7 +25,11 @@ impl Store {
 
     /// Records `job` as already succeeded with `source`'s metrics and (shared) artifact files,
     /// in one transaction.
-    pub async fn insert_cached_job(&self, job: &CreateJob, source: &JobRecord) -> Result<JobRecord> {
+    pub async fn insert_cached_job(
+        &self,
+        job: &CreateJob,
+        source: &JobRecord,
+    ) -> Result<JobRecord> {
         let now = now_ms();
         let (id, source_id) = (job.id.to_string(), source.id.to_string());
         let row: JobRow = on_pool!(&self.db, pool => {

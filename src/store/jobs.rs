@@ -40,6 +40,7 @@ pub struct JobFilter {
 }
 
 /// How an attempt ends.
+#[derive(Clone)]
 pub enum Finish {
     Succeeded {
         metrics: Value,
@@ -57,7 +58,7 @@ pub enum Finish {
     Released,
 }
 
- // A tenant at its running-jobs limit ($5 unless the tenant sets its own) waits its turn.
+// A tenant at its running-jobs limit ($5 unless the tenant sets its own) waits its turn.
 const CLAIMABLE: &str = "((status = 'queued' AND run_after <= $4)
     OR (status = 'running' AND lease_expires_at < $4 AND attempts < max_attempts AND cancel_requested = FALSE))
     AND (SELECT COUNT(*) FROM jobs r WHERE r.tenant_id = jobs.tenant_id AND r.status = 'running' AND r.id <> jobs.id)

@@ -3,15 +3,15 @@
 //! each has its own statement. Timestamps are stored as Unix milliseconds.
 
 mod artifacts;
-mod cache;
-mod webhooks;
 pub mod blobs;
+mod cache;
 mod datasets;
 mod jobs;
 mod models;
 mod records;
 mod tenants;
 mod uploads;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,13 +23,13 @@ use sqlx::sqlite::{
 
 pub use blobs::{BlobReader, BlobStore, LocalBlobs, ScratchFile};
 pub use jobs::{CreateJob, Created, Finish, JobFilter};
+pub use records::{
+    ArtifactRecord, DatasetRecord, JobRecord, Lease, ModelRecord, NewArtifact, NewDataset,
+    NewModel, WebhookState,
+};
 pub use tenants::{hash_key, KeyRecord, Limits, TenantError, TenantRecord, LOCAL_TENANT};
 pub use uploads::{PartRecord, UploadRecord};
 pub use webhooks::Delivery;
-pub use records::{
-    ArtifactRecord, DatasetRecord, JobRecord, Lease, ModelRecord, NewArtifact, NewDataset, NewModel,
-    WebhookState,
-};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -216,9 +216,10 @@ impl Store {
         .execute(pool)
         .await
         .map(drop))?;
-        let key = self.key(id).await?.ok_or_else(|| {
-            super::StoreError::Corrupt(format!("key {id} vanished after insert"))
-        })?;
+        let key = self
+            .key(id)
+            .await?
+            .ok_or_else(|| super::StoreError::Corrupt(format!("key {id} vanished after insert")))?;
         Ok((key, secret))
     }
 

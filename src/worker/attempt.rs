@@ -69,8 +69,13 @@ impl Worker {
             .await?;
         let lease_ms = self.inner.settings.lease.as_millis() as i64;
         let Some(lease) = store
-            .claim_job(self.id(), lease_ms, self.inner.settings.max_running_per_tenant)
-            .await? else {
+            .claim_job(
+                self.id(),
+                lease_ms,
+                self.inner.settings.max_running_per_tenant,
+            )
+            .await?
+        else {
             return Ok(Outcome::Idle);
         };
         let span = tracing::info_span!(
@@ -95,7 +100,6 @@ impl Worker {
         let result = self.attempt(&lease, &control).await;
         self.inner.running.lock().expect("lock").remove(&id);
 
-        let store = &self.inner.store;
         let (finish, outcome, stored) = match result {
             Ok(outputs) => {
                 let stored = outputs
@@ -157,7 +161,7 @@ impl Worker {
             tracing::warn!("lease lost; discarding this attempt");
             return Ok(Outcome::LeaseLost(id));
         };
-        let recorded = store.finish_job(id, token, finish).await;
+        let recorded = self.record(id, token, finish, &stored).await;
         if !matches!(recorded, Ok(true)) {
             for key in stored {
                 let _ = self.inner.blobs.delete(&key).await;
@@ -296,6 +300,46 @@ impl Worker {
         .await;
         let _ = tokio::fs::remove_dir_all(&workdir).await;
         result
+    }
+
+    /// Records the attempt's end, retrying while the store is briefly away (a database restart
+    /// should not cost a finished job its result). A retry that finds the fence gone checks
+    /// whether an earlier try committed after all.
+    async fn record(
+        &self,
+        id: uuid::Uuid,
+        token: uuid::Uuid,
+        finish: Finish,
+        stored: &[String],
+    ) -> Result<bool, StoreError> {
+        let store = &self.inner.store;
+        let deadline = Instant::now() + self.inner.settings.lease;
+        let mut recorded = store.finish_job(id, token, finish.clone()).await;
+        let mut delay = std::time::Duration::from_millis(100);
+        while let Err(e) = &recorded {
+            if Instant::now() + delay >= deadline {
+                break;
+            }
+            tracing::warn!(error = %e, "could not record the attempt's end; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            recorded = store.finish_job(id, token, finish.clone()).await;
+            if matches!(recorded, Ok(false)) {
+                let committed = match (store.job_by_id(id).await, stored.first()) {
+                    (Ok(Some(job)), Some(key))
+                        if job.status == crate::domain::JobStatus::Succeeded =>
+                    {
+                        store
+                            .artifacts_of_job(id)
+                            .await
+                            .is_ok_and(|a| a.iter().any(|a| &a.blob_key == key))
+                    }
+                    _ => false,
+                };
+                recorded = Ok(committed);
+            }
+        }
+        recorded
     }
 
     /// Runs the pipeline on the blocking pool, renewing the lease and publishing progress

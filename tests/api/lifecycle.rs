@@ -45,11 +45,20 @@ async fn resumable_upload_joins_parts_in_any_order(backend: Backend) {
     };
     let file = mlp();
     let sha = hex::encode(Sha256::digest(&file));
-    let res = app.http.post(app.url("/v1/uploads")).json(&json!({})).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url("/v1/uploads"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let upload: Value = res.json().await.unwrap();
     let id = upload["id"].as_str().unwrap();
-    let chunks: Vec<Vec<u8>> = file.chunks(file.len() / 3 + 1).map(<[u8]>::to_vec).collect();
+    let chunks: Vec<Vec<u8>> = file
+        .chunks(file.len() / 3 + 1)
+        .map(<[u8]>::to_vec)
+        .collect();
     assert_eq!(chunks.len(), 3);
     // Out of order, part 2 first sent with wrong bytes and then resent.
     assert_eq!(put_part(&app, id, 3, chunks[2].clone()).await.status(), 200);
@@ -63,7 +72,10 @@ async fn resumable_upload_joins_parts_in_any_order(backend: Backend) {
     let res = complete(sha.clone()).await.unwrap();
     assert_eq!(res.status(), 409, "part 1 is missing");
     let problem: Value = res.json().await.unwrap();
-    assert!(problem["detail"].as_str().unwrap().contains("[1]"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("[1]"),
+        "{problem}"
+    );
     assert_eq!(put_part(&app, id, 1, chunks[0].clone()).await.status(), 200);
     let res = complete(sha.clone()).await.unwrap();
     assert_eq!(res.status(), 422, "part 2 holds the wrong bytes");
@@ -81,18 +93,35 @@ async fn resumable_upload_joins_parts_in_any_order(backend: Backend) {
     assert_eq!(model["sha256"], sha);
     assert_eq!(model["name"], "joined");
     let id_model = model["id"].as_str().unwrap();
-    assert_eq!(app.download(&format!("/v1/models/{id_model}/file")).await, file);
+    assert_eq!(
+        app.download(&format!("/v1/models/{id_model}/file")).await,
+        file
+    );
     // The upload and every part file are gone.
-    let res = app.http.get(app.url(&format!("/v1/uploads/{id}"))).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url(&format!("/v1/uploads/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     assert!(files_under(&app.config.data_dir.join("blobs/uploads")).is_empty());
     // Bad part numbers are refused.
-    let res = app.http.post(app.url("/v1/uploads")).json(&json!({})).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url("/v1/uploads"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     let other: Value = res.json().await.unwrap();
     for n in ["0", "10001", "x"] {
         let res = app
             .http
-            .put(app.url(&format!("/v1/uploads/{}/parts/{n}", other["id"].as_str().unwrap())))
+            .put(app.url(&format!(
+                "/v1/uploads/{}/parts/{n}",
+                other["id"].as_str().unwrap()
+            )))
             .body(vec![1u8])
             .send()
             .await
@@ -106,17 +135,34 @@ async fn abandoned_uploads_expire(backend: Backend) {
     let Some(app) = TestApp::spawn(backend, |c| c.sweep_ms = 100).await else {
         return;
     };
-    let res = app.http.post(app.url("/v1/uploads")).json(&json!({"ttl_seconds": 1})).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url("/v1/uploads"))
+        .json(&json!({"ttl_seconds": 1}))
+        .send()
+        .await
+        .unwrap();
     let upload: Value = res.json().await.unwrap();
     let id = upload["id"].as_str().unwrap();
     assert_eq!(put_part(&app, id, 1, vec![7u8; 4096]).await.status(), 200);
-    assert_eq!(files_under(&app.config.data_dir.join("blobs/uploads")).len(), 1);
+    assert_eq!(
+        files_under(&app.config.data_dir.join("blobs/uploads")).len(),
+        1
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while !files_under(&app.config.data_dir.join("blobs/uploads")).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the expired upload's part was not removed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired upload's part was not removed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let res = app.http.get(app.url(&format!("/v1/uploads/{id}"))).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url(&format!("/v1/uploads/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     app.finish().await;
 }
@@ -133,29 +179,60 @@ async fn same_model_and_pipeline_is_a_cache_hit(backend: Backend) {
     let done = app.job(&job).await;
     assert_eq!(done["status"], "succeeded");
     // Another model record with the same bytes, the same pipeline: answered at once.
-    let res = app.post_job(json!({"model_id": second, "pipeline": pipeline})).await;
+    let res = app
+        .post_job(json!({"model_id": second, "pipeline": pipeline}))
+        .await;
     assert_eq!(res.status(), 202);
     let hit: Value = res.json().await.unwrap();
     assert_eq!(hit["status"], "succeeded");
     assert_eq!(hit["cache_hit"], true);
     assert_eq!(hit["cached_from"], done["id"]);
     assert_eq!(hit["metrics"], done["metrics"]);
-    let sha = |j: &Value| j["artifacts"].as_array().unwrap().iter().map(|a| a["sha256"].clone()).collect::<Vec<_>>();
+    let sha = |j: &Value| {
+        j["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["sha256"].clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(sha(&hit), sha(&done));
-    assert_eq!(app.model_artifact(&hit).await, app.model_artifact(&done).await);
+    assert_eq!(
+        app.model_artifact(&hit).await,
+        app.model_artifact(&done).await
+    );
     assert!(app.run_jobs().await.is_empty(), "a cache hit runs nothing");
     // Opting out, or a different pipeline, runs the job.
-    let res = app.post_job(json!({"model_id": second, "pipeline": pipeline, "cache": false})).await;
+    let res = app
+        .post_job(json!({"model_id": second, "pipeline": pipeline, "cache": false}))
+        .await;
     let fresh: Value = res.json().await.unwrap();
     assert_eq!(fresh["status"], "queued");
     assert_eq!(fresh["cache_hit"], false);
-    let res = app.post_job(json!({"model_id": second, "pipeline": [{"op": "prune", "sparsity": 0.6}]})).await;
+    let res = app
+        .post_job(json!({"model_id": second, "pipeline": [{"op": "prune", "sparsity": 0.6}]}))
+        .await;
     let other: Value = res.json().await.unwrap();
     assert_eq!(other["status"], "queued");
     // Deleting the original keeps the hit's files: they are shared, not copied.
-    let res = app.http.delete(app.url(&format!("/v1/jobs/{job}"))).send().await.unwrap();
+    let res = app
+        .http
+        .delete(app.url(&format!("/v1/jobs/{job}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
-    assert_eq!(app.model_artifact(&hit).await.len() as u64, hit["artifacts"].as_array().unwrap().iter().find(|a| a["kind"] == "model").unwrap()["size_bytes"].as_u64().unwrap());
+    assert_eq!(
+        app.model_artifact(&hit).await.len() as u64,
+        hit["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == "model")
+            .unwrap()["size_bytes"]
+            .as_u64()
+            .unwrap()
+    );
     app.finish().await;
 }
 
@@ -225,13 +302,23 @@ async fn webhooks_are_signed_and_retried(backend: Backend) {
         .to_owned();
     let mut deliveries = Vec::new();
     for _ in 0..2 {
-        let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("a delivery").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("a delivery")
+            .unwrap();
         deliveries.push(got);
     }
     for (headers, body) in &deliveries {
         assert_eq!(headers["compressd-delivery"], id.as_str());
-        let ts: i64 = headers["compressd-timestamp"].to_str().unwrap().parse().unwrap();
-        assert!((chrono::Utc::now().timestamp() - ts).abs() < 60, "fresh timestamp");
+        let ts: i64 = headers["compressd-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (chrono::Utc::now().timestamp() - ts).abs() < 60,
+            "fresh timestamp"
+        );
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(format!("{ts}.").as_bytes());
         mac.update(body);
@@ -248,7 +335,10 @@ async fn webhooks_are_signed_and_retried(backend: Backend) {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{ts}.").as_bytes());
     mac.update(&body[1..]);
-    assert_ne!(headers["compressd-signature"], format!("v1={}", hex::encode(mac.finalize().into_bytes())).as_str());
+    assert_ne!(
+        headers["compressd-signature"],
+        format!("v1={}", hex::encode(mac.finalize().into_bytes())).as_str()
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let job = app.job(&id).await;
@@ -265,8 +355,15 @@ async fn webhooks_are_signed_and_retried(backend: Backend) {
         .await;
     let queued: Value = res.json().await.unwrap();
     let qid = queued["id"].as_str().unwrap();
-    app.http.post(app.url(&format!("/v1/jobs/{qid}/cancel"))).send().await.unwrap();
-    let (_, body) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("a delivery").unwrap();
+    app.http
+        .post(app.url(&format!("/v1/jobs/{qid}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a delivery")
+        .unwrap();
     let sent: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(sent["id"], qid);
     assert_eq!(sent["status"], "cancelled");
@@ -288,36 +385,72 @@ async fn artifacts_expire_and_deletes_leave_nothing(backend: Backend) {
         .post_job(json!({"model_id": model, "pipeline": [{"op": "prune", "sparsity": 0.5}], "artifact_ttl_seconds": 1}))
         .await;
     let short: Value = res.json().await.unwrap();
-    let kept = app.submit(&model, json!([{"op": "prune", "sparsity": 0.25}])).await;
+    let kept = app
+        .submit(&model, json!([{"op": "prune", "sparsity": 0.25}]))
+        .await;
     app.run_jobs().await;
     let short_id = short["id"].as_str().unwrap();
     let done = app.job(short_id).await;
     assert!(done["artifacts"][0]["expires_at"].is_string());
-    let file_url = done["artifacts"][0]["file_url"].as_str().unwrap().to_owned();
+    let file_url = done["artifacts"][0]["file_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let res = app.http.get(app.url(&file_url)).send().await.unwrap();
         if res.status() == 404 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the artifact outlived its time to live");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the artifact outlived its time to live"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(app.job(short_id).await["artifacts"].as_array().unwrap().is_empty());
-    assert!(!app.job(&kept).await["artifacts"].as_array().unwrap().is_empty());
+    assert!(app.job(short_id).await["artifacts"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(!app.job(&kept).await["artifacts"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     // Deleting the job, then the model (which takes its remaining jobs), empties the disk.
-    let res = app.http.delete(app.url(&format!("/v1/jobs/{short_id}"))).send().await.unwrap();
+    let res = app
+        .http
+        .delete(app.url(&format!("/v1/jobs/{short_id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     assert!(!files_under(&blobs).is_empty());
-    let res = app.http.delete(app.url(&format!("/v1/models/{model}"))).send().await.unwrap();
+    let res = app
+        .http
+        .delete(app.url(&format!("/v1/models/{model}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(files_under(&blobs), Vec::<std::path::PathBuf>::new());
-    let res = app.http.get(app.url(&format!("/v1/jobs/{kept}"))).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url(&format!("/v1/jobs/{kept}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404, "the model's jobs went with it");
     // A running or queued job cannot be deleted.
     let model = app.upload_ok(mlp(), "m2").await;
-    let queued = app.submit(&model, json!([{"op": "prune", "sparsity": 0.5}])).await;
-    let res = app.http.delete(app.url(&format!("/v1/jobs/{queued}"))).send().await.unwrap();
+    let queued = app
+        .submit(&model, json!([{"op": "prune", "sparsity": 0.5}]))
+        .await;
+    let res = app
+        .http
+        .delete(app.url(&format!("/v1/jobs/{queued}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 409);
     app.finish().await;
 }

@@ -7,6 +7,7 @@ mod helpers;
 mod models;
 
 mod export;
+mod faults;
 mod flow;
 mod jobs;
 mod lifecycle;

@@ -35,9 +35,14 @@ async fn stalled_uploads_are_cut_off(backend: Backend) {
     assert!(answer.contains("upload-stalled"), "{answer}");
     // A multipart body that stalls between parts is cut off too.
     let head = "POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000\r\n\r\n";
-    let answer = raw(&app, head, b"--B\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nx\r\n", Duration::from_secs(10))
-        .await
-        .expect("the server answers a stalled form");
+    let answer = raw(
+        &app,
+        head,
+        b"--B\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nx\r\n",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the server answers a stalled form");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     let models = app.get_json("/v1/models").await;
     assert!(models["data"].as_array().unwrap().is_empty());
@@ -55,7 +60,11 @@ async fn oversized_headers_are_refused_and_the_server_keeps_serving(backend: Bac
     let answer = raw(&app, &head, b"", Duration::from_secs(10))
         .await
         .expect("an answer");
-    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(200)]);
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
     assert_eq!(app.get_json("/healthz").await["status"], "ok");
     app.finish().await;
 }
@@ -69,22 +78,38 @@ async fn hostile_names_stay_names(backend: Backend) {
         "file",
         reqwest::multipart::Part::bytes(mlp()).file_name("../../../etc/evil.safetensors"),
     );
-    let res = app.http.post(app.url("/v1/models")).multipart(form).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url("/v1/models"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let model: serde_json::Value = res.json().await.unwrap();
     assert_eq!(model["name"], "../../../etc/evil");
     let res = app
         .http
-        .get(app.url(&format!("/v1/models/{}/file", model["id"].as_str().unwrap())))
+        .get(app.url(&format!(
+            "/v1/models/{}/file",
+            model["id"].as_str().unwrap()
+        )))
         .send()
         .await
         .unwrap();
-    let disposition = res.headers()["content-disposition"].to_str().unwrap().to_owned();
+    let disposition = res.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(!disposition.contains('/'), "{disposition}");
     let root = app.config.data_dir.parent().unwrap();
     assert!(!root.join("etc").exists());
     for entry in walk(&app.config.data_dir) {
-        assert!(!entry.to_string_lossy().contains("evil"), "{}", entry.display());
+        assert!(
+            !entry.to_string_lossy().contains("evil"),
+            "{}",
+            entry.display()
+        );
     }
     // Control characters and overlong names are refused.
     for name in ["a%07b", "line%0Abreak", &"x".repeat(300)] {
@@ -99,7 +124,11 @@ async fn hostile_names_stay_names(backend: Backend) {
         assert_eq!(res.status(), 400, "{name}");
     }
     // Ids that are paths are just unknown ids.
-    for path in ["/v1/models/..%2F..%2Fetc%2Fpasswd", "/v1/artifacts/%2e%2e/file", "/v1/jobs/..%00/events"] {
+    for path in [
+        "/v1/models/..%2F..%2Fetc%2Fpasswd",
+        "/v1/artifacts/%2e%2e/file",
+        "/v1/jobs/..%00/events",
+    ] {
         let res = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 404, "{path}");
     }

@@ -125,10 +125,23 @@ async fn make_things(app: &TestApp, a: &Tenant) -> Owned {
     let job = submit(json!([{"op": "prune", "sparsity": 0.5}])).await;
     app.run_jobs().await;
     let queued = submit(json!([{"op": "prune", "sparsity": 0.25}])).await;
-    let done = json_of(a.http.get(app.url(&format!("/v1/jobs/{job}"))).send().await.unwrap()).await;
+    let done = json_of(
+        a.http
+            .get(app.url(&format!("/v1/jobs/{job}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
     let artifact = done["artifacts"][0]["id"].as_str().unwrap().to_owned();
-    let res = a.http.post(app.url("/v1/uploads")).json(&json!({})).send().await.unwrap();
+    let res = a
+        .http
+        .post(app.url("/v1/uploads"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let upload = json_of(res).await["id"].as_str().unwrap().to_owned();
     Owned {
@@ -151,22 +164,58 @@ async fn other_tenants_ids_are_not_found(backend: Backend) {
     let arch = json!({"input_shape": [8], "layers": []});
     let routes: Vec<(Method, String, Option<Value>)> = vec![
         (Method::GET, format!("/v1/models/{}", owned.model), None),
-        (Method::GET, format!("/v1/models/{}/file", owned.model), None),
-        (Method::PUT, format!("/v1/models/{}/architecture", owned.model), Some(arch)),
+        (
+            Method::GET,
+            format!("/v1/models/{}/file", owned.model),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/models/{}/architecture", owned.model),
+            Some(arch),
+        ),
         (Method::DELETE, format!("/v1/models/{}", owned.model), None),
         (Method::GET, format!("/v1/datasets/{}", owned.dataset), None),
-        (Method::DELETE, format!("/v1/datasets/{}", owned.dataset), None),
+        (
+            Method::DELETE,
+            format!("/v1/datasets/{}", owned.dataset),
+            None,
+        ),
         (Method::GET, format!("/v1/jobs/{}", owned.job), None),
         (Method::GET, format!("/v1/jobs/{}/events", owned.job), None),
         (Method::GET, format!("/v1/jobs/{}/report", owned.job), None),
-        (Method::POST, format!("/v1/jobs/{}/cancel", owned.queued), None),
+        (
+            Method::POST,
+            format!("/v1/jobs/{}/cancel", owned.queued),
+            None,
+        ),
         (Method::DELETE, format!("/v1/jobs/{}", owned.job), None),
-        (Method::GET, format!("/v1/artifacts/{}", owned.artifact), None),
-        (Method::GET, format!("/v1/artifacts/{}/file", owned.artifact), None),
+        (
+            Method::GET,
+            format!("/v1/artifacts/{}", owned.artifact),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/artifacts/{}/file", owned.artifact),
+            None,
+        ),
         (Method::GET, format!("/v1/uploads/{}", owned.upload), None),
-        (Method::PUT, format!("/v1/uploads/{}/parts/1", owned.upload), None),
-        (Method::POST, format!("/v1/uploads/{}/complete", owned.upload), Some(json!({"sha256": "0".repeat(64)}))),
-        (Method::DELETE, format!("/v1/uploads/{}", owned.upload), None),
+        (
+            Method::PUT,
+            format!("/v1/uploads/{}/parts/1", owned.upload),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/uploads/{}/complete", owned.upload),
+            Some(json!({"sha256": "0".repeat(64)})),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/uploads/{}", owned.upload),
+            None,
+        ),
     ];
     for (method, path, body) in &routes {
         let mut req = b.http.request(method.clone(), app.url(path));
@@ -178,7 +227,10 @@ async fn other_tenants_ids_are_not_found(backend: Backend) {
         let res = req.send().await.unwrap();
         assert_eq!(res.status(), 404, "{method} {path} as another tenant");
         let problem = json_of(res).await;
-        assert_eq!(problem["type"], "urn:compressd:problem:not-found", "{method} {path}");
+        assert_eq!(
+            problem["type"], "urn:compressd:problem:not-found",
+            "{method} {path}"
+        );
     }
     // Jobs cannot name another tenant's model or dataset either.
     let res = b
@@ -188,13 +240,23 @@ async fn other_tenants_ids_are_not_found(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(json_of(res).await["type"], "urn:compressd:problem:model-not-found");
+    assert_eq!(
+        json_of(res).await["type"],
+        "urn:compressd:problem:model-not-found"
+    );
     // Lists show only the caller's rows.
     for list in ["/v1/models", "/v1/datasets", "/v1/jobs"] {
         let theirs = json_of(b.http.get(app.url(list)).send().await.unwrap()).await;
-        assert_eq!(theirs["data"].as_array().unwrap().len(), 0, "{list} as beta");
+        assert_eq!(
+            theirs["data"].as_array().unwrap().len(),
+            0,
+            "{list} as beta"
+        );
         let mine = json_of(a.http.get(app.url(list)).send().await.unwrap()).await;
-        assert!(!mine["data"].as_array().unwrap().is_empty(), "{list} as alpha");
+        assert!(
+            !mine["data"].as_array().unwrap().is_empty(),
+            "{list} as alpha"
+        );
     }
     // Nothing of A's changed: every route still answers A.
     for (path, status) in [
@@ -206,7 +268,14 @@ async fn other_tenants_ids_are_not_found(backend: Backend) {
         let res = a.http.get(app.url(&path)).send().await.unwrap();
         assert_eq!(res.status(), status, "{path} as alpha");
     }
-    let queued = json_of(a.http.get(app.url(&format!("/v1/jobs/{}", owned.queued))).send().await.unwrap()).await;
+    let queued = json_of(
+        a.http
+            .get(app.url(&format!("/v1/jobs/{}", owned.queued)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(queued["status"], "queued", "beta's cancel did not touch it");
     app.finish().await;
 }
@@ -229,15 +298,40 @@ async fn keys_are_required_once_they_exist_and_revocation_is_immediate(backend: 
         assert!(res.headers().contains_key("www-authenticate"));
         assert_eq!(res.headers()["content-type"], "application/problem+json");
     }
-    assert_eq!(a.http.get(app.url("/v1/models")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        a.http
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // The key is stored only as a hash; listings show a prefix.
-    let keys = json_of(app.http.get(app.url("/v1/admin/keys?tenant=alpha")).bearer_auth(ADMIN).send().await.unwrap()).await;
+    let keys = json_of(
+        app.http
+            .get(app.url("/v1/admin/keys?tenant=alpha"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let listed = keys.as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert!(a.key.starts_with(listed[0]["prefix"].as_str().unwrap()));
-    assert!(!keys.to_string().contains(&a.key), "the key itself is never listed");
+    assert!(
+        !keys.to_string().contains(&a.key),
+        "the key itself is never listed"
+    );
     let id = listed[0]["id"].as_str().unwrap();
-    let res = app.http.delete(app.url(&format!("/v1/admin/keys/{id}"))).bearer_auth(ADMIN).send().await.unwrap();
+    let res = app
+        .http
+        .delete(app.url(&format!("/v1/admin/keys/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     let res = a.http.get(app.url("/v1/models")).send().await.unwrap();
     assert_eq!(res.status(), 401, "a revoked key is refused at once");
@@ -260,9 +354,18 @@ async fn admin_api_is_off_without_an_admin_key(backend: Backend) {
     let Some(app) = TestApp::spawn(backend, |_| {}).await else {
         return;
     };
-    let res = app.http.get(app.url("/v1/admin/tenants")).bearer_auth("anything").send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/v1/admin/tenants"))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403);
-    assert_eq!(json_of(res).await["type"], "urn:compressd:problem:admin-disabled");
+    assert_eq!(
+        json_of(res).await["type"],
+        "urn:compressd:problem:admin-disabled"
+    );
     app.finish().await;
 }
 
@@ -277,9 +380,14 @@ async fn a_public_address_needs_keys(backend: Backend) {
     assert!(message.contains("refusing to serve"), "{message}");
     // With a key in the store it starts, and wants the key.
     let store = app.app.as_ref().unwrap().store();
-    let t = store.create_tenant("ops", &Default::default()).await.unwrap();
+    let t = store
+        .create_tenant("ops", &Default::default())
+        .await
+        .unwrap();
     let (_, key) = store.create_key(&t, "", None).await.unwrap();
-    let public = compressd::startup::Application::build(config).await.expect("starts with a key");
+    let public = compressd::startup::Application::build(config)
+        .await
+        .expect("starts with a key");
     let url = format!("http://127.0.0.1:{}/v1/models", public.port());
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 401);
     assert_eq!(client(&key).get(&url).send().await.unwrap().status(), 200);
@@ -292,7 +400,12 @@ async fn quotas_and_rate_limits_answer_with_the_limit_named(backend: Backend) {
         return;
     };
     let model_bytes = mlp().len() as u64;
-    let small = tenant(&app, "small", json!({"max_stored_bytes": model_bytes + 10, "max_queued_jobs": 1})).await;
+    let small = tenant(
+        &app,
+        "small",
+        json!({"max_stored_bytes": model_bytes + 10, "max_queued_jobs": 1}),
+    )
+    .await;
     let upload = |name: &str| {
         small
             .http
@@ -352,20 +465,48 @@ async fn quotas_and_rate_limits_answer_with_the_limit_named(backend: Backend) {
     let pjob = json_of(res).await["id"].as_str().unwrap().to_owned();
     let outcomes = app.run_jobs().await;
     assert_eq!(outcomes.len(), 1, "only small's job ran: {outcomes:?}");
-    let pj = json_of(paused.http.get(app.url(&format!("/v1/jobs/{pjob}"))).send().await.unwrap()).await;
+    let pj = json_of(
+        paused
+            .http
+            .get(app.url(&format!("/v1/jobs/{pjob}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(pj["status"], "queued");
 
     // Rate: 6 a minute allows a burst of one; the next request waits.
     let key = new_key(&app, "small", json!({"rate_limit_per_minute": 6})).await;
     let slow = client(&key);
-    assert_eq!(slow.get(app.url("/v1/models")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        slow.get(app.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let res = slow.get(app.url("/v1/models")).send().await.unwrap();
     assert_eq!(res.status(), 429);
-    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=10).contains(&wait), "Retry-After {wait}");
     assert_eq!(json_of(res).await["limit"], "rate_per_minute");
     // Limits are per key: the tenant's other key is unaffected.
-    assert_eq!(small.http.get(app.url("/v1/models")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        small
+            .http
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let _ = StatusCode::OK;
     app.finish().await;
 }

@@ -1,0 +1,475 @@
+//! Faults: the database restarting under running jobs, an artifact disk that cannot be written
+//! or is full, SIGTERM during an upload. Jobs end finished or retried, never lost or doubled,
+//! no partial file is listed, and the server keeps serving.
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::{test_config, Backend, TestApp};
+use crate::models::{f32_tensor, mlp, safetensors, values};
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn layered(n: u64) -> Vec<u8> {
+    let tensors: Vec<_> = (0..n)
+        .map(|i| {
+            f32_tensor(
+                Box::leak(format!("l{i}.weight").into_boxed_str()),
+                &[128, 128],
+                &values(128 * 128, i),
+            )
+        })
+        .collect();
+    safetensors(&tensors, None)
+}
+
+/// A PostgreSQL cluster of this test's own, so that restarting it disturbs no other test.
+struct PrivatePg {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn as_postgres(program: &Path) -> Command {
+    // PostgreSQL refuses to run as root; CI runs as root.
+    if std::env::var("USER").as_deref() == Ok("root") || unsafe_is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PrivatePg {
+    /// None (the test is skipped, and says so) when PostgreSQL's programs are not installed.
+    fn start() -> Option<PrivatePg> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").exists());
+        let Some(bin) = bin else {
+            eprintln!("skipped: PostgreSQL server programs not found under /usr/lib/postgresql");
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("compressd-pg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let data = dir.path().join("data");
+        let ok = as_postgres(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "initdb");
+        let pg = PrivatePg {
+            bin,
+            data,
+            port: free_port(),
+            _dir: dir,
+        };
+        pg.ctl(&["start"]);
+        Some(pg)
+    }
+
+    fn ctl(&self, action: &[&str]) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.data.parent().unwrap().display()
+        );
+        let ok = as_postgres(&self.bin.join("pg_ctl"))
+            .args(action)
+            .args(["-w", "-m", "fast", "-o", &opts, "-l"])
+            .arg(self.data.parent().unwrap().join("log"))
+            .arg("-D")
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pg_ctl {action:?}");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let res = http.get(url).send().await.ok()?;
+    res.status().is_success().then_some(())?;
+    res.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_restart_loses_and_doubles_no_job() {
+    if std::env::var("TEST_DATABASE_URL").is_err() {
+        eprintln!("skipped: TEST_DATABASE_URL is not set (PostgreSQL tests are off)");
+        return;
+    }
+    let Some(pg) = PrivatePg::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&pg.url(), dir.path().join("data"));
+    config.workers = Some(2);
+    config.lease_ms = 3000;
+    config.test_chunk_delay_ms = 40;
+    let app = compressd::startup::Application::build(config)
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.address());
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{base}/v1/models?name=m"))
+        .header("content-type", "application/octet-stream")
+        .body(layered(12))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let model = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut jobs = Vec::new();
+    for s in [0.3, 0.4, 0.5, 0.6] {
+        let res = http
+            .post(format!("{base}/v1/jobs"))
+            .json(&json!({"model_id": model, "pipeline": [{"op": "prune", "sparsity": s}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        jobs.push(
+            res.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = get(&http, &format!("{base}/v1/jobs/{}", jobs[0]))
+            .await
+            .unwrap();
+        if j["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no job started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pg.ctl(&["restart"]);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut finished = Vec::new();
+    for id in &jobs {
+        loop {
+            if let Some(j) = get(&http, &format!("{base}/v1/jobs/{id}")).await {
+                if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
+                    finished.push(j);
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never finished after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for j in &finished {
+        assert_eq!(j["status"], "succeeded", "{j:#}");
+        let models = j["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "model")
+            .count();
+        assert_eq!(models, 1, "exactly one result per job: {j:#}");
+    }
+    let all = get(&http, &format!("{base}/v1/jobs?limit=200"))
+        .await
+        .unwrap();
+    assert_eq!(
+        all["data"].as_array().unwrap().len(),
+        jobs.len(),
+        "no job doubled"
+    );
+    app.stop().await.unwrap();
+}
+
+/// The artifact disk cannot be written: the job fails with the reason, nothing is listed,
+/// and the server goes on serving; once the disk is back, jobs run again.
+async fn unwritable_disk_fails_the_job_cleanly(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |c| c.max_attempts = 1).await else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "m").await;
+    let scratch = app.config.scratch_dir();
+    std::fs::remove_dir_all(&scratch).unwrap();
+    std::fs::write(&scratch, b"not a directory").unwrap();
+    let job = app
+        .submit(&model, json!([{"op": "prune", "sparsity": 0.5}]))
+        .await;
+    app.run_jobs().await;
+    let failed = app.job(&job).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert!(failed["artifacts"].as_array().unwrap().is_empty());
+    let detail = failed["error"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("directory") || detail.contains("disk") || detail.contains("write"),
+        "{detail}"
+    );
+    assert_eq!(app.get_json("/healthz").await["status"], "ok");
+    app.upload_ok(crate::models::mlp(), "still-serving").await;
+    std::fs::remove_file(&scratch).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    let res = app.post_job(json!({"model_id": model, "pipeline": [{"op": "prune", "sparsity": 0.5}], "cache": false})).await;
+    let again = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_jobs().await;
+    assert_eq!(app.job(&again).await["status"], "succeeded");
+    app.finish().await;
+}
+
+/// The server binary; `file_blocks` caps the size of any file it writes (512-byte blocks), as a
+/// full disk would, with SIGXFSZ ignored (as a service manager would) so that it is an error.
+fn spawn_server(
+    app: &TestApp,
+    port: u16,
+    file_blocks: Option<u32>,
+    extra: &[(&str, &str)],
+) -> Child {
+    let limit = file_blocks.map_or_else(String::new, |b| format!("ulimit -f {b}; "));
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; {limit}exec {}",
+            env!("CARGO_BIN_EXE_compressd")
+        ))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.config.database_url)
+        .env("COMPRESSD_DATA_DIR", &app.config.data_dir)
+        .env("COMPRESSD_BIND", format!("127.0.0.1:{port}"))
+        .env("COMPRESSD_POLL_MS", "50")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    if std::env::var("TEST_LOG").is_err() {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    cmd.spawn().expect("start compressd")
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(http, &format!("{base}/readyz")).await.is_none() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stop(child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut child = child;
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+}
+
+async fn wait_job(http: &reqwest::Client, base: &str, job: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = get(http, &format!("{base}/v1/jobs/{job}")).await.unwrap();
+        if j["status"] == status {
+            return j;
+        }
+        let terminal =
+            ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap());
+        assert!(
+            !terminal && Instant::now() < deadline,
+            "wanted {status}: {j:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A full disk (the server's file size limit hit while writing the artifact). PostgreSQL only:
+/// with SQLite the database's own files are on the same full disk, which is another fault.
+async fn full_disk_fails_the_job_and_the_server_recovers(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return;
+    }
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    // The model arrives through a server with room; the worker's server has none.
+    let bytes = layered(4);
+    let model = app.upload_ok(bytes.clone(), "big").await;
+    let port = free_port();
+    let blocks = (bytes.len() / 512 / 8) as u32;
+    let child = spawn_server(
+        &app,
+        port,
+        Some(blocks),
+        &[("COMPRESSD_WORKERS", "1"), ("COMPRESSD_MAX_ATTEMPTS", "1")],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&app.http, &base).await;
+    let submit = || {
+        app.http
+            .post(format!("{base}/v1/jobs"))
+            .json(&json!({"model_id": model, "pipeline": [{"op": "prune", "sparsity": 0.5}], "cache": false}))
+            .send()
+    };
+    let job = submit().await.unwrap().json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = wait_job(&app.http, &base, &job, "failed").await;
+    assert!(failed["artifacts"].as_array().unwrap().is_empty());
+    let detail = failed["error"]["detail"].as_str().unwrap().to_lowercase();
+    assert!(
+        detail.contains("too large") || detail.contains("space") || detail.contains("disk"),
+        "{detail}"
+    );
+    assert_eq!(
+        get(&app.http, &format!("{base}/healthz")).await.unwrap()["status"],
+        "ok"
+    );
+    let listed = get(&app.http, &format!("{base}/v1/models")).await.unwrap();
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        1,
+        "the full server still serves"
+    );
+    let scratch_left = std::fs::read_dir(app.config.scratch_dir()).unwrap().count();
+    assert_eq!(
+        scratch_left, 0,
+        "the failed attempt's scratch files are gone"
+    );
+    stop(child).await;
+    // With room again, the same job runs.
+    let child = spawn_server(&app, port, None, &[("COMPRESSD_WORKERS", "1")]);
+    wait_ready(&app.http, &base).await;
+    let job = submit().await.unwrap().json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_job(&app.http, &base, &job, "succeeded").await;
+    stop(child).await;
+    app.finish().await;
+}
+
+/// SIGTERM while a client is still sending an upload: the server stops cleanly, the partial
+/// upload leaves no model and no file.
+async fn sigterm_during_an_upload_leaves_nothing_behind(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let port = free_port();
+    let mut child = spawn_server(
+        &app,
+        port,
+        None,
+        &[
+            ("COMPRESSD_BODY_IDLE_TIMEOUT_MS", "1000"),
+            ("COMPRESSD_SHUTDOWN_GRACE_SECONDS", "1"),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&app.http, &base).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST /v1/models?name=half HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    stream.write_all(&[0u8; 65536]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tmp = app.config.tmp_dir();
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        1,
+        "the upload is being received"
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let exit = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .expect("the server exits after SIGTERM")
+    .unwrap()
+    .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    drop(stream);
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "no partial file is left"
+    );
+    assert!(app.get_json("/v1/models").await["data"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    app.finish().await;
+}
+
+crate::on_each_backend!(
+    unwritable_disk_fails_the_job_cleanly,
+    full_disk_fails_the_job_and_the_server_recovers,
+    sigterm_during_an_upload_leaves_nothing_behind,
+);
