@@ -1,7 +1,7 @@
 //! Tenants and keys: keys from the admin API, every route scoped to the caller's tenant,
 //! revocation, the loopback-only open mode, quotas and rate limits.
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{Backend, TestApp};
@@ -13,7 +13,6 @@ const ADMIN: &str = "admin-secret-for-tests";
 pub struct Tenant {
     pub key: String,
     pub http: reqwest::Client,
-    pub info: Value,
 }
 
 pub async fn tenant(app: &TestApp, name: &str, limits: Value) -> Tenant {
@@ -31,11 +30,14 @@ pub async fn tenant(app: &TestApp, name: &str, limits: Value) -> Tenant {
         .unwrap();
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let info: Value = res.json().await.unwrap();
+    assert!(info["webhook_secret"]
+        .as_str()
+        .unwrap()
+        .starts_with("whsec_"));
     let key = new_key(app, name, json!({})).await;
     Tenant {
         http: client(&key),
         key,
-        info,
     }
 }
 
@@ -507,7 +509,6 @@ async fn quotas_and_rate_limits_answer_with_the_limit_named(backend: Backend) {
             .status(),
         200
     );
-    let _ = StatusCode::OK;
     app.finish().await;
 }
 
