@@ -5,6 +5,8 @@ pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod notify;
 pub mod startup;
 pub mod store;

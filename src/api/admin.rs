@@ -45,8 +45,23 @@ impl LimitsBody {
 pub struct CreateTenant {
     /// 1 to 64 characters: letters, digits, '-', '_' and '.'.
     pub name: String,
-    #[serde(flatten)]
-    pub limits: LimitsBody,
+    #[schema(minimum = 0)]
+    pub max_stored_bytes: Option<u64>,
+    #[schema(minimum = 0)]
+    pub max_running_jobs: Option<u32>,
+    #[schema(minimum = 0)]
+    pub max_queued_jobs: Option<u32>,
+}
+
+impl CreateTenant {
+    fn limits(&self) -> Limits {
+        LimitsBody {
+            max_stored_bytes: self.max_stored_bytes,
+            max_running_jobs: self.max_running_jobs,
+            max_queued_jobs: self.max_queued_jobs,
+        }
+        .limits()
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -168,11 +183,7 @@ pub async fn create_tenant(
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     check_tenant_name(&body.name)?;
-    match app
-        .store
-        .create_tenant(&body.name, &body.limits.limits())
-        .await
-    {
+    match app.store.create_tenant(&body.name, &body.limits()).await {
         Ok(t) => Ok((StatusCode::CREATED, Json(t.into()))),
         Err(TenantError::Exists(name)) => Err(ApiError::conflict(
             "tenant-exists",

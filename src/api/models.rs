@@ -248,6 +248,7 @@ fn check_fit(arch: &Architecture, tensors: &[TensorEntry]) -> Result<(), ApiErro
         (status = 200, description = "The model with its architecture", body = ModelView),
         (status = 400, description = "Malformed JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such model", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid architecture, or weights that do not fit it", body = crate::domain::Problem, content_type = "application/problem+json"),
     )
 )]

@@ -201,7 +201,7 @@ pub async fn remove_upload(app: &AppState, id: Uuid) -> Result<(), ApiError> {
     tag = "uploads",
     params(
         ("id" = String, Path, description = "Upload id"),
-        ("number" = i64, Path, description = "Part number, 1 to 10000"),
+        ("number" = i64, Path, minimum = 1, maximum = 10000, description = "Part number, 1 to 10000"),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(

@@ -83,24 +83,25 @@ impl SafetensorsIndex {
         }
         let mut len_bytes = [0u8; 8];
         file.read_exact(&mut len_bytes)?;
-        let header_len = u64::from_le_bytes(len_bytes);
-        if header_len > MAX_HEADER_BYTES {
-            return Err(bad(format!(
-                "header length field says {header_len} bytes; headers over {MAX_HEADER_BYTES} bytes are refused (is this a safetensors file?)"
-            ))
-            .into());
-        }
-        if header_len > file_len - 8 {
-            return Err(bad(format!(
-                "header length field says {header_len} bytes but only {} bytes follow it: the file is truncated or not safetensors",
-                file_len - 8
-            ))
-            .into());
-        }
+        let header_len = check_header_len(u64::from_le_bytes(len_bytes), file_len)?;
         let mut header = vec![0u8; header_len as usize];
         file.read_exact(&mut header)?;
         let data_len = file_len - 8 - header_len;
         Ok(Self::parse(&header, data_len, 8 + header_len, file_len)?)
+    }
+
+    /// Checks a whole file held in memory, as `open` checks one on disk (the fuzz target's
+    /// entry point).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, FormatError> {
+        let file_len = bytes.len() as u64;
+        let Some((len_bytes, rest)) = bytes.split_first_chunk::<8>() else {
+            return Err(bad(format!(
+                "file is {file_len} bytes long; a safetensors file starts with an 8-byte header length"
+            )));
+        };
+        let header_len = check_header_len(u64::from_le_bytes(*len_bytes), file_len)?;
+        let header = &rest[..header_len as usize];
+        Self::parse(header, file_len - 8 - header_len, 8 + header_len, file_len)
     }
 
     fn parse(
@@ -168,6 +169,22 @@ impl SafetensorsIndex {
     pub fn header_len(&self) -> u64 {
         self.data_start - 8
     }
+}
+
+/// The header length field, if it fits the file (of at least 8 bytes) and the size cap.
+fn check_header_len(header_len: u64, file_len: u64) -> Result<u64, FormatError> {
+    if header_len > MAX_HEADER_BYTES {
+        return Err(bad(format!(
+            "header length field says {header_len} bytes; headers over {MAX_HEADER_BYTES} bytes are refused (is this a safetensors file?)"
+        )));
+    }
+    if header_len > file_len - 8 {
+        return Err(bad(format!(
+            "header length field says {header_len} bytes but only {} bytes follow it: the file is truncated or not safetensors",
+            file_len - 8
+        )));
+    }
+    Ok(header_len)
 }
 
 #[derive(Debug, thiserror::Error)]
