@@ -1,12 +1,15 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t compressd .    Run: docker run -p 8080:8080 -v compressd-data:/var/lib/compressd compressd
+# Build: docker build -t compressd .
+# Run:   docker run -p 8080:8080 -v compressd-data:/var/lib/compressd -e COMPRESSD_ADMIN_KEY=… compressd
+# It binds 0.0.0.0, so it refuses to start without API keys: set COMPRESSD_ADMIN_KEY and make
+# keys over /v1/admin, or `docker run … compressd keys create --tenant NAME` on the volume first.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && echo 'fn main() {}' > benches/throughput.rs && echo 'fn main() {}' > benches/mnist.rs \
+ && for b in throughput mnist load; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && cargo build --release --locked --bin compressd \
  && rm -rf src benches
 COPY src src
