@@ -512,7 +512,78 @@ async fn quotas_and_rate_limits_answer_with_the_limit_named(backend: Backend) {
     app.finish().await;
 }
 
+/// The operator's subcommands work on the database while the server runs.
+async fn keys_subcommands_make_list_and_revoke_keys(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_compressd"))
+            .args(args)
+            .env("DATABASE_URL", &app.config.database_url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let key = cli(&["keys", "create", "--tenant", "ops", "--label", "ci"])
+        .trim()
+        .to_owned();
+    assert!(key.starts_with("cmpd_"), "{key}");
+    let http = client(&key);
+    assert_eq!(
+        http.get(app.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let listed = cli(&["keys", "list", "--tenant", "ops"]);
+    assert!(
+        listed.contains("live") && listed.contains(&key[..13]),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key), "the key itself is never listed");
+    let id = listed
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    cli(&["keys", "revoke", &id]);
+    assert_eq!(
+        http.get(app.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    cli(&["tenants", "limits", "ops", "--max-queued-jobs", "3"]);
+    assert!(cli(&["tenants", "list"])
+        .lines()
+        .any(|l| l.starts_with("ops") && l.trim_end().ends_with('3')));
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    keys_subcommands_make_list_and_revoke_keys,
     other_tenants_ids_are_not_found,
     keys_are_required_once_they_exist_and_revocation_is_immediate,
     admin_api_is_off_without_an_admin_key,
