@@ -13,14 +13,13 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_id, ApiJson, ApiQuery};
+use super::job_checks::{
+    check_against_model, check_model_inputs, check_queue_room, check_webhook_url,
+};
 use super::views::{next_cursor, JobView, Page, PageQuery};
 use super::AppState;
-use crate::compress::nn::{check_fit, DatasetSummary};
-use crate::compress::prune::select_tensors;
-use crate::compress::quantize::check_groups;
-use crate::compress::TensorEntry;
-use crate::domain::{Architecture, JobStatus, Pipeline, PipelineStepDoc, QatStep, Step};
-use crate::store::{CreateJob, Created, JobFilter, JobRecord, ModelRecord};
+use crate::domain::{JobStatus, Pipeline, PipelineStepDoc};
+use crate::store::{CreateJob, Created, JobFilter, JobRecord};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -53,26 +52,6 @@ pub struct CreateJobRequest {
 
 fn yes() -> bool {
     true
-}
-
-const MAX_WEBHOOK_URL: usize = 2048;
-
-fn check_webhook_url(url: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| {
-        ApiError::unprocessable(
-            "invalid-webhook-url",
-            "Invalid webhook URL",
-            format!("webhook_url {why}"),
-        )
-    };
-    if url.len() > MAX_WEBHOOK_URL {
-        return Err(bad(&format!("is longer than {MAX_WEBHOOK_URL} characters")));
-    }
-    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&format!("is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(bad("must be an http or https URL with a host"));
-    }
-    Ok(())
 }
 
 /// Submit a compression job. Answers 202 at once; the job runs on a worker. Send an
@@ -183,24 +162,6 @@ pub async fn create_job(
     accepted(&app, job, replayed).await
 }
 
-/// Refuses (409, naming `queued_jobs`) a job that would pass the tenant's queue limit.
-async fn check_queue_room(app: &AppState, caller: &Caller) -> Result<(), ApiError> {
-    let limit = caller
-        .tenant
-        .limits
-        .max_queued_jobs
-        .unwrap_or(i64::from(app.config.max_queued_jobs));
-    let queued = app.store.queued_jobs(caller.tenant_id()).await?;
-    if queued >= limit {
-        return Err(ApiError::over_limit(
-            StatusCode::CONFLICT,
-            "queued_jobs",
-            format!("this tenant has {queued} queued jobs, its limit; wait for some to start or cancel some"),
-        ));
-    }
-    Ok(())
-}
-
 async fn accepted(app: &AppState, job: JobRecord, replayed: bool) -> Result<Response, ApiError> {
     let location = format!("/v1/jobs/{}", job.id);
     let view = job_view(app, job, true).await?;
@@ -228,119 +189,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         ));
     }
     Ok(Some(key.to_owned()))
-}
-
-/// Refuses, before queueing, a job whose steps need an architecture or a dataset it lacks, or
-/// whose dataset does not fit the model.
-/// Returns the dataset's SHA-256, if the job has one.
-async fn check_model_inputs(
-    app: &AppState,
-    caller: &Caller,
-    pipeline: &Pipeline,
-    model: &ModelRecord,
-    dataset_id: Option<Uuid>,
-) -> Result<Option<String>, ApiError> {
-    let refuse = |code: &'static str, title: &'static str, detail: String| {
-        ApiError::unprocessable(code, title, detail)
-    };
-    let arch = match &model.architecture {
-        Some(a) => {
-            Some(serde_json::from_value::<Architecture>(a.clone()).map_err(ApiError::internal)?)
-        }
-        None => None,
-    };
-    if let Some(a) = &arch {
-        check_runnable(pipeline, a)
-            .map_err(|e| refuse("unsupported-model", "Model cannot run this pipeline", e))?;
-    }
-    if pipeline.needs_architecture() && arch.is_none() {
-        return Err(refuse(
-            "architecture-required",
-            "Model has no architecture",
-            "this pipeline runs the model (train, finetune, evaluate, sensitivity, l1_filter, or pruning with a schedule or gradient criterion), but the model has no architecture; upload one with PUT /v1/models/{id}/architecture".into(),
-        ));
-    }
-    let Some(id) = dataset_id else {
-        if pipeline.needs_dataset() {
-            return Err(refuse(
-                "dataset-required",
-                "Dataset required",
-                "this pipeline trains or measures the model; give dataset_id (upload one with POST /v1/datasets)".into(),
-            ));
-        }
-        return Ok(None);
-    };
-    let dataset = app
-        .store
-        .get_dataset(caller.tenant_id(), id)
-        .await?
-        .ok_or_else(|| {
-            refuse(
-                "dataset-not-found",
-                "Unknown dataset",
-                format!("no dataset with id '{id}'; upload one with POST /v1/datasets"),
-            )
-        })?;
-    let Some(arch) = arch else {
-        return Err(refuse(
-            "architecture-required",
-            "Model has no architecture",
-            "a dataset is only used by models that carry an architecture; set one with PUT /v1/models/{id}/architecture".into(),
-        ));
-    };
-    let summary: DatasetSummary =
-        serde_json::from_value(dataset.summary).map_err(ApiError::internal)?;
-    check_fit(&summary, &arch)
-        .map_err(|e| refuse("dataset-mismatch", "Dataset does not fit the model", e))?;
-    Ok(Some(dataset.sha256))
-}
-
-/// Activation values one batch may hold at a layer (1 GiB of f32).
-const MAX_BATCH_ACTIVATION: u64 = 1 << 28;
-
-fn check_runnable(pipeline: &Pipeline, arch: &Architecture) -> Result<(), String> {
-    if pipeline.trains() {
-        arch.check_trainable()?;
-    }
-    let batch = pipeline.largest_batch() as u64;
-    let values = batch.saturating_mul(arch.max_activation());
-    if values > MAX_BATCH_ACTIVATION {
-        return Err(format!(
-            "a batch of {batch} samples would hold {values} activation values at one layer (at most {MAX_BATCH_ACTIVATION}); lower batch_size"
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses, before queueing, a pipeline that cannot apply to the model's tensors.
-fn check_against_model(pipeline: &Pipeline, model: &ModelRecord) -> Result<(), ApiError> {
-    let tensors: Vec<TensorEntry> =
-        serde_json::from_value(model.tensors.clone()).map_err(ApiError::internal)?;
-    for (i, step) in pipeline.steps().iter().enumerate() {
-        match step {
-            Step::Prune(p) => select_tensors(&tensors, &p.selection, "prune").map(drop),
-            Step::Quantize(q) | Step::Qat(QatStep { quantize: q, .. }) => {
-                select_tensors(&tensors, &q.selection, "quantize")
-                    .and_then(|selected| check_groups(&tensors, &selected, q.scheme))
-            }
-            Step::Export(e) => select_tensors(&tensors, &e.selection, "export").map(drop),
-            Step::Train(_)
-            | Step::Finetune(_)
-            | Step::Evaluate(_)
-            | Step::Sensitivity(_)
-            | Step::Entropy(_)
-            | Step::Distill(_)
-            | Step::Auto(_) => Ok(()),
-        }
-        .map_err(|e| {
-            ApiError::unprocessable(
-                "invalid-pipeline",
-                "Pipeline does not apply to this model",
-                format!("pipeline[{i}] ({}): {e}", step.op()),
-            )
-        })?;
-    }
-    Ok(())
 }
 
 pub async fn job_view(

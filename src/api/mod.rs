@@ -9,6 +9,7 @@ mod download;
 mod error;
 mod events;
 mod extract;
+mod job_checks;
 mod jobs;
 mod models;
 mod ops;
