@@ -128,6 +128,10 @@ pub struct Config {
     /// How long a resumable upload may stay incomplete before its parts are removed.
     #[arg(long, env = "COMPRESSD_UPLOAD_TTL_SECONDS", default_value_t = 86_400)]
     pub upload_ttl_seconds: u64,
+    /// A request's headers must arrive within this long of its first byte, or the
+    /// connection is closed (slow-loris).
+    #[arg(long, env = "COMPRESSD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
     /// A request body that sends nothing for this long is cut off (slow clients).
     #[arg(long, env = "COMPRESSD_BODY_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_idle_timeout_ms: u64,

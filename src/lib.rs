@@ -8,6 +8,7 @@ pub mod domain;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod notify;
+pub mod serve;
 pub mod startup;
 pub mod store;
 pub mod sweeper;

@@ -113,11 +113,8 @@ impl Application {
         };
         let app = api::router(state);
         let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let header_timeout = Duration::from_millis(config.header_timeout_ms.max(100));
+        let server = tokio::spawn(crate::serve::serve(listener, app, header_timeout, stop));
         tracing::info!(
             %address,
             store = store.backend(),

@@ -51,6 +51,39 @@ async fn stalled_uploads_are_cut_off(backend: Backend) {
     app.finish().await;
 }
 
+async fn trickled_headers_are_cut_off(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |c| c.header_timeout_ms = 300).await else {
+        return;
+    };
+    let addr = app.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            // Keep trickling, as a slow-loris client does, until the server gives up.
+            if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                return 0;
+            }
+            tokio::select! {
+                n = stream.read(&mut buf) => return n.unwrap_or(0),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the server closes a connection whose headers never end");
+    let answer = String::from_utf8_lossy(&buf[..read]);
+    assert!(read == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(app.get_json("/healthz").await["status"], "ok");
+    app.finish().await;
+}
+
 async fn oversized_headers_are_refused_and_the_server_keeps_serving(backend: Backend) {
     let Some(app) = TestApp::spawn(backend, |_| {}).await else {
         return;
@@ -151,6 +184,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 crate::on_each_backend!(
     stalled_uploads_are_cut_off,
+    trickled_headers_are_cut_off,
     oversized_headers_are_refused_and_the_server_keeps_serving,
     hostile_names_stay_names,
 );
