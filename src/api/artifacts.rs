@@ -47,8 +47,18 @@ pub async fn get_artifact(
     tag = "artifacts",
     params(("id" = String, Path, description = "Artifact id")),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The file, as the artifact's `content_type` says: a model (octet-stream), a JSON report or config, the HTML report, an SVG chart", content(
+            (Vec<u8> = "application/octet-stream"),
+            (Object = "application/json"),
+            (String = "text/html; charset=utf-8"),
+            (String = "image/svg+xml"),
+        )),
+        (status = 206, description = "The requested byte range", content(
+            (Vec<u8> = "application/octet-stream"),
+            (String = "application/json"),
+            (String = "text/html; charset=utf-8"),
+            (String = "image/svg+xml"),
+        )),
         (status = 304, description = "Unchanged (If-None-Match)"),
         (status = 404, description = "No such artifact", body = crate::domain::Problem, content_type = "application/problem+json"),
         (status = 416, description = "Range not satisfiable", body = crate::domain::Problem, content_type = "application/problem+json"),

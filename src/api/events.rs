@@ -18,6 +18,17 @@ use crate::store::JobRecord;
 
 const POLL: Duration = Duration::from_millis(200);
 
+/// One server-sent event: `event` names it, `data` is its JSON text.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    /// status, progress or done.
+    event: String,
+    /// JSON: for status `{id, status, progress, attempts, error}`, for progress
+    /// `{id, progress, detail}`, for done the whole job.
+    data: String,
+}
+
 /// Live job events: `status` (on every status change, first with the current state),
 /// `progress` (fraction done, and while a model trains `detail`: step, op, round, epoch,
 /// latest accuracy) and finally `done` with the whole job; then the stream ends.
@@ -27,7 +38,7 @@ const POLL: Duration = Duration::from_millis(200);
     tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = SseEvent),
         (status = 404, description = "No such job", body = crate::domain::Problem, content_type = "application/problem+json"),
     )
 )]

@@ -47,6 +47,22 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// The longest time to live a request may ask for: ten years.
+pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 86_400;
+
+/// A time to live in seconds (1 to ten years) as milliseconds.
+pub fn ttl_ms(field: &str, seconds: Option<u64>) -> Result<Option<i64>, ApiError> {
+    match seconds {
+        Some(s) if !(1..=MAX_TTL_SECONDS).contains(&s) => Err(ApiError::unprocessable(
+            "invalid-ttl",
+            "Invalid time to live",
+            format!("{field} must be 1 to {MAX_TTL_SECONDS} seconds (ten years)"),
+        )),
+        Some(s) => Ok(Some(s as i64 * 1000)),
+        None => Ok(None),
+    }
+}
+
 /// Parses an id from the path; anything that is not a UUID cannot name a resource.
 pub fn parse_id(what: &str, raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what, raw))

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{parse_id, ApiJson, ApiQuery};
+use super::extract::{parse_id, ttl_ms, ApiJson, ApiQuery};
 use super::job_checks::{
     check_against_model, check_model_inputs, check_queue_room, check_webhook_url,
 };
@@ -44,9 +44,10 @@ pub struct CreateJobRequest {
     /// is succeeded, failed or cancelled. http or https.
     #[serde(default)]
     pub webhook_url: Option<String>,
-    /// Seconds the job's artifacts are kept after it succeeds; then they are removed.
+    /// Seconds the job's artifacts are kept after it succeeds (at most ten years); then they
+    /// are removed.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 315_360_000)]
     pub artifact_ttl_seconds: Option<u64>,
 }
 
@@ -83,17 +84,7 @@ pub async fn create_job(
     if let Some(url) = &req.webhook_url {
         check_webhook_url(url)?;
     }
-    let ttl_ms = match req.artifact_ttl_seconds {
-        Some(0) => {
-            return Err(ApiError::unprocessable(
-                "invalid-ttl",
-                "Invalid time to live",
-                "artifact_ttl_seconds must be at least 1",
-            ))
-        }
-        Some(s) => Some(s.saturating_mul(1000).min(i64::MAX as u64) as i64),
-        None => None,
-    };
+    let ttl_ms = ttl_ms("artifact_ttl_seconds", req.artifact_ttl_seconds)?;
     let tenant = caller.tenant_id();
     let model = app
         .store

@@ -190,7 +190,49 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_router().into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     utoipa::Modify::modify(&Security, &mut doc);
+    open_tagged_variants(&mut doc);
     doc
+}
+
+/// A serde-tagged enum (`{"op": "prune", …}`) becomes `oneOf` of `allOf: [variant, {op}]`;
+/// a variant that also says `additionalProperties: false` then rejects its own tag, and no
+/// value matches. The server still refuses unknown fields; the document just stops claiming
+/// that no step is valid.
+fn open_tagged_variants(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::RefOr;
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let mut referenced = Vec::new();
+    for schema in components.schemas.values_mut() {
+        let RefOr::T(Schema::OneOf(one_of)) = schema else {
+            continue;
+        };
+        for item in one_of.items.iter_mut() {
+            let RefOr::T(Schema::AllOf(all_of)) = item else {
+                continue;
+            };
+            for part in all_of.items.iter_mut() {
+                match part {
+                    RefOr::Ref(r) => referenced.push(
+                        r.ref_location
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
+                    RefOr::T(Schema::Object(o)) => o.additional_properties = None,
+                    _ => {}
+                }
+            }
+        }
+    }
+    for name in referenced {
+        if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(&name) {
+            o.additional_properties = None;
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{parse_id, ApiJson};
+use super::extract::{parse_id, ttl_ms, ApiJson, MAX_TTL_SECONDS};
 use super::models::{store_model, validate_name};
 use super::upload::receive;
 use super::views::{DatasetView, ModelView};
@@ -30,7 +30,7 @@ const MAX_PARTS: i64 = 10_000;
 #[serde(deny_unknown_fields)]
 pub struct CreateUpload {
     /// Seconds the upload may stay incomplete (default COMPRESSD_UPLOAD_TTL_SECONDS).
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 315_360_000)]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -128,18 +128,8 @@ pub async fn create_upload(
     caller: Caller,
     ApiJson(body): ApiJson<CreateUpload>,
 ) -> Result<(StatusCode, Json<UploadView>), ApiError> {
-    let ttl = match body.ttl_seconds {
-        Some(0) => {
-            return Err(ApiError::unprocessable(
-                "invalid-ttl",
-                "Invalid time to live",
-                "ttl_seconds must be at least 1",
-            ))
-        }
-        Some(s) => s,
-        None => app.config.upload_ttl_seconds,
-    };
-    let ttl_ms = ttl.saturating_mul(1000).min(i64::MAX as u64) as i64;
+    let default = app.config.upload_ttl_seconds.clamp(1, MAX_TTL_SECONDS) as i64 * 1000;
+    let ttl_ms = ttl_ms("ttl_seconds", body.ttl_seconds)?.unwrap_or(default);
     let upload = app.store.create_upload(caller.tenant_id(), ttl_ms).await?;
     Ok((StatusCode::CREATED, Json(view(upload, Vec::new()))))
 }

@@ -164,6 +164,22 @@ async fn abandoned_uploads_expire(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+    // A time to live past ten years (a date no RFC 3339 timestamp can carry) is refused.
+    for ttl in [0u64, 315_360_001, u64::MAX] {
+        let res = app
+            .http
+            .post(app.url("/v1/uploads"))
+            .json(&json!({ "ttl_seconds": ttl }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "ttl {ttl}");
+    }
+    let model = app.upload_ok(mlp(), "m").await;
+    let res = app
+        .post_job(json!({"model_id": model, "pipeline": [{"op": "prune", "sparsity": 0.5}], "artifact_ttl_seconds": 315_360_001u64}))
+        .await;
+    assert_eq!(res.status(), 422);
     app.finish().await;
 }
 
