@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::records::{convert, ArtifactRecord, ArtifactRow};
-use super::{now_ms, on_pool, Result, Store, BLOB_REFERENCES};
+use super::{now_ms, on_pool, unreferenced, Result, Store, BLOB_REFERENCES};
 
 impl Store {
     pub async fn get_artifact(&self, tenant: &str, id: Uuid) -> Result<Option<ArtifactRecord>> {
@@ -38,16 +38,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
-            let mut released = Vec::new();
-            for (key,) in gone {
-                let (refs,): (i64,) = sqlx::query_as(BLOB_REFERENCES)
-                    .bind(&key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if refs == 0 && !released.contains(&key) {
-                    released.push(key);
-                }
-            }
+            let released = unreferenced!(tx, gone);
             tx.commit().await?;
             Ok(released)
         })

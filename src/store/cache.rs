@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::jobs::CreateJob;
 use super::records::{JobRecord, JobRow};
-use super::{now_ms, on_pool, Result, Store};
+use super::{now_ms, on_pool, unreferenced, Result, Store};
 
 impl Store {
     /// The newest succeeded job with this cache key whose artifacts are all still kept.
@@ -115,16 +115,7 @@ impl Store {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-            let mut released = Vec::new();
-            for (key,) in keys {
-                let (refs,): (i64,) = sqlx::query_as(super::BLOB_REFERENCES)
-                    .bind(&key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if refs == 0 && !released.contains(&key) {
-                    released.push(key);
-                }
-            }
+            let released = unreferenced!(tx, keys);
             tx.commit().await?;
             Ok(Some(released))
         })

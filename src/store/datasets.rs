@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::records::{convert, DatasetRecord, DatasetRow, NewDataset};
-use super::{now_ms, on_pool, Result, Store, BLOB_REFERENCES};
+use super::{now_ms, on_pool, unreferenced, Result, Store};
 
 impl Store {
     pub async fn insert_dataset(&self, d: &NewDataset) -> Result<DatasetRecord> {
@@ -73,15 +73,12 @@ impl Store {
             .bind(tenant)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((key,)) = gone else {
+            if gone.is_none() {
                 return Ok(None);
-            };
-            let (refs,): (i64,) = sqlx::query_as(BLOB_REFERENCES)
-                .bind(&key)
-                .fetch_one(&mut *tx)
-                .await?;
+            }
+            let released = unreferenced!(tx, gone).pop();
             tx.commit().await?;
-            Ok(Some((refs == 0).then_some(key)))
+            Ok(Some(released))
         })
     }
 }

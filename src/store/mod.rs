@@ -133,6 +133,25 @@ pub(crate) const BLOB_REFERENCES: &str = "SELECT (SELECT COUNT(*) FROM models WH
     + (SELECT COUNT(*) FROM artifacts WHERE blob_key = $1)
     + (SELECT COUNT(*) FROM upload_parts WHERE blob_key = $1)";
 
+/// Of the blob keys `$keys` (`(String,)` rows, e.g. from `DELETE … RETURNING blob_key`), those
+/// no row names any more inside the transaction `$tx`: the files the caller may remove.
+macro_rules! unreferenced {
+    ($tx:expr, $keys:expr) => {{
+        let mut released: Vec<String> = Vec::new();
+        for (key,) in IntoIterator::into_iter($keys) {
+            let (refs,): (i64,) = sqlx::query_as($crate::store::BLOB_REFERENCES)
+                .bind(&key)
+                .fetch_one(&mut *$tx)
+                .await?;
+            if refs == 0 && !released.contains(&key) {
+                released.push(key);
+            }
+        }
+        released
+    }};
+}
+pub(crate) use unreferenced;
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::records::{convert, ModelRecord, ModelRow, NewModel};
-use super::{now_ms, on_pool, Result, Store};
+use super::{now_ms, on_pool, unreferenced, Result, Store};
 
 impl Store {
     pub async fn insert_model(&self, m: &NewModel) -> Result<ModelRecord> {
@@ -113,16 +113,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             keys.push((model_key,));
-            let mut released = Vec::new();
-            for (key,) in keys {
-                let (refs,): (i64,) = sqlx::query_as(super::BLOB_REFERENCES)
-                    .bind(&key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if refs == 0 && !released.contains(&key) {
-                    released.push(key);
-                }
-            }
+            let released = unreferenced!(tx, keys);
             tx.commit().await?;
             Ok(Some(released))
         })

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::records::ts;
-use super::{now_ms, on_pool, Result, Store, BLOB_REFERENCES};
+use super::{now_ms, on_pool, unreferenced, Result, Store};
 
 #[derive(Debug, Clone)]
 pub struct UploadRecord {
@@ -104,14 +104,7 @@ impl Store {
             .bind(&part.blob_key)
             .execute(&mut *tx)
             .await?;
-            let mut released = None;
-            if let Some((key,)) = old {
-                let (refs,): (i64,) = sqlx::query_as(BLOB_REFERENCES)
-                    .bind(&key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                released = (refs == 0).then_some(key);
-            }
+            let released = unreferenced!(tx, old).pop();
             tx.commit().await?;
             Ok(Some(released))
         })
