@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{test_config, Backend, TestApp};
-use crate::models::{f32_tensor, mlp, safetensors, values};
+use crate::helpers::{spawn_server, test_config, Backend, TestApp};
+use crate::models::{layered, mlp};
 
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -19,19 +19,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn layered(n: u64) -> Vec<u8> {
-    let tensors: Vec<_> = (0..n)
-        .map(|i| {
-            f32_tensor(
-                Box::leak(format!("l{i}.weight").into_boxed_str()),
-                &[128, 128],
-                &values(128 * 128, i),
-            )
-        })
-        .collect();
-    safetensors(&tensors, None)
 }
 
 /// A PostgreSQL cluster of this test's own, so that restarting it disturbs no other test.
@@ -44,7 +31,7 @@ struct PrivatePg {
 
 fn as_postgres(program: &Path) -> Command {
     // PostgreSQL refuses to run as root; CI runs as root.
-    if std::env::var("USER").as_deref() == Ok("root") || unsafe_is_root() {
+    if running_as_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
         c
@@ -53,7 +40,7 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
-fn unsafe_is_root() -> bool {
+fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -276,38 +263,6 @@ async fn unwritable_disk_fails_the_job_cleanly(backend: Backend) {
     app.finish().await;
 }
 
-/// The server binary; `file_blocks` caps the size of any file it writes (512-byte blocks), as a
-/// full disk would, with SIGXFSZ ignored (as a service manager would) so that it is an error.
-fn spawn_server(
-    app: &TestApp,
-    port: u16,
-    file_blocks: Option<u32>,
-    extra: &[(&str, &str)],
-) -> Child {
-    let limit = file_blocks.map_or_else(String::new, |b| format!("ulimit -f {b}; "));
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "trap '' XFSZ; {limit}exec {}",
-            env!("CARGO_BIN_EXE_compressd")
-        ))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &app.config.database_url)
-        .env("COMPRESSD_DATA_DIR", &app.config.data_dir)
-        .env("COMPRESSD_BIND", format!("127.0.0.1:{port}"))
-        .env("COMPRESSD_POLL_MS", "50")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    if std::env::var("TEST_LOG").is_err() {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    }
-    cmd.spawn().expect("start compressd")
-}
-
 async fn wait_ready(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(http, &format!("{base}/readyz")).await.is_none() {
@@ -357,7 +312,7 @@ async fn full_disk_fails_the_job_and_the_server_recovers(backend: Backend) {
     let blocks = (bytes.len() / 512 / 8) as u32;
     let child = spawn_server(
         &app,
-        port,
+        &format!("127.0.0.1:{port}"),
         Some(blocks),
         &[("COMPRESSD_WORKERS", "1"), ("COMPRESSD_MAX_ATTEMPTS", "1")],
     );
@@ -397,7 +352,12 @@ async fn full_disk_fails_the_job_and_the_server_recovers(backend: Backend) {
     );
     stop(child).await;
     // With room again, the same job runs.
-    let child = spawn_server(&app, port, None, &[("COMPRESSD_WORKERS", "1")]);
+    let child = spawn_server(
+        &app,
+        &format!("127.0.0.1:{port}"),
+        None,
+        &[("COMPRESSD_WORKERS", "1")],
+    );
     wait_ready(&app.http, &base).await;
     let job = submit().await.unwrap().json::<Value>().await.unwrap()["id"]
         .as_str()
@@ -417,7 +377,7 @@ async fn sigterm_during_an_upload_leaves_nothing_behind(backend: Backend) {
     let port = free_port();
     let mut child = spawn_server(
         &app,
-        port,
+        &format!("127.0.0.1:{port}"),
         None,
         &[
             ("COMPRESSD_BODY_IDLE_TIMEOUT_MS", "1000"),

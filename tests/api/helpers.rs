@@ -1,6 +1,7 @@
 //! A real compressd on a random port, against a database of its own, spoken to over HTTP.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compressd::config::Config;
@@ -241,6 +242,60 @@ impl TestApp {
             .expect("a model artifact");
         self.download(artifact["file_url"].as_str().unwrap()).await
     }
+}
+
+/// The server binary as its own process, on this test's database and data directory;
+/// `file_blocks` caps the size of any file it writes (512-byte blocks), as a
+/// full disk would, with SIGXFSZ ignored (as a service manager would) so that it is an error.
+pub fn spawn_server(
+    app: &TestApp,
+    bind: &str,
+    file_blocks: Option<u32>,
+    extra: &[(&str, &str)],
+) -> Child {
+    let limit = file_blocks.map_or_else(String::new, |b| format!("ulimit -f {b}; "));
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; {limit}exec {}",
+            env!("CARGO_BIN_EXE_compressd")
+        ))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.config.database_url)
+        .env("COMPRESSD_DATA_DIR", &app.config.data_dir)
+        .env("COMPRESSD_BIND", bind)
+        .env("COMPRESSD_POLL_MS", "50")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    if std::env::var("TEST_LOG").is_err() {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    cmd.spawn().expect("start compressd")
+}
+
+/// Every path below `dir`, directories included (empty when `dir` does not exist).
+pub fn paths_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(paths_under(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// Every file below `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    paths_under(dir)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 /// Runs `$test(Backend)` once per backend, as `sqlite::$test` and `postgres::$test`.

@@ -1,7 +1,6 @@
 //! Files over their life: resumable uploads, content addressing and the results cache,
 //! webhooks on terminal states, time to live, and deletes that leave nothing on disk.
 
-use std::path::Path;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -11,24 +10,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{files_under, Backend, TestApp};
 use crate::models::mlp;
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
 
 async fn put_part(app: &TestApp, upload: &str, n: u32, bytes: Vec<u8>) -> reqwest::Response {
     app.http

@@ -117,3 +117,17 @@ pub fn read_f32(bytes: &[u8]) -> HashMap<String, (Dtype, Vec<usize>, Vec<f32>)> 
 pub fn zeros(values: &[f32]) -> usize {
     values.iter().filter(|v| **v == 0.0).count()
 }
+
+/// A model of `n` tensors; each is one chunk, so a slowed job takes 3·n checkpoints.
+pub fn layered(n: u64) -> Vec<u8> {
+    let tensors: Vec<_> = (0..n)
+        .map(|i| {
+            f32_tensor(
+                Box::leak(format!("l{i}.weight").into_boxed_str()),
+                &[128, 128],
+                &values(128 * 128, i),
+            )
+        })
+        .collect();
+    safetensors(&tensors, None)
+}

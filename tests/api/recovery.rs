@@ -2,29 +2,15 @@
 //! exactly once.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use compressd::store::Finish;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{Backend, TestApp};
-use crate::models::{f32_tensor, mlp, safetensors, values};
-
-/// A model of `n` tensors; each is one chunk, so a slowed job takes 3·n checkpoints.
-fn layered(n: u64) -> Vec<u8> {
-    let tensors: Vec<_> = (0..n)
-        .map(|i| {
-            f32_tensor(
-                Box::leak(format!("l{i}.weight").into_boxed_str()),
-                &[128, 128],
-                &values(128 * 128, i),
-            )
-        })
-        .collect();
-    safetensors(&tensors, None)
-}
+use crate::helpers::{spawn_server, Backend, TestApp};
+use crate::models::{layered, mlp};
 
 const PRUNE: &str = r#"[{"op":"prune","method":"magnitude","sparsity":0.5,"scope":"global"}]"#;
 
@@ -118,25 +104,6 @@ async fn attempts_run_out(backend: Backend) {
     app.finish().await;
 }
 
-fn spawn_server(app: &TestApp, extra: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_compressd"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &app.config.database_url)
-        .env("COMPRESSD_DATA_DIR", &app.config.data_dir)
-        .env("COMPRESSD_BIND", "127.0.0.1:0")
-        .env("COMPRESSD_POLL_MS", "50")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    if std::env::var("TEST_LOG").is_err() {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    }
-    cmd.spawn().expect("start compressd")
-}
-
 /// `kill -9` mid-job: the job is retried by another process and finishes exactly once.
 async fn killed_worker_process_is_recovered(backend: Backend) {
     let Some(app) = TestApp::spawn(backend, |c| c.lease_ms = 1000).await else {
@@ -146,6 +113,8 @@ async fn killed_worker_process_is_recovered(backend: Backend) {
     let job = app.submit(&model, pipeline()).await;
     let mut child = spawn_server(
         &app,
+        "127.0.0.1:0",
+        None,
         &[
             ("COMPRESSD_WORKERS", "1"),
             ("COMPRESSD_LEASE_MS", "1000"),
@@ -183,6 +152,8 @@ async fn sigterm_releases_running_jobs(backend: Backend) {
     let job = app.submit(&model, pipeline()).await;
     let mut child = spawn_server(
         &app,
+        "127.0.0.1:0",
+        None,
         &[
             ("COMPRESSD_WORKERS", "1"),
             ("COMPRESSD_SHUTDOWN_GRACE_SECONDS", "1"),
@@ -220,7 +191,10 @@ async fn two_servers_share_the_queue(backend: Backend) {
         ("COMPRESSD_WORKERS", "2"),
         ("COMPRESSD_TEST_CHUNK_DELAY_MS", "20"),
     ];
-    let mut servers = [spawn_server(&app, &workers), spawn_server(&app, &workers)];
+    let mut servers = [
+        spawn_server(&app, "127.0.0.1:0", None, &workers),
+        spawn_server(&app, "127.0.0.1:0", None, &workers),
+    ];
     let model = app.upload_ok(layered(4), "m").await;
     let mut jobs = Vec::new();
     for i in 0..12 {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{paths_under, Backend, TestApp};
 use crate::models::mlp;
 
 /// Sends `head` and `body` on a raw connection, keeps it open, and returns what the server
@@ -137,7 +137,7 @@ async fn hostile_names_stay_names(backend: Backend) {
     assert!(!disposition.contains('/'), "{disposition}");
     let root = app.config.data_dir.parent().unwrap();
     assert!(!root.join("etc").exists());
-    for entry in walk(&app.config.data_dir) {
+    for entry in paths_under(&app.config.data_dir) {
         assert!(
             !entry.to_string_lossy().contains("evil"),
             "{}",
@@ -166,20 +166,6 @@ async fn hostile_names_stay_names(backend: Backend) {
         assert_eq!(res.status(), 404, "{path}");
     }
     app.finish().await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![dir.to_owned()];
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 crate::on_each_backend!(
