@@ -152,15 +152,20 @@ pub fn check_tenant_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+fn no_tenant(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("no tenant named '{name}'"),
+    )
+}
+
 async fn tenant_named(app: &AppState, name: &str) -> Result<TenantRecord, ApiError> {
-    app.store.tenant_by_name(name).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            format!("no tenant named '{name}'"),
-        )
-    })
+    app.store
+        .tenant_by_name(name)
+        .await?
+        .ok_or_else(|| no_tenant(name))
 }
 
 /// Create a tenant.
@@ -230,13 +235,9 @@ pub async fn put_limits(
     ApiJson(body): ApiJson<LimitsBody>,
 ) -> Result<Json<TenantView>, ApiError> {
     let tenant = app.store.set_limits(&name, &body.limits()).await?;
-    match tenant {
-        Some(t) => Ok(Json(t.into())),
-        None => Err(tenant_named(&app, &name)
-            .await
-            .err()
-            .unwrap_or_else(|| ApiError::internal(anyhow::anyhow!("tenant vanished")))),
-    }
+    tenant
+        .map(|t| Json(t.into()))
+        .ok_or_else(|| no_tenant(&name))
 }
 
 /// Create an API key for a tenant. The answer holds the key; it is never shown again.
