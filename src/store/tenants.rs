@@ -95,8 +95,19 @@ impl From<KeyRow> for KeyRecord {
     }
 }
 
-const KEY_COLUMNS: &str = "k.id, k.tenant_id, t.name AS tenant_name, k.prefix, k.label, k.rate_per_minute, k.created_at, k.revoked_at
-    FROM api_keys k JOIN tenants t ON t.id = k.tenant_id";
+const KEY_COLUMNS: &str = "k.id, k.tenant_id, t.name AS tenant_name, k.prefix, k.label, k.rate_per_minute, k.created_at, k.revoked_at";
+const KEY_FROM: &str = "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id";
+/// A key row with its tenant's columns, for authentication.
+#[derive(sqlx::FromRow)]
+struct AuthRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    webhook_secret: String,
+    max_stored_bytes: Option<i64>,
+    max_running_jobs: Option<i64>,
+    max_queued_jobs: Option<i64>,
+    tenant_created_at: i64,
+}
 
 /// The stored form of a key.
 pub fn hash_key(key: &str) -> String {
@@ -224,7 +235,7 @@ impl Store {
     }
 
     pub async fn key(&self, id: Uuid) -> Result<Option<KeyRecord>> {
-        let row: Option<KeyRow> = on_pool!(&self.db, pool => sqlx::query_as(&format!("SELECT {KEY_COLUMNS} WHERE k.id = $1"))
+        let row: Option<KeyRow> = on_pool!(&self.db, pool => sqlx::query_as(&format!("SELECT {KEY_COLUMNS} {KEY_FROM} WHERE k.id = $1"))
             .bind(id.to_string())
             .fetch_optional(pool)
             .await)?;
@@ -234,7 +245,7 @@ impl Store {
     /// Keys, newest first, of one tenant or of all.
     pub async fn list_keys(&self, tenant_name: Option<&str>) -> Result<Vec<KeyRecord>> {
         let rows: Vec<KeyRow> = on_pool!(&self.db, pool => sqlx::query_as(&format!(
-            "SELECT {KEY_COLUMNS} WHERE ($1 IS NULL OR t.name = $1) ORDER BY k.id DESC"
+            "SELECT {KEY_COLUMNS} {KEY_FROM} WHERE ($1 IS NULL OR t.name = $1) ORDER BY k.id DESC"
         ))
         .bind(tenant_name)
         .fetch_all(pool)
@@ -256,17 +267,29 @@ impl Store {
     }
 
     /// The live key whose hash matches, with its tenant.
+    /// The live key whose hash matches, with its tenant, in one query (every request asks).
     pub async fn authenticate(&self, key: &str) -> Result<Option<(KeyRecord, TenantRecord)>> {
-        let row: Option<KeyRow> = on_pool!(&self.db, pool => sqlx::query_as(&format!(
-            "SELECT {KEY_COLUMNS} WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
+        let row: Option<AuthRow> = on_pool!(&self.db, pool => sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS}, t.webhook_secret, t.max_stored_bytes, t.max_running_jobs,
+                    t.max_queued_jobs, t.created_at AS tenant_created_at
+             {KEY_FROM} WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
         ))
         .bind(hash_key(key))
         .fetch_optional(pool)
         .await)?;
-        let Some(key) = row.map(KeyRecord::from) else {
-            return Ok(None);
-        };
-        Ok(self.tenant(&key.tenant_id).await?.map(|t| (key, t)))
+        Ok(row.map(|r| {
+            let key = KeyRecord::from(r.key);
+            let tenant = TenantRecord::from(TenantRow {
+                id: key.tenant_id.clone(),
+                name: key.tenant_name.clone(),
+                webhook_secret: r.webhook_secret,
+                max_stored_bytes: r.max_stored_bytes,
+                max_running_jobs: r.max_running_jobs,
+                max_queued_jobs: r.max_queued_jobs,
+                created_at: r.tenant_created_at,
+            });
+            (key, tenant)
+        }))
     }
 
     pub async fn live_keys_exist(&self) -> Result<bool> {
