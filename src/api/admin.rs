@@ -1,5 +1,6 @@
 //! `/v1/admin`: tenants and API keys, for the holder of `COMPRESSD_ADMIN_KEY`.
 
+use crate::domain::Code;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -144,21 +145,13 @@ pub fn check_tenant_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::unprocessable(
-            "invalid-tenant-name",
-            "Invalid tenant name",
-            format!("a tenant name is 1 to {MAX_TENANT_NAME} characters: letters, digits, '-', '_' and '.'"),
+        Err(ApiError::new(Code::InvalidTenantName, format!("a tenant name is 1 to {MAX_TENANT_NAME} characters: letters, digits, '-', '_' and '.'"),
         ))
     }
 }
 
 fn no_tenant(name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        "Not found",
-        format!("no tenant named '{name}'"),
-    )
+    ApiError::new(Code::NotFound, format!("no tenant named '{name}'"))
 }
 
 async fn tenant_named(app: &AppState, name: &str) -> Result<TenantRecord, ApiError> {
@@ -190,8 +183,8 @@ pub async fn create_tenant(
     check_tenant_name(&body.name)?;
     match app.store.create_tenant(&body.name, &body.limits()).await {
         Ok(t) => Ok((StatusCode::CREATED, Json(t.into()))),
-        Err(TenantError::Exists(name)) => Err(ApiError::conflict(
-            "tenant-exists",
+        Err(TenantError::Exists(name)) => Err(ApiError::new(
+            Code::TenantExists,
             format!("a tenant named '{name}' already exists"),
         )),
         Err(TenantError::Store(e)) => Err(e.into()),
@@ -263,16 +256,14 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let tenant = tenant_named(&app, &name).await?;
     if body.label.chars().count() > 200 || body.label.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(
-            "invalid-label",
-            "Invalid label",
+        return Err(ApiError::new(
+            Code::InvalidLabel,
             "a label is at most 200 characters with no control characters",
         ));
     }
     if body.rate_limit_per_minute == Some(0) {
-        return Err(ApiError::unprocessable(
-            "invalid-rate-limit",
-            "Invalid rate limit",
+        return Err(ApiError::new(
+            Code::InvalidRateLimit,
             "rate_limit_per_minute must be at least 1",
         ));
     }

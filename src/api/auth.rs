@@ -3,9 +3,10 @@
 //! key serves everyone as the `local` tenant (the laptop default); the admin API has its own
 //! key.
 
+use crate::domain::Code;
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -33,7 +34,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            ApiError::unauthorized("missing-api-key", "send Authorization: Bearer <API key>")
+            ApiError::unauthorized(Code::MissingApiKey, "send Authorization: Bearer <API key>")
         })
     }
 }
@@ -48,7 +49,7 @@ fn bearer(req: &Request) -> Result<Option<String>, ApiError> {
             Ok(Some(key.trim().to_owned()))
         }
         _ => Err(ApiError::unauthorized(
-            "invalid-api-key",
+            Code::InvalidApiKey,
             "the Authorization header must be 'Bearer <API key>'",
         )),
     }
@@ -70,8 +71,7 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
                     });
                 if let Err(wait) = app.rate_limits.check(key.id, rate) {
                     metrics::counter!("compressd_rate_limited_total").increment(1);
-                    return ApiError::over_limit(
-                        StatusCode::TOO_MANY_REQUESTS,
+                    return ApiError::over_limit(Code::RateLimited,
                         "rate_per_minute",
                         format!("this key may make {rate} requests per minute; slow down and retry after the Retry-After header's seconds"),
                     )
@@ -93,9 +93,7 @@ async fn resolve(app: &AppState, presented: Option<String>) -> Result<Caller, Ap
                 tenant,
                 key: Some(key),
             }),
-            None => Err(ApiError::unauthorized(
-                "invalid-api-key",
-                "this API key is not valid (unknown or revoked)",
+            None => Err(ApiError::unauthorized(Code::InvalidApiKey, "this API key is not valid (unknown or revoked)",
             )),
         },
         None if app.open && !app.store.live_keys_exist().await? => {
@@ -104,9 +102,7 @@ async fn resolve(app: &AppState, presented: Option<String>) -> Result<Caller, Ap
             })?;
             Ok(Caller { tenant, key: None })
         }
-        None => Err(ApiError::unauthorized(
-            "missing-api-key",
-            "send Authorization: Bearer <API key> (keys come from `compressd keys create --tenant NAME` or the admin API)",
+        None => Err(ApiError::unauthorized(Code::MissingApiKey, "send Authorization: Bearer <API key> (keys come from `compressd keys create --tenant NAME` or the admin API)",
         )),
     }
 }
@@ -119,11 +115,7 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let Some(expected) = &app.config.admin_key else {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "admin-disabled",
-                "Admin API disabled",
-                "the admin API is off: start the server with COMPRESSD_ADMIN_KEY set, or use the `compressd keys` and `compressd tenants` subcommands",
+            return Err(ApiError::new(Code::AdminDisabled, "the admin API is off: start the server with COMPRESSD_ADMIN_KEY set, or use the `compressd keys` and `compressd tenants` subcommands",
             ));
         };
         let given = parts
@@ -138,7 +130,7 @@ impl FromRequestParts<AppState> for Admin {
         match given {
             Some(key) if digest(key) == digest(expected) => Ok(Admin),
             _ => Err(ApiError::unauthorized(
-                "invalid-admin-key",
+                Code::InvalidAdminKey,
                 "admin routes need Authorization: Bearer <COMPRESSD_ADMIN_KEY>",
             )),
         }

@@ -1,5 +1,6 @@
 //! `/v1/datasets`: upload, list, inspect and delete datasets that jobs train and measure on.
 
+use crate::domain::Code;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -50,11 +51,14 @@ pub async fn upload_dataset(
     let (upload, mut texts, file_name) =
         receive_upload(&app, request, limit, &[("name", 4096)]).await?;
     let upload = upload.ok_or_else(|| {
-        ApiError::bad_request("invalid-multipart", "the multipart body has no 'file' part")
+        ApiError::new(
+            Code::InvalidMultipart,
+            "the multipart body has no 'file' part",
+        )
     })?;
     if upload.size == 0 {
-        return Err(ApiError::bad_request(
-            "empty-upload",
+        return Err(ApiError::new(
+            Code::EmptyUpload,
             "the uploaded file is empty",
         ));
     }
@@ -76,9 +80,8 @@ pub(super) async fn store_dataset(
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
             CompressError::Io(io) => ApiError::internal(io),
-            other => ApiError::unprocessable(
-                "invalid-dataset",
-                "Invalid dataset",
+            other => ApiError::new(
+                Code::InvalidDataset,
                 format!("the upload is not a usable dataset: {other}"),
             ),
         })?;
@@ -178,9 +181,7 @@ pub async fn delete_dataset(
     let dataset = find(&app, &caller, &id).await?;
     let active = app.store.active_jobs_for_dataset(dataset.id).await?;
     if active > 0 {
-        return Err(ApiError::conflict(
-            "dataset-in-use",
-            format!("{active} queued or running jobs use this dataset; cancel them or wait for them to finish"),
+        return Err(ApiError::new(Code::DatasetInUse, format!("{active} queued or running jobs use this dataset; cancel them or wait for them to finish"),
         ));
     }
     if let Some(Some(key)) = app

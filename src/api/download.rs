@@ -1,5 +1,6 @@
 //! Streaming a stored file: Content-Length, a strong ETag (its SHA-256), and single byte ranges.
 
+use crate::domain::Code;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -97,9 +98,7 @@ pub async fn serve_blob(
         }
         RangeRequest::Unsatisfiable => {
             let mut err = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range-not-satisfiable",
-                "Range not satisfiable",
+                Code::RangeNotSatisfiable,
                 format!("the file is {len} bytes long"),
             )
             .into_response();

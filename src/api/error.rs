@@ -3,118 +3,69 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::domain::Problem;
+use crate::compress::CompressError;
+use crate::domain::{Code, Problem};
 use crate::store::StoreError;
 
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub title: &'static str,
+    pub code: Code,
     pub detail: String,
     /// Logged, never shown: the cause of a 5xx.
     source: Option<anyhow::Error>,
     retry_after: Option<u64>,
     limit: Option<&'static str>,
-    challenge: bool,
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// An error of kind `code` (its status and title come from the code table).
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
-            title,
             detail: detail.into(),
             source: None,
             retry_after: None,
             limit: None,
-            challenge: false,
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
     pub fn not_found(what: &str, id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            format!("no {what} with id '{id}'"),
-        )
-    }
-
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, "Bad request", detail)
-    }
-
-    pub fn unprocessable(
-        code: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, title, detail)
-    }
-
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, "Conflict", detail)
+        Self::new(Code::NotFound, format!("no {what} with id '{id}'"))
     }
 
     pub fn too_large(limit: u64) -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "upload-too-large",
-            "Upload too large",
+            Code::UploadTooLarge,
             format!("the upload exceeds the limit of {limit} bytes (COMPRESSD_MAX_UPLOAD_BYTES)"),
         )
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            detail,
-        );
-        e.retry_after = Some(5);
-        e
+        Self::new(Code::Unavailable, detail).retry_after(5)
     }
 
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
         ApiError {
             source: Some(source.into()),
             ..Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal server error",
+                Code::Internal,
                 "the server failed to handle this request; the cause is in its log",
             )
         }
     }
 
     /// 401: the caller must present a valid key.
-    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, code, "Unauthorized", detail);
-        e.challenge = true;
-        e
+    pub fn unauthorized(code: Code, detail: impl Into<String>) -> Self {
+        Self::new(code, detail)
     }
 
-    /// 429 for a rate limit (with Retry-After), 403 or 409 for a quota: names the limit.
-    pub fn over_limit(status: StatusCode, limit: &'static str, detail: impl Into<String>) -> Self {
-        let title = if status == StatusCode::TOO_MANY_REQUESTS {
-            "Too many requests"
-        } else {
-            "Quota exceeded"
-        };
-        let code = if status == StatusCode::TOO_MANY_REQUESTS {
-            "rate-limited"
-        } else {
-            "quota-exceeded"
-        };
-        let mut e = Self::new(status, code, title, detail);
+    /// A rate limit (429, with Retry-After) or a quota: names the limit.
+    pub fn over_limit(code: Code, limit: &'static str, detail: impl Into<String>) -> Self {
+        let mut e = Self::new(code, detail);
         e.limit = Some(limit);
         e
     }
@@ -125,14 +76,24 @@ impl ApiError {
     }
 
     pub fn problem(&self) -> Problem {
-        let mut p = Problem::new(
-            self.code,
-            self.title,
-            self.status.as_u16(),
-            self.detail.clone(),
-        );
+        let mut p = self.code.problem(self.detail.clone());
         p.limit = self.limit.map(str::to_owned);
         p
+    }
+}
+
+/// What the compression core refuses, as the API says it (the upload checks run the core's
+/// readers on the request's file).
+impl From<CompressError> for ApiError {
+    fn from(e: CompressError) -> Self {
+        match e {
+            CompressError::InvalidModel(d) => ApiError::new(Code::InvalidModel, d),
+            CompressError::InvalidRequest(d) => ApiError::new(Code::PipelineNotApplicable, d),
+            CompressError::Interrupted(why) => {
+                ApiError::unavailable(format!("the work was stopped: {why:?}"))
+            }
+            CompressError::Io(e) => ApiError::internal(e),
+        }
     }
 }
 
@@ -159,12 +120,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?source, "request failed");
         }
         let body = serde_json::to_vec(&self.problem()).expect("problem serialises");
-        let mut res = (self.status, body).into_response();
+        let mut res = (self.status(), body).into_response();
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.challenge {
+        if self.status() == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"compressd\""),

@@ -1,5 +1,6 @@
 //! Extractors whose rejections are problem+json too.
 
+use crate::domain::Code;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
@@ -15,24 +16,18 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
+                Code::UnsupportedMediaType,
                 "send the body as JSON with Content-Type: application/json",
             ),
-            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
-                "invalid-json",
+            JsonRejection::JsonSyntaxError(e) => ApiError::new(
+                Code::InvalidJson,
                 format!("the body is not valid JSON: {}", e.body_text()),
             ),
-            JsonRejection::JsonDataError(e) => {
-                ApiError::unprocessable("invalid-request", "Invalid request", e.body_text())
+            JsonRejection::JsonDataError(e) => ApiError::new(Code::InvalidRequest, e.body_text()),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(Code::UploadTooLarge, other.body_text())
             }
-            other => ApiError::new(
-                other.status(),
-                "invalid-request",
-                "Invalid request",
-                other.body_text(),
-            ),
+            other => ApiError::new(Code::UnreadableBody, other.body_text()),
         }
     }
 }
@@ -43,7 +38,7 @@ pub struct ApiQuery<T>(pub T);
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::bad_request("invalid-query", r.body_text())
+        ApiError::new(Code::InvalidQuery, r.body_text())
     }
 }
 
@@ -53,9 +48,8 @@ pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 86_400;
 /// A time to live in seconds (1 to ten years) as milliseconds.
 pub fn ttl_ms(field: &str, seconds: Option<u64>) -> Result<Option<i64>, ApiError> {
     match seconds {
-        Some(s) if !(1..=MAX_TTL_SECONDS).contains(&s) => Err(ApiError::unprocessable(
-            "invalid-ttl",
-            "Invalid time to live",
+        Some(s) if !(1..=MAX_TTL_SECONDS).contains(&s) => Err(ApiError::new(
+            Code::InvalidTtl,
             format!("{field} must be 1 to {MAX_TTL_SECONDS} seconds (ten years)"),
         )),
         Some(s) => Ok(Some(s as i64 * 1000)),

@@ -1,7 +1,7 @@
 //! Checks a job must pass before it is queued: the pipeline against the model's tensors and
 //! architecture, the dataset against the model, the webhook address, the tenant's queue.
 
-use axum::http::StatusCode;
+use crate::domain::Code;
 use uuid::Uuid;
 
 use super::auth::Caller;
@@ -17,13 +17,7 @@ use crate::store::ModelRecord;
 const MAX_WEBHOOK_URL: usize = 2048;
 
 pub(super) fn check_webhook_url(url: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| {
-        ApiError::unprocessable(
-            "invalid-webhook-url",
-            "Invalid webhook URL",
-            format!("webhook_url {why}"),
-        )
-    };
+    let bad = |why: &str| ApiError::new(Code::InvalidWebhookUrl, format!("webhook_url {why}"));
     if url.len() > MAX_WEBHOOK_URL {
         return Err(bad(&format!("is longer than {MAX_WEBHOOK_URL} characters")));
     }
@@ -43,8 +37,7 @@ pub(super) async fn check_queue_room(app: &AppState, caller: &Caller) -> Result<
         .unwrap_or(i64::from(app.config.max_queued_jobs));
     let queued = app.store.queued_jobs(caller.tenant_id()).await?;
     if queued >= limit {
-        return Err(ApiError::over_limit(
-            StatusCode::CONFLICT,
+        return Err(ApiError::over_limit(Code::QueueFull,
             "queued_jobs",
             format!("this tenant has {queued} queued jobs, its limit; wait for some to start or cancel some"),
         ));
@@ -62,9 +55,7 @@ pub(super) async fn check_model_inputs(
     model: &ModelRecord,
     dataset_id: Option<Uuid>,
 ) -> Result<Option<String>, ApiError> {
-    let refuse = |code: &'static str, title: &'static str, detail: String| {
-        ApiError::unprocessable(code, title, detail)
-    };
+    let refuse = ApiError::new;
     let arch = match &model.architecture {
         Some(a) => {
             Some(serde_json::from_value::<Architecture>(a.clone()).map_err(ApiError::internal)?)
@@ -72,22 +63,15 @@ pub(super) async fn check_model_inputs(
         None => None,
     };
     if let Some(a) = &arch {
-        check_runnable(pipeline, a)
-            .map_err(|e| refuse("unsupported-model", "Model cannot run this pipeline", e))?;
+        check_runnable(pipeline, a).map_err(|e| refuse(Code::UnsupportedModel, e))?;
     }
     if pipeline.needs_architecture() && arch.is_none() {
-        return Err(refuse(
-            "architecture-required",
-            "Model has no architecture",
-            "this pipeline runs the model (train, finetune, evaluate, sensitivity, l1_filter, or pruning with a schedule or gradient criterion), but the model has no architecture; upload one with PUT /v1/models/{id}/architecture".into(),
+        return Err(refuse(Code::ArchitectureRequired, "this pipeline runs the model (train, finetune, evaluate, sensitivity, l1_filter, or pruning with a schedule or gradient criterion), but the model has no architecture; upload one with PUT /v1/models/{id}/architecture".into(),
         ));
     }
     let Some(id) = dataset_id else {
         if pipeline.needs_dataset() {
-            return Err(refuse(
-                "dataset-required",
-                "Dataset required",
-                "this pipeline trains or measures the model; give dataset_id (upload one with POST /v1/datasets)".into(),
+            return Err(refuse(Code::DatasetRequired, "this pipeline trains or measures the model; give dataset_id (upload one with POST /v1/datasets)".into(),
             ));
         }
         return Ok(None);
@@ -98,22 +82,17 @@ pub(super) async fn check_model_inputs(
         .await?
         .ok_or_else(|| {
             refuse(
-                "dataset-not-found",
-                "Unknown dataset",
+                Code::DatasetNotFound,
                 format!("no dataset with id '{id}'; upload one with POST /v1/datasets"),
             )
         })?;
     let Some(arch) = arch else {
-        return Err(refuse(
-            "architecture-required",
-            "Model has no architecture",
-            "a dataset is only used by models that carry an architecture; set one with PUT /v1/models/{id}/architecture".into(),
+        return Err(refuse(Code::ArchitectureRequired, "a dataset is only used by models that carry an architecture; set one with PUT /v1/models/{id}/architecture".into(),
         ));
     };
     let summary: DatasetSummary =
         serde_json::from_value(dataset.summary).map_err(ApiError::internal)?;
-    check_fit(&summary, &arch)
-        .map_err(|e| refuse("dataset-mismatch", "Dataset does not fit the model", e))?;
+    check_fit(&summary, &arch).map_err(|e| refuse(Code::DatasetMismatch, e))?;
     Ok(Some(dataset.sha256))
 }
 
@@ -158,9 +137,8 @@ pub(super) fn check_against_model(
             | Step::Auto(_) => Ok(()),
         }
         .map_err(|e| {
-            ApiError::unprocessable(
-                "invalid-pipeline",
-                "Pipeline does not apply to this model",
+            ApiError::new(
+                Code::PipelineNotApplicable,
                 format!("pipeline[{i}] ({}): {e}", step.op()),
             )
         })?;

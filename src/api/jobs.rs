@@ -1,5 +1,6 @@
 //! `/v1/jobs`: submit, inspect, list and cancel compression jobs.
 
+use crate::domain::Code;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -79,8 +80,8 @@ pub async fn create_job(
     ApiJson(req): ApiJson<CreateJobRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let pipeline = Pipeline::parse(&req.pipeline)
-        .map_err(|e| ApiError::unprocessable("invalid-pipeline", "Invalid pipeline", e.0))?;
+    let pipeline =
+        Pipeline::parse(&req.pipeline).map_err(|e| ApiError::new(Code::InvalidPipeline, e.0))?;
     if let Some(url) = &req.webhook_url {
         check_webhook_url(url)?;
     }
@@ -91,9 +92,8 @@ pub async fn create_job(
         .get_model(tenant, req.model_id)
         .await?
         .ok_or_else(|| {
-            ApiError::unprocessable(
-                "model-not-found",
-                "Unknown model",
+            ApiError::new(
+                Code::ModelNotFound,
                 format!(
                     "no model with id '{}'; upload one with POST /v1/models",
                     req.model_id
@@ -143,10 +143,7 @@ pub async fn create_job(
         }
         Created::Replayed(job) => (job, true),
         Created::KeyReused => {
-            return Err(ApiError::unprocessable(
-                "idempotency-key-reused",
-                "Idempotency-Key reused",
-                "this Idempotency-Key was already used with a different request body; use a new key for a new job",
+            return Err(ApiError::new(Code::IdempotencyKeyReused, "this Idempotency-Key was already used with a different request body; use a new key for a new job",
             ))
         }
     };
@@ -174,8 +171,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     };
     let key = value.to_str().unwrap_or("").trim();
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-        return Err(ApiError::bad_request(
-            "invalid-idempotency-key",
+        return Err(ApiError::new(
+            Code::InvalidIdempotencyKey,
             format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
         ));
     }
@@ -251,8 +248,8 @@ pub async fn delete_job(
             super::stored::release(&app, &released).await;
             Ok(StatusCode::NO_CONTENT)
         }
-        None => Err(ApiError::conflict(
-            "job-active",
+        None => Err(ApiError::new(
+            Code::JobActive,
             format!(
                 "the job is {}; cancel it and wait for it to stop before deleting it",
                 job.status.as_str()
@@ -300,7 +297,7 @@ pub async fn list_jobs(
         .as_deref()
         .map(JobStatus::parse)
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid-query", e.to_string()))?;
+        .map_err(|e| ApiError::new(Code::InvalidQuery, e.to_string()))?;
     let jobs = app
         .store
         .list_jobs(&JobFilter {
@@ -339,8 +336,8 @@ pub async fn cancel_job(
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let job = find_job(&app, &caller, &id).await?;
     if job.status.is_terminal() {
-        return Err(ApiError::conflict(
-            "job-finished",
+        return Err(ApiError::new(
+            Code::JobFinished,
             format!(
                 "the job already {}; there is nothing to cancel",
                 job.status.as_str()

@@ -20,11 +20,11 @@ mod stored;
 mod upload;
 pub mod views;
 
+use crate::domain::Code;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -243,19 +243,10 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),
         )
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Not found",
-                "no such route; see /openapi.json",
-            )
-        })
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
+                Code::MethodNotAllowed,
                 "this route does not take that method; see /openapi.json",
             )
         })

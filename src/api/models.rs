@@ -1,5 +1,6 @@
 //! `/v1/models`: upload, list, inspect, download and delete models.
 
+use crate::domain::Code;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
@@ -77,9 +78,7 @@ pub async fn upload_model(
         (Some(u), _) => u,
         (None, Some(arch)) => initial_weights(&app, arch, texts.remove("seed")).await?,
         (None, None) => {
-            return Err(ApiError::bad_request(
-                "invalid-multipart",
-                "the multipart body has no 'file' part (send weights, or an 'architecture' part to start from a fresh initialisation)",
+            return Err(ApiError::new(Code::InvalidMultipart, "the multipart body has no 'file' part (send weights, or an 'architecture' part to start from a fresh initialisation)",
             ))
         }
     };
@@ -90,8 +89,8 @@ pub async fn upload_model(
     let stem = file_name.map(|f| f.trim_end_matches(".safetensors").to_owned());
     let name = validate_name(texts.remove("name").or(query.name).or(stem))?;
     if upload.size == 0 {
-        return Err(ApiError::bad_request(
-            "empty-upload",
+        return Err(ApiError::new(
+            Code::EmptyUpload,
             "the uploaded file is empty",
         ));
     }
@@ -147,11 +146,7 @@ pub(super) async fn receive_upload(
             .map_err(|e| e.into_api(limit))?;
         Ok((Some(upload), HashMap::new(), None))
     } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            format!("Content-Type '{content_type}' is not accepted: send multipart/form-data with a 'file' part, or application/octet-stream"),
+        Err(ApiError::new(Code::UnsupportedMediaType, format!("Content-Type '{content_type}' is not accepted: send multipart/form-data with a 'file' part, or application/octet-stream"),
         ))
     }
 }
@@ -160,22 +155,19 @@ pub(super) async fn receive_upload(
 fn parse_config(text: &str) -> Result<Value, ApiError> {
     match serde_json::from_str::<Value>(text) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(ApiError::unprocessable(
-            "invalid-config",
-            "Invalid config",
+        Ok(_) => Err(ApiError::new(
+            Code::InvalidConfig,
             "the 'config' part must be a JSON object (a model's config.json)",
         )),
-        Err(e) => Err(ApiError::unprocessable(
-            "invalid-config",
-            "Invalid config",
+        Err(e) => Err(ApiError::new(
+            Code::InvalidConfig,
             format!("the 'config' part is not JSON: {e}"),
         )),
     }
 }
 
 fn parse_architecture(text: &str) -> Result<Architecture, ApiError> {
-    Architecture::parse_json(text)
-        .map_err(|e| ApiError::unprocessable("invalid-architecture", "Invalid architecture", e.0))
+    Architecture::parse_json(text).map_err(|e| ApiError::new(Code::InvalidArchitecture, e.0))
 }
 
 /// Fresh weights for an architecture-only upload, written like an uploaded file.
@@ -186,8 +178,8 @@ async fn initial_weights(
 ) -> Result<TempUpload, ApiError> {
     let seed = match seed {
         Some(s) => s.trim().parse::<u64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid-seed",
+            ApiError::new(
+                Code::InvalidSeed,
                 format!("seed must be a non-negative integer, got '{s}'"),
             )
         })?,
@@ -232,9 +224,7 @@ fn check_fit(arch: &Architecture, tensors: &[TensorEntry]) -> Result<(), ApiErro
             .iter()
             .map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice())),
     )
-    .map_err(|e| {
-        ApiError::unprocessable("weights-mismatch", "Weights do not fit the architecture", e)
-    })
+    .map_err(|e| ApiError::new(Code::WeightsMismatch, e))
 }
 
 /// Set or replace the model's architecture. The weights must fit it exactly.
@@ -277,9 +267,7 @@ pub(super) fn validate_name(name: Option<String>) -> Result<String, ApiError> {
         return Ok("model".into());
     };
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid-name",
-            format!("a model name must be at most {MAX_NAME_CHARS} characters with no control characters"),
+        return Err(ApiError::new(Code::InvalidName, format!("a model name must be at most {MAX_NAME_CHARS} characters with no control characters"),
         ));
     }
     Ok(name)
@@ -299,9 +287,8 @@ pub(super) async fn store_model(
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
-            OpenError::Format(f) => ApiError::unprocessable(
-                "invalid-model",
-                "Invalid safetensors file",
+            OpenError::Format(f) => ApiError::new(
+                Code::InvalidModel,
                 format!("the upload is not a valid safetensors file: {f}"),
             ),
             OpenError::Io(io) => ApiError::internal(io),
@@ -448,9 +435,7 @@ pub async fn delete_model(
     find_model(&app, &caller, id).await?;
     let active = app.store.active_jobs_for_model(id).await?;
     if active > 0 {
-        return Err(ApiError::conflict(
-            "model-in-use",
-            format!("{active} queued or running jobs use this model; cancel them or wait for them to finish"),
+        return Err(ApiError::new(Code::ModelInUse, format!("{active} queued or running jobs use this model; cancel them or wait for them to finish"),
         ));
     }
     if let Some(released) = app.store.delete_model(caller.tenant_id(), id).await? {

@@ -1,5 +1,6 @@
 //! `GET /v1/jobs/{id}/report`: the job's report page, to open in a browser.
 
+use crate::domain::Code;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -37,9 +38,7 @@ pub async fn job_report(
         .find(|a| a.kind == "report_html")
         .ok_or_else(|| {
             ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "report-not-ready",
-                "No report",
+                Code::ReportNotReady,
                 format!(
                     "job {} is {}; its report exists once it has succeeded",
                     job.id,

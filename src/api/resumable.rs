@@ -3,6 +3,7 @@
 //! whole file's SHA-256: the parts are joined, checked and stored as a model or dataset.
 //! Incomplete uploads are removed when their time to live passes.
 
+use crate::domain::Code;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -215,8 +216,8 @@ pub async fn put_part(
         .ok()
         .filter(|n| (1..=MAX_PARTS).contains(n))
         .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid-part-number",
+            ApiError::new(
+                Code::InvalidPartNumber,
                 format!("part numbers run from 1 to {MAX_PARTS}"),
             )
         })?;
@@ -290,9 +291,8 @@ pub async fn complete_upload(
     let upload = find(&app, &caller, &id).await?;
     let expected = body.sha256.trim().to_ascii_lowercase();
     if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::unprocessable(
-            "invalid-sha256",
-            "Invalid SHA-256",
+        return Err(ApiError::new(
+            Code::InvalidSha256,
             "sha256 must be 64 hex digits",
         ));
     }
@@ -303,8 +303,8 @@ pub async fn complete_upload(
         .take(20)
         .collect();
     if parts.is_empty() || !missing.is_empty() {
-        return Err(ApiError::conflict(
-            "parts-missing",
+        return Err(ApiError::new(
+            Code::PartsMissing,
             if parts.is_empty() {
                 "the upload has no parts yet".to_owned()
             } else {
@@ -342,10 +342,7 @@ pub async fn complete_upload(
         .await
         .map_err(|e| e.into_api(limit))?;
     if file.sha256 != expected {
-        return Err(ApiError::unprocessable(
-            "checksum-mismatch",
-            "SHA-256 mismatch",
-            format!("the joined parts ({} bytes) hash to {}, not {expected}; check and resend the parts, then complete again", file.size, file.sha256),
+        return Err(ApiError::new(Code::ChecksumMismatch, format!("the joined parts ({} bytes) hash to {}, not {expected}; check and resend the parts, then complete again", file.size, file.sha256),
         ));
     }
     let completed = match body.target.unwrap_or(UploadTarget::Model) {

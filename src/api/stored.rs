@@ -1,7 +1,7 @@
 //! Content-addressed files: a tenant's identical bytes are kept once, under their SHA-256, and
 //! count once against its storage quota. A file goes when the last row naming it goes.
 
-use axum::http::StatusCode;
+use crate::domain::Code;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -29,8 +29,7 @@ pub async fn check_room(app: &AppState, caller: &Caller, adding: u64) -> Result<
     };
     let used = app.store.stored_bytes(caller.tenant_id()).await?.max(0) as u64;
     if used.saturating_add(adding) > limit {
-        return Err(ApiError::over_limit(
-            StatusCode::FORBIDDEN,
+        return Err(ApiError::over_limit(Code::QuotaExceeded,
             "stored_bytes",
             format!("this tenant keeps {used} bytes of its {limit}-byte limit; {adding} more do not fit: delete models, datasets or jobs, or ask for a larger limit"),
         ));

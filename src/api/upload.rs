@@ -1,6 +1,7 @@
 //! Receiving an upload: stream the body to a temporary file, hashing as it goes on a blocking
 //! thread, and stop at the size limit. The temporary file is removed unless it is kept.
 
+use crate::domain::Code;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -64,15 +65,9 @@ impl ReceiveError {
     pub fn into_api(self, limit: u64) -> ApiError {
         match self {
             ReceiveError::TooLarge => ApiError::too_large(limit),
-            ReceiveError::Stalled(idle) => ApiError::new(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
-                "upload-stalled",
-                "Upload stalled",
-                format!("no data arrived for {} s; the upload was cut off (resend it, or use resumable uploads for slow links)", idle.as_secs()),
+            ReceiveError::Stalled(idle) => ApiError::new(Code::UploadStalled, format!("no data arrived for {} s; the upload was cut off (resend it, or use resumable uploads for slow links)", idle.as_secs()),
             ),
-            ReceiveError::Body(msg) => ApiError::bad_request(
-                "upload-interrupted",
-                format!("reading the upload failed: {msg}"),
+            ReceiveError::Body(msg) => ApiError::new(Code::UploadInterrupted, format!("reading the upload failed: {msg}"),
             ),
             ReceiveError::Io(e) => ApiError::internal(e),
         }
@@ -191,8 +186,8 @@ pub async fn receive_form(
 ) -> Result<Form, ApiError> {
     use futures::TryStreamExt;
     let boundary = multer::parse_boundary(content_type).map_err(|e| {
-        ApiError::bad_request(
-            "invalid-multipart",
+        ApiError::new(
+            Code::InvalidMultipart,
             format!("bad multipart Content-Type: {e}"),
         )
     })?;
@@ -204,8 +199,8 @@ pub async fn receive_form(
     let mut form =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let bad = |e: multer::Error| {
-        ApiError::bad_request(
-            "invalid-multipart",
+        ApiError::new(
+            Code::InvalidMultipart,
             format!("malformed multipart body: {e}"),
         )
     };
@@ -227,8 +222,8 @@ pub async fn receive_form(
         let name = field.name().map(str::to_owned);
         match name.as_deref() {
             Some("file") if out.file.is_some() => {
-                return Err(ApiError::bad_request(
-                    "invalid-multipart",
+                return Err(ApiError::new(
+                    Code::InvalidMultipart,
                     "send exactly one 'file' part",
                 ));
             }
@@ -243,8 +238,8 @@ pub async fn receive_form(
             }
             Some(n) if texts.iter().any(|(t, _)| *t == n) => {
                 if out.texts.contains_key(n) {
-                    return Err(ApiError::bad_request(
-                        "invalid-multipart",
+                    return Err(ApiError::new(
+                        Code::InvalidMultipart,
                         format!("send at most one '{n}' part"),
                     ));
                 }
@@ -255,8 +250,8 @@ pub async fn receive_form(
                 out.texts.insert(n.to_owned(), text);
             }
             other => {
-                return Err(ApiError::bad_request(
-                    "invalid-multipart",
+                return Err(ApiError::new(
+                    Code::InvalidMultipart,
                     format!("unexpected part {other:?}; send {}", expected()),
                 ))
             }

@@ -1,5 +1,6 @@
 //! The JSON bodies the API answers with.
 
+use crate::domain::Code;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -231,8 +232,8 @@ impl PageQuery {
     pub fn parse(&self) -> Result<(u32, Option<Uuid>), ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ApiError::bad_request(
-                "invalid-query",
+            return Err(ApiError::new(
+                Code::InvalidQuery,
                 format!("limit must be between 1 and {MAX_PAGE}"),
             ));
         }
@@ -241,8 +242,8 @@ impl PageQuery {
             .as_deref()
             .map(|a| {
                 Uuid::parse_str(a).map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid-query",
+                    ApiError::new(
+                        Code::InvalidQuery,
                         "after must be a cursor taken from a previous page's next",
                     )
                 })

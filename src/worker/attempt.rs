@@ -1,5 +1,6 @@
 //! One attempt at one job: claim, run with a live lease, record the outcome (fenced).
 
+use crate::domain::Code;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,14 +25,11 @@ impl From<CompressError> for AttemptError {
     fn from(e: CompressError) -> Self {
         match e {
             CompressError::InvalidModel(d) => {
-                AttemptError::Permanent(Problem::new("invalid-model", "Invalid model", 422, d))
+                AttemptError::Permanent(Code::InvalidModel.problem(d))
             }
-            CompressError::InvalidRequest(d) => AttemptError::Permanent(Problem::new(
-                "invalid-pipeline",
-                "Pipeline does not apply to this model",
-                422,
-                d,
-            )),
+            CompressError::InvalidRequest(d) => {
+                AttemptError::Permanent(Code::PipelineNotApplicable.problem(d))
+            }
             CompressError::Interrupted(why) => AttemptError::Interrupted(why),
             CompressError::Io(e) => AttemptError::Transient(io_problem(&e)),
         }
@@ -39,16 +37,11 @@ impl From<CompressError> for AttemptError {
 }
 
 fn io_problem(e: &std::io::Error) -> Problem {
-    Problem::new(
-        "io-error",
-        "Storage error",
-        503,
-        format!("reading or writing files failed: {e}"),
-    )
+    Code::IoError.problem(format!("reading or writing files failed: {e}"))
 }
 
 fn store_problem(e: &StoreError) -> Problem {
-    Problem::new("store-error", "Database error", 503, e.to_string())
+    Code::StoreError.problem(e.to_string())
 }
 
 impl Worker {
@@ -58,11 +51,7 @@ impl Worker {
         let store = &self.inner.store;
         store
             .reap_expired(&|attempts| {
-                Problem::new(
-                    "worker-lost",
-                    "Worker lost",
-                    503,
-                    format!("the worker running this job stopped answering {attempts} times (process killed or machine lost); giving up"),
+                Code::WorkerLost.problem(format!("the worker running this job stopped answering {attempts} times (process killed or machine lost); giving up"),
                 )
                 .to_json()
             })
@@ -202,24 +191,19 @@ impl Worker {
         let store = &self.inner.store;
         let job = &lease.job;
         let pipeline: Pipeline = serde_json::from_value(job.pipeline.clone()).map_err(|e| {
-            AttemptError::Permanent(Problem::new(
-                "invalid-pipeline",
-                "Invalid pipeline",
-                422,
-                format!("stored pipeline no longer parses: {e}"),
-            ))
+            AttemptError::Permanent(
+                Code::InvalidPipeline.problem(format!("stored pipeline no longer parses: {e}")),
+            )
         })?;
         let model = store
             .get_model(&job.tenant_id, job.model_id)
             .await
             .map_err(|e| AttemptError::Transient(store_problem(&e)))?
             .ok_or_else(|| {
-                AttemptError::Permanent(Problem::new(
-                    "model-not-found",
-                    "Model not found",
-                    404,
-                    format!("model {} was deleted before the job ran", job.model_id),
-                ))
+                AttemptError::Permanent(Code::ModelNotFound.problem(format!(
+                    "model {} was deleted before the job ran",
+                    job.model_id
+                )))
             })?;
         let workdir =
             self.inner
@@ -236,12 +220,10 @@ impl Worker {
                     .await
                     .map_err(|e| AttemptError::Transient(store_problem(&e)))?
                     .ok_or_else(|| {
-                        AttemptError::Permanent(Problem::new(
-                            "dataset-not-found",
-                            "Dataset not found",
-                            404,
-                            format!("dataset {id} was deleted before the job ran"),
-                        ))
+                        AttemptError::Permanent(
+                            Code::DatasetNotFound
+                                .problem(format!("dataset {id} was deleted before the job ran")),
+                        )
                     })?,
             ),
             None => None,
@@ -252,12 +234,9 @@ impl Worker {
             .map(|a| serde_json::from_value::<Architecture>(a.clone()))
             .transpose()
             .map_err(|e| {
-                AttemptError::Permanent(Problem::new(
-                    "invalid-architecture",
-                    "Invalid architecture",
-                    422,
-                    format!("the model's stored architecture no longer parses: {e}"),
-                ))
+                AttemptError::Permanent(Code::InvalidArchitecture.problem(format!(
+                    "the model's stored architecture no longer parses: {e}"
+                )))
             })?;
         let result = async {
             let input = self
@@ -383,11 +362,7 @@ impl Worker {
             Ok(result) => result.map_err(AttemptError::from),
             Err(e) => {
                 tracing::error!(error = %e, "pipeline panicked");
-                Err(AttemptError::Permanent(Problem::new(
-                    "internal",
-                    "Internal error",
-                    500,
-                    "the pipeline crashed on this model; this is a bug in compressd, please report it",
+                Err(AttemptError::Permanent(Code::Internal.problem("the pipeline crashed on this model; this is a bug in compressd, please report it",
                 )))
             }
         }

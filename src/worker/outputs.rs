@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::compress::report_html::render;
 use crate::compress::{PipelineRun, PruneReport, SafetensorsIndex, StepReport};
 use crate::domain::Pipeline;
+use crate::report::render;
 use crate::store::{BlobStore, Lease, ModelRecord, NewArtifact};
 
 pub struct JobOutputs {
@@ -30,19 +30,25 @@ pub async fn store_outputs(
 ) -> io::Result<JobOutputs> {
     let base = safe_file_stem(&model.name);
     let prefix = format!("artifacts/{}/{}", lease.job.id, lease.token.simple());
-    let main_bytes = std::fs::metadata(&run.outputs[0].path)?.len();
+    // A pipeline that only measures leaves no model file: the model is as it was uploaded.
+    let written = run.outputs.iter().find(|o| o.kind == "model");
+    let main_bytes = match written {
+        Some(o) => std::fs::metadata(&o.path)?.len(),
+        None => model.size_bytes,
+    };
     let metrics = job_metrics(model, &run, main_bytes);
     // Read before the model file moves into blob storage.
     let config = model
         .config
         .as_ref()
-        .map(|c| config_beside(c, &run.outputs[0].path));
+        .zip(written)
+        .map(|(c, o)| config_beside(c, &o.path));
 
     let mut artifacts = Vec::new();
     let mut listed = Vec::new();
     let result = async {
         for output in &run.outputs {
-            let content_type = if output.suffix.ends_with(".json") {
+            let content_type = if output.format.suffix.ends_with(".json") {
                 "application/json"
             } else {
                 "application/octet-stream"
@@ -51,7 +57,7 @@ pub async fn store_outputs(
                 blobs,
                 &prefix,
                 &output.path,
-                format!("{base}{}", output.suffix),
+                format!("{base}{}", output.format.suffix),
                 output.kind,
                 content_type,
             )
@@ -61,8 +67,8 @@ pub async fn store_outputs(
                 "file_name": a.file_name,
                 "sha256": a.sha256,
                 "size_bytes": a.size_bytes,
-                "format": output.format,
-                "read_with": output.read_with,
+                "format": output.format.description,
+                "read_with": output.format.read_with,
             }));
             artifacts.push(a);
         }

@@ -1,0 +1,434 @@
+//! GGUF export (llama.cpp's format, version 3), streamed: the header is written first from the
+//! sizes each tensor will have, then tensors are quantized one at a time, their rows split
+//! across all cores (candle's `QTensor::quantize` runs on one thread, and its
+//! `gguf_file::write` wants every tensor in memory at once).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::chunked_io::map_chunk;
+use super::control::Control;
+use super::dtype::Dtype;
+use super::prune::select_tensors;
+use super::quant::ggml_blocks::{self, Block};
+use super::quant::{ErrorStats, ErrorSums};
+use super::quantize::{as_f32, load_f32};
+use super::safetensors_index::{SafetensorsIndex, TensorEntry};
+use super::{require_finite, CompressError};
+use domain::{ExportStep, GgufType};
+
+const ALIGNMENT: u64 = 32;
+const MAGIC: u32 = 0x4655_4747;
+
+pub fn ggml_dtype(t: GgufType) -> GgmlDType {
+    match t {
+        GgufType::Q8_0 => GgmlDType::Q8_0,
+        GgufType::Q4_0 => GgmlDType::Q4_0,
+        GgufType::Q4_1 => GgmlDType::Q4_1,
+        GgufType::Q5_0 => GgmlDType::Q5_0,
+        GgufType::Q5_1 => GgmlDType::Q5_1,
+        GgufType::Q2K => GgmlDType::Q2K,
+        GgufType::Q3K => GgmlDType::Q3K,
+        GgufType::Q4K => GgmlDType::Q4K,
+        GgufType::Q5K => GgmlDType::Q5K,
+        GgufType::Q6K => GgmlDType::Q6K,
+    }
+}
+
+/// ggml's type ids (ggml.h `enum ggml_type`).
+fn type_id(t: Stored) -> u32 {
+    match t {
+        Stored::F32 => 0,
+        Stored::F16 => 1,
+        Stored::Quant(q) => match q {
+            GgufType::Q4_0 => 2,
+            GgufType::Q4_1 => 3,
+            GgufType::Q5_0 => 6,
+            GgufType::Q5_1 => 7,
+            GgufType::Q8_0 => 8,
+            GgufType::Q2K => 10,
+            GgufType::Q3K => 11,
+            GgufType::Q4K => 12,
+            GgufType::Q5K => 13,
+            GgufType::Q6K => 14,
+        },
+        Stored::Int(Dtype::I8) => 24,
+        Stored::Int(Dtype::I16) => 25,
+        Stored::Int(Dtype::I32) => 26,
+        Stored::Int(Dtype::I64) => 27,
+        Stored::Int(_) => 28,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stored {
+    F32,
+    F16,
+    Quant(GgufType),
+    /// I8, I16, I32, I64 and F64 are stored as they are.
+    Int(Dtype),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GgufTensorStats {
+    pub name: String,
+    pub stored_as: String,
+    pub parameters: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub bits_per_weight: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorStats>,
+    /// Why a tensor was not block-quantized.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_because: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GgufReport {
+    pub op: &'static str,
+    pub format: &'static str,
+    #[serde(rename = "type")]
+    pub ggml_type: GgufType,
+    pub quantized_tensors: u64,
+    /// Tensors left in F32/F16 (or their integer type), with the reason.
+    pub kept_tensors: Vec<String>,
+    /// Tensors GGUF has no type for, left out of the file.
+    pub skipped_tensors: Vec<String>,
+    pub bits_per_weight: f64,
+    pub error: ErrorStats,
+    pub file_bytes_before: u64,
+    pub file_bytes_after: u64,
+    pub compression_ratio: f64,
+    pub tensors: Vec<GgufTensorStats>,
+    pub seconds: f64,
+}
+
+struct Planned<'a> {
+    entry: &'a TensorEntry,
+    stored: Stored,
+    bytes: u64,
+    why: Option<String>,
+}
+
+fn plan<'a>(
+    index: &'a SafetensorsIndex,
+    selected: &[bool],
+    target: GgufType,
+) -> (Vec<Planned<'a>>, Vec<String>) {
+    let q = ggml_dtype(target);
+    let mut planned = Vec::new();
+    let mut skipped = Vec::new();
+    for (t, &sel) in index.tensors.iter().zip(selected) {
+        let n = t.numel();
+        let float_fallback = |why: Option<String>| {
+            let stored = if t.dtype == Dtype::F16 {
+                Stored::F16
+            } else {
+                Stored::F32
+            };
+            let width = if stored == Stored::F16 { 2 } else { 4 };
+            Planned {
+                entry: t,
+                stored,
+                bytes: n * width,
+                why,
+            }
+        };
+        let p = match t.dtype {
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 => {
+                let cols = t.shape.last().copied().unwrap_or(1);
+                if !sel {
+                    float_fallback(Some("not selected (1-D, or excluded)".into()))
+                } else if cols % q.block_size() as u64 != 0 {
+                    float_fallback(Some(format!(
+                        "row length {cols} is not a multiple of the {}-value block",
+                        q.block_size()
+                    )))
+                } else {
+                    let bytes = n / q.block_size() as u64 * q.type_size() as u64;
+                    Planned {
+                        entry: t,
+                        stored: Stored::Quant(target),
+                        bytes,
+                        why: None,
+                    }
+                }
+            }
+            Dtype::I8 | Dtype::I16 | Dtype::I32 | Dtype::I64 | Dtype::F64 => Planned {
+                entry: t,
+                stored: Stored::Int(t.dtype),
+                bytes: t.byte_len(),
+                why: Some("integer or F64 tensor".into()),
+            },
+            other => {
+                skipped.push(format!("{} ({} has no GGUF type)", t.name, other.name()));
+                continue;
+            }
+        };
+        planned.push(p);
+    }
+    (planned, skipped)
+}
+
+fn stored_name(s: Stored) -> String {
+    match s {
+        Stored::F32 => "F32".into(),
+        Stored::F16 => "F16".into(),
+        Stored::Quant(q) => serde_json::to_value(q)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        Stored::Int(d) => d.name().into(),
+    }
+}
+
+fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+    w.write_all(&(s.len() as u64).to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+fn padding(len: u64) -> usize {
+    ((ALIGNMENT - len % ALIGNMENT) % ALIGNMENT) as usize
+}
+
+pub fn export_gguf(
+    input: &Path,
+    output: &Path,
+    step: &ExportStep,
+    model_name: &str,
+    control: &Control,
+) -> Result<GgufReport, CompressError> {
+    let started = Instant::now();
+    let index = SafetensorsIndex::open(input)?;
+    let selected = select_tensors(&index.tensors, &step.selection, "export")?;
+    let (planned, skipped) = plan(&index, &selected, step.ggml_type);
+    control.add_work(planned.iter().map(|p| p.entry.byte_len()).sum());
+
+    let mut out = BufWriter::with_capacity(8 << 20, File::create(output)?);
+    let mut header = Vec::new();
+    header.extend_from_slice(&MAGIC.to_le_bytes());
+    header.extend_from_slice(&3u32.to_le_bytes());
+    header.extend_from_slice(&(planned.len() as u64).to_le_bytes());
+    let kvs: [(&str, KvValue); 3] = [
+        ("general.architecture", KvValue::Str("compressd")),
+        ("general.name", KvValue::Str(model_name)),
+        ("general.alignment", KvValue::U32(ALIGNMENT as u32)),
+    ];
+    header.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
+    for (key, value) in &kvs {
+        write_str(&mut header, key)?;
+        match value {
+            KvValue::Str(s) => {
+                header.extend_from_slice(&8u32.to_le_bytes());
+                write_str(&mut header, s)?;
+            }
+            KvValue::U32(v) => {
+                header.extend_from_slice(&4u32.to_le_bytes());
+                header.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    let mut offset = 0u64;
+    for p in &planned {
+        write_str(&mut header, &p.entry.name)?;
+        header.extend_from_slice(&(p.entry.shape.len().max(1) as u32).to_le_bytes());
+        if p.entry.shape.is_empty() {
+            header.extend_from_slice(&1u64.to_le_bytes());
+        }
+        for d in p.entry.shape.iter().rev() {
+            header.extend_from_slice(&d.to_le_bytes());
+        }
+        header.extend_from_slice(&type_id(p.stored).to_le_bytes());
+        header.extend_from_slice(&offset.to_le_bytes());
+        offset += p.bytes + padding(p.bytes) as u64;
+    }
+    let pad = padding(header.len() as u64);
+    header.extend(std::iter::repeat_n(0u8, pad));
+    out.write_all(&header)?;
+
+    let file = File::open(input)?;
+    let mut stats = Vec::with_capacity(planned.len());
+    let mut model_error = ErrorSums::default();
+    for p in &planned {
+        control.checkpoint()?;
+        let t = p.entry;
+        let window = map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?;
+        let (bytes, error) = match p.stored {
+            Stored::Quant(q) => {
+                let values = as_f32(&window, t.dtype);
+                require_finite(t, &values, "GGUF export")?;
+                let cols = *t.shape.last().expect("rank ≥ 1") as usize;
+                let (bytes, sums) = match q {
+                    GgufType::Q8_0 => ggml_blocks::encode(Block::Q8_0, &values),
+                    GgufType::Q4_0 => ggml_blocks::encode(Block::Q4_0, &values),
+                    _ => quantize_rows(&values, cols, ggml_dtype(q))?,
+                };
+                model_error.merge(&sums);
+                (bytes, Some(sums.stats()))
+            }
+            Stored::F32 => (
+                load_f32(&window, t.dtype)
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                None,
+            ),
+            Stored::F16 | Stored::Int(_) => (window.to_vec(), None),
+        };
+        debug_assert_eq!(bytes.len() as u64, p.bytes);
+        out.write_all(&bytes)?;
+        out.write_all(&vec![0u8; padding(bytes.len() as u64)])?;
+        control.advance(t.byte_len());
+        stats.push(GgufTensorStats {
+            name: t.name.clone(),
+            stored_as: stored_name(p.stored),
+            parameters: t.numel(),
+            bytes_before: t.byte_len(),
+            bytes_after: p.bytes,
+            bits_per_weight: p.bytes as f64 * 8.0 / t.numel().max(1) as f64,
+            error,
+            kept_because: p.why.clone(),
+        });
+    }
+    out.flush()?;
+    drop(out);
+    let file_bytes_after = std::fs::metadata(output)?.len();
+    let quantized: Vec<&GgufTensorStats> = stats.iter().filter(|s| s.error.is_some()).collect();
+    let (params, bytes): (u64, u64) = (
+        quantized.iter().map(|s| s.parameters).sum(),
+        quantized.iter().map(|s| s.bytes_after).sum(),
+    );
+    Ok(GgufReport {
+        op: "export",
+        format: "gguf",
+        ggml_type: step.ggml_type,
+        quantized_tensors: quantized.len() as u64,
+        kept_tensors: stats
+            .iter()
+            .filter_map(|s| {
+                s.kept_because
+                    .as_ref()
+                    .map(|why| format!("{} as {}: {why}", s.name, s.stored_as))
+            })
+            .collect(),
+        skipped_tensors: skipped,
+        bits_per_weight: bytes as f64 * 8.0 / params.max(1) as f64,
+        error: model_error.stats(),
+        file_bytes_before: index.file_len,
+        file_bytes_after,
+        compression_ratio: index.file_len as f64 / file_bytes_after.max(1) as f64,
+        tensors: stats,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+enum KvValue<'a> {
+    Str(&'a str),
+    U32(u32),
+}
+
+/// Quantizes a row-major matrix with `cols` per row, rows split across cores, and measures
+/// the error of the blocks as ggml would dequantize them.
+fn quantize_rows(
+    values: &[f32],
+    cols: usize,
+    dtype: GgmlDType,
+) -> Result<(Vec<u8>, ErrorSums), CompressError> {
+    let rows_per_chunk = ((256 << 10) / cols.max(1)).max(1);
+    let parts: Vec<Result<(Vec<u8>, ErrorSums), candle_core::Error>> = values
+        .par_chunks(rows_per_chunk * cols)
+        .map(|chunk| {
+            let rows = chunk.len() / cols;
+            let t = Tensor::from_slice(chunk, (rows, cols), &Device::Cpu)?;
+            let q = QTensor::quantize(&t, dtype)?;
+            let restored = q
+                .dequantize(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let mut sums = ErrorSums::default();
+            sums.add(chunk, &restored);
+            Ok((q.data()?.into_owned(), sums))
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    let mut sums = ErrorSums::default();
+    for part in parts {
+        let (b, s) = part
+            .map_err(|e| CompressError::InvalidRequest(format!("GGUF quantization failed: {e}")))?;
+        bytes.extend_from_slice(&b);
+        sums.merge(&s);
+    }
+    Ok((bytes, sums))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One 32-value row whose largest magnitude appears first, with its sign.
+    fn row() -> Vec<f32> {
+        (0..32).map(|i| (i as f32 - 15.5) / 16.0).collect()
+    }
+
+    /// ggml's `quantize_row_q8_0_ref`: d = amax / 127 stored as f16, q = round(x / d).
+    #[test]
+    fn q8_0_block_matches_ggml_definition() {
+        let x = row();
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let mut expected = half::f16::from_f32(d).to_le_bytes().to_vec();
+        expected.extend(x.iter().map(|v| (v / d).round() as i8 as u8));
+        let (bytes, _) = quantize_rows(&x, 32, GgmlDType::Q8_0).unwrap();
+        assert_eq!(bytes, expected);
+        let (ours, sums) = ggml_blocks::encode(Block::Q8_0, &x);
+        assert_eq!(ours, expected, "compressd's own Q8_0 encoder");
+        assert!(sums.stats().max_abs_error <= d as f64 / 2.0 * 1.01);
+    }
+
+    /// ggml's `quantize_row_q4_0_ref`: d = max / −8 (max: the signed value of largest
+    /// magnitude), q = min(15, (x / d + 8.5) truncated); value j and j + 16 share byte j.
+    #[test]
+    fn q4_0_block_matches_ggml_definition() {
+        let x = row();
+        let max = x
+            .iter()
+            .copied()
+            .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        let d = max / -8.0;
+        let id = 1.0 / d;
+        let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+        let mut expected = half::f16::from_f32(d).to_le_bytes().to_vec();
+        expected.extend((0..16).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
+        let (bytes, _) = quantize_rows(&x, 32, GgmlDType::Q4_0).unwrap();
+        assert_eq!(bytes, expected);
+        let (ours, _) = ggml_blocks::encode(Block::Q4_0, &x);
+        assert_eq!(ours, expected, "compressd's own Q4_0 encoder");
+    }
+
+    #[test]
+    fn block_sizes_follow_ggml() {
+        for (t, block, size) in [
+            (GgufType::Q8_0, 32, 34),
+            (GgufType::Q4_0, 32, 18),
+            (GgufType::Q4_1, 32, 20),
+            (GgufType::Q5_0, 32, 22),
+            (GgufType::Q5_1, 32, 24),
+            (GgufType::Q2K, 256, 84),
+            (GgufType::Q3K, 256, 110),
+            (GgufType::Q4K, 256, 144),
+            (GgufType::Q5K, 256, 176),
+            (GgufType::Q6K, 256, 210),
+        ] {
+            let d = ggml_dtype(t);
+            assert_eq!((d.block_size(), d.type_size()), (block, size), "{t:?}");
+        }
+    }
+}

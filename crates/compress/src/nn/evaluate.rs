@@ -1,0 +1,226 @@
+//! Measures a model on the evaluation split: accuracy, macro precision/recall/F1, per-class
+//! figures, the confusion matrix and mean loss; compute cost in multiply-accumulates (dense,
+//! and counting non-zero weights only); CPU latency at batch 1 and throughput at a batch size.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::super::CompressError;
+use super::data::Split;
+use super::network::{nn_error, Network};
+use domain::{EvaluateStep, LayerKind};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassReport {
+    pub class: usize,
+    pub support: u64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cost {
+    pub parameters: u64,
+    pub nonzero_parameters: u64,
+    /// Multiply-accumulates of linear and conv layers for one sample.
+    pub macs_dense: u64,
+    /// The same, counting only non-zero weights (what a sparse kernel would do).
+    pub macs_nonzero: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Speed {
+    /// Median over `runs` timed passes of one sample, after a warm-up.
+    pub latency_ms_batch1: f64,
+    pub throughput_batch: usize,
+    /// Median over `runs` timed passes of one batch.
+    pub throughput_samples_per_second: f64,
+    pub runs: usize,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Which data the figures come from.
+    pub data: String,
+    pub samples: u64,
+    pub accuracy: f64,
+    pub precision_macro: f64,
+    pub recall_macro: f64,
+    pub f1_macro: f64,
+    pub mean_loss: f64,
+    pub per_class: Vec<ClassReport>,
+    /// rows: true class, columns: predicted class.
+    pub confusion_matrix: Vec<Vec<u64>>,
+    pub cost: Cost,
+    pub speed: Speed,
+}
+
+/// Predictions and summed cross-entropy over a split, in batches.
+fn predict(net: &Network, split: &Split, batch: usize) -> Result<(Vec<u32>, f64), CompressError> {
+    let mut preds = Vec::with_capacity(split.len());
+    let mut loss = 0f64;
+    let mut buf = Vec::new();
+    let all: Vec<usize> = (0..split.len()).collect();
+    for chunk in all.chunks(batch.max(1)) {
+        let (x, y) = split.batch(chunk, &mut buf).map_err(nn_error)?;
+        let logits = net.logits(&x, None)?.detach();
+        let l: f32 = candle_nn::loss::cross_entropy(&logits, &y)
+            .and_then(|l| l.to_scalar())
+            .map_err(nn_error)?;
+        loss += l as f64 * chunk.len() as f64;
+        preds.extend(
+            logits
+                .argmax(1)
+                .and_then(|p| p.to_vec1::<u32>())
+                .map_err(nn_error)?,
+        );
+    }
+    Ok((preds, loss))
+}
+
+/// Accuracy on a split: the cheap figure training reports after every epoch.
+pub fn quick_accuracy(net: &Network, split: &Split, batch: usize) -> Result<f64, CompressError> {
+    let (preds, _) = predict(net, split, batch)?;
+    let correct = preds
+        .iter()
+        .zip(&split.labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    Ok(correct as f64 / split.len().max(1) as f64)
+}
+
+pub fn cost(net: &Network) -> Result<Cost, CompressError> {
+    let (mut parameters, mut nonzero, mut dense, mut sparse) = (0u64, 0u64, 0u64, 0u64);
+    for spec in net.specs() {
+        if matches!(
+            spec.role,
+            domain::ParamRole::Buffer | domain::ParamRole::Counter
+        ) {
+            continue;
+        }
+        let values = net.values(&spec.name)?;
+        parameters += values.len() as u64;
+        nonzero += values.iter().filter(|v| **v != 0.0).count() as u64;
+    }
+    for layer in &net.arch.layers {
+        let positions = match &layer.kind {
+            LayerKind::Linear { .. } => 1u64,
+            LayerKind::Conv2d { .. } => (layer.output_shape[1] * layer.output_shape[2]) as u64,
+            _ => continue,
+        };
+        let w = net.values(&format!("{}.weight", layer.name))?;
+        dense += positions * w.len() as u64;
+        sparse += positions * w.iter().filter(|v| **v != 0.0).count() as u64;
+    }
+    Ok(Cost {
+        parameters,
+        nonzero_parameters: nonzero,
+        macs_dense: dense,
+        macs_nonzero: sparse,
+    })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+pub fn speed(net: &Network, split: &Split, opts: &EvaluateStep) -> Result<Speed, CompressError> {
+    let mut buf = Vec::new();
+    let time = |indices: &[usize], buf: &mut Vec<f32>| -> Result<f64, CompressError> {
+        let (x, _) = split.batch(indices, buf).map_err(nn_error)?;
+        let t = Instant::now();
+        let y = net.logits(&x, None)?;
+        // Reading one value forces the computation to finish.
+        y.flatten_all()
+            .and_then(|f| f.get(0))
+            .and_then(|v| v.to_scalar::<f32>())
+            .map_err(nn_error)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let one = [0usize];
+    time(&one, &mut buf)?;
+    let lat: Vec<f64> = (0..opts.runs)
+        .map(|_| time(&one, &mut buf))
+        .collect::<Result<_, _>>()?;
+    let b = opts.batch_size.min(split.len()).max(1);
+    let batch: Vec<usize> = (0..b).collect();
+    time(&batch, &mut buf)?;
+    let thr: Vec<f64> = (0..opts.runs)
+        .map(|_| time(&batch, &mut buf))
+        .collect::<Result<_, _>>()?;
+    Ok(Speed {
+        latency_ms_batch1: median(lat) * 1e3,
+        throughput_batch: b,
+        throughput_samples_per_second: b as f64 / median(thr).max(1e-12),
+        runs: opts.runs,
+        threads: rayon::current_num_threads(),
+    })
+}
+
+pub fn evaluate(
+    net: &Network,
+    split: &Split,
+    classes: usize,
+    opts: &EvaluateStep,
+    data: &str,
+) -> Result<EvalReport, CompressError> {
+    let classes = classes.max(net.arch.classes().unwrap_or(0));
+    let (preds, loss) = predict(net, split, opts.batch_size)?;
+    let mut confusion = vec![vec![0u64; classes]; classes];
+    for (&p, &l) in preds.iter().zip(&split.labels) {
+        confusion[l as usize][p as usize] += 1;
+    }
+    let mut per_class = Vec::new();
+    for c in 0..classes {
+        let tp = confusion[c][c] as f64;
+        let support: u64 = confusion[c].iter().sum();
+        let predicted: u64 = confusion.iter().map(|row| row[c]).sum();
+        if support == 0 && predicted == 0 {
+            continue;
+        }
+        let precision = if predicted > 0 {
+            tp / predicted as f64
+        } else {
+            0.0
+        };
+        let recall = if support > 0 {
+            tp / support as f64
+        } else {
+            0.0
+        };
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        per_class.push(ClassReport {
+            class: c,
+            support,
+            precision,
+            recall,
+            f1,
+        });
+    }
+    let mean = |f: fn(&ClassReport) -> f64| {
+        per_class.iter().map(f).sum::<f64>() / per_class.len().max(1) as f64
+    };
+    let correct: u64 = (0..classes).map(|c| confusion[c][c]).sum();
+    let n = split.len().max(1) as f64;
+    Ok(EvalReport {
+        data: data.to_owned(),
+        samples: split.len() as u64,
+        accuracy: correct as f64 / n,
+        precision_macro: mean(|c| c.precision),
+        recall_macro: mean(|c| c.recall),
+        f1_macro: mean(|c| c.f1),
+        mean_loss: loss / n,
+        per_class,
+        confusion_matrix: confusion,
+        cost: cost(net)?,
+        speed: speed(net, split, opts)?,
+    })
+}

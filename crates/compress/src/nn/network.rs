@@ -1,0 +1,478 @@
+//! A sequential network built from an `Architecture` and its weights, run with candle. Layers
+//! compute exactly what their PyTorch namesakes compute (same layouts, same batch-norm
+//! statistics, inverted dropout), so weights move between the two unchanged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor, Var, D};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::super::dtype::Dtype;
+use super::super::quantize::store_f32;
+use super::super::reader::DenseTensors;
+use super::super::safetensors_index::SafetensorsIndex;
+use super::super::st_writer::SpooledWriter;
+use super::super::CompressError;
+use super::fake_quant::FakeQuant;
+use domain::{Architecture, LayerKind, ParamRole, ParamSpec};
+
+pub struct Param {
+    pub var: Var,
+    pub role: ParamRole,
+}
+
+pub struct Network {
+    pub arch: Architecture,
+    /// Every tensor of the state dict, f32, by PyTorch name.
+    pub params: BTreeMap<String, Param>,
+    /// The dtype each tensor is written back in.
+    pub dtypes: BTreeMap<String, Dtype>,
+    pub metadata: BTreeMap<String, String>,
+    /// While set, selected weights run fake-quantized (quantization-aware training).
+    pub fake_quant: Option<FakeQuant>,
+}
+
+pub fn nn_error(e: candle_core::Error) -> CompressError {
+    // candle appends a backtrace when RUST_BACKTRACE is set; the first line is the message.
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default().to_owned();
+    CompressError::InvalidRequest(format!("running the model failed: {first}"))
+}
+
+/// The first way `tensors` (name, dtype, shape) differ from what the architecture needs.
+pub fn check_weights<'a>(
+    arch: &Architecture,
+    tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [u64])>,
+) -> Result<(), String> {
+    let specs = arch.params();
+    let given: Vec<(&str, Dtype, &[u64])> = tensors.into_iter().collect();
+    for spec in &specs {
+        let found = given.iter().find(|(n, _, _)| *n == spec.name);
+        let want: Vec<u64> = spec.shape.iter().map(|&d| d as u64).collect();
+        match (found, spec.role) {
+            (None, ParamRole::Counter) => {}
+            (None, _) => {
+                return Err(format!(
+                    "missing tensor '{}': the architecture expects shape {:?}",
+                    spec.name, spec.shape
+                ))
+            }
+            (Some((_, dtype, _)), ParamRole::Counter) if *dtype != Dtype::I64 => {
+                return Err(format!("'{}' must be an I64 scalar", spec.name))
+            }
+            (Some((_, dtype, _)), r)
+                if r != ParamRole::Counter && !dtype.is_prunable() && *dtype != Dtype::F64 =>
+            {
+                return Err(format!(
+                    "tensor '{}' has dtype {}; weights must be F32, F16, BF16 or F64",
+                    spec.name,
+                    dtype.name()
+                ))
+            }
+            (Some((_, _, shape)), _) if *shape != want.as_slice() => {
+                return Err(format!(
+                    "tensor '{}' has shape {:?} but the architecture expects {:?}",
+                    spec.name, shape, spec.shape
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some((name, _, _)) = given
+        .iter()
+        .find(|(n, _, _)| !specs.iter().any(|s| s.name == *n))
+    {
+        return Err(format!(
+            "unexpected tensor '{name}': the architecture has no parameter of that name"
+        ));
+    }
+    Ok(())
+}
+
+fn var(values: Vec<f32>, shape: &[usize]) -> candle_core::Result<Var> {
+    Var::from_tensor(&Tensor::from_vec(values, shape, &Device::Cpu)?)
+}
+
+impl Network {
+    /// Builds the network from dense values (any file `read_dense` understands).
+    pub fn from_dense(
+        arch: Architecture,
+        mut dense: DenseTensors,
+        dtypes: BTreeMap<String, Dtype>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Self, CompressError> {
+        let shapes: Vec<(String, Dtype, Vec<u64>)> = dense
+            .iter()
+            .map(|(n, (s, _))| {
+                let fallback = if n.ends_with(".num_batches_tracked") {
+                    Dtype::I64
+                } else {
+                    Dtype::F32
+                };
+                let dt = dtypes.get(n).copied().unwrap_or(fallback);
+                (n.clone(), dt, s.clone())
+            })
+            .collect();
+        check_weights(
+            &arch,
+            shapes
+                .iter()
+                .map(|(n, d, s)| (n.as_str(), *d, s.as_slice())),
+        )
+        .map_err(CompressError::InvalidModel)?;
+        let mut params = BTreeMap::new();
+        for spec in arch.params() {
+            let values = match dense.remove(&spec.name) {
+                Some((_, v)) => v,
+                None => vec![0.0],
+            };
+            if spec.role != ParamRole::Counter {
+                if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(CompressError::InvalidModel(format!(
+                        "tensor '{}' holds a NaN or infinite value at element {bad}",
+                        spec.name
+                    )));
+                }
+            }
+            let p = var(values, &spec.shape).map_err(nn_error)?;
+            params.insert(
+                spec.name.clone(),
+                Param {
+                    var: p,
+                    role: spec.role,
+                },
+            );
+        }
+        Ok(Network {
+            arch,
+            params,
+            dtypes,
+            metadata,
+            fake_quant: None,
+        })
+    }
+
+    pub fn load(path: &Path, arch: &Architecture) -> Result<Self, CompressError> {
+        let index = SafetensorsIndex::open(path)?;
+        let dtypes = index
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.dtype))
+            .collect();
+        let dense = super::super::reader::read_dense(path)?;
+        Self::from_dense(arch.clone(), dense, dtypes, index.metadata)
+    }
+
+    /// PyTorch's default initialisation: weights and biases uniform in ±1/√fan_in, batch-norm
+    /// scale 1, shift 0, running statistics 0 and 1.
+    pub fn initialise(arch: &Architecture, rng: &mut StdRng) -> Result<Self, CompressError> {
+        let mut params = BTreeMap::new();
+        let specs = arch.params();
+        let mut fan_in = 1usize;
+        for spec in &specs {
+            let n: usize = spec.shape.iter().product();
+            let name = spec.name.as_str();
+            let values: Vec<f32> = match spec.role {
+                ParamRole::Weight => {
+                    fan_in = spec.shape[1..].iter().product();
+                    let b = 1.0 / (fan_in as f32).sqrt();
+                    (0..n).map(|_| rng.random_range(-b..b)).collect()
+                }
+                ParamRole::Bias if name.ends_with(".weight") => vec![1.0; n],
+                ParamRole::Bias if is_norm(arch, name) => vec![0.0; n],
+                ParamRole::Bias => {
+                    let b = 1.0 / (fan_in as f32).sqrt();
+                    (0..n).map(|_| rng.random_range(-b..b)).collect()
+                }
+                ParamRole::Buffer if name.ends_with("running_var") => vec![1.0; n],
+                ParamRole::Buffer | ParamRole::Counter => vec![0.0; n.max(1)],
+            };
+            let p = var(values, &spec.shape).map_err(nn_error)?;
+            params.insert(
+                spec.name.clone(),
+                Param {
+                    var: p,
+                    role: spec.role,
+                },
+            );
+        }
+        let dtypes = specs
+            .iter()
+            .map(|s| {
+                let d = if s.role == ParamRole::Counter {
+                    Dtype::I64
+                } else {
+                    Dtype::F32
+                };
+                (s.name.clone(), d)
+            })
+            .collect();
+        Ok(Network {
+            arch: arch.clone(),
+            params,
+            dtypes,
+            metadata: BTreeMap::new(),
+            fake_quant: None,
+        })
+    }
+
+    pub fn tensor(&self, name: &str) -> &Tensor {
+        self.params[name].var.as_tensor()
+    }
+
+    pub fn values(&self, name: &str) -> Result<Vec<f32>, CompressError> {
+        self.tensor(name)
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .map_err(nn_error)
+    }
+
+    pub fn set_values(&self, name: &str, values: Vec<f32>) -> Result<(), CompressError> {
+        let p = &self.params[name];
+        let t = Tensor::from_vec(values, p.var.shape(), &Device::Cpu).map_err(nn_error)?;
+        p.var.set(&t).map_err(nn_error)
+    }
+
+    /// Every value of the state dict: weights, biases and batch-norm statistics.
+    pub fn stored_values(&self) -> u64 {
+        self.params
+            .values()
+            .map(|p| p.var.elem_count() as u64)
+            .sum()
+    }
+
+    /// Prunable weights (linear and conv) in layer order.
+    pub fn weight_names(&self) -> Vec<String> {
+        self.arch
+            .params()
+            .into_iter()
+            .filter(|s| s.role == ParamRole::Weight)
+            .map(|s| s.name)
+            .collect()
+    }
+
+    pub fn specs(&self) -> Vec<ParamSpec> {
+        self.arch.params()
+    }
+
+    /// Writes the state dict in the dtypes it came in (new tensors as F32), with the input's
+    /// metadata.
+    pub fn save(&self, path: &Path) -> Result<u64, CompressError> {
+        let mut out = SpooledWriter::new(&path.with_extension("spool"))?;
+        let mut bytes = Vec::new();
+        for spec in self.arch.params() {
+            let mut values = self.values(&spec.name)?;
+            // Masks leave −0.0 behind; a zero is written as +0.0 so every reader sees a zero.
+            values
+                .iter_mut()
+                .filter(|v| **v == 0.0)
+                .for_each(|v| *v = 0.0);
+            let shape: Vec<u64> = spec.shape.iter().map(|&d| d as u64).collect();
+            let dtype = self.dtypes.get(&spec.name).copied().unwrap_or(Dtype::F32);
+            match (spec.role, dtype) {
+                (ParamRole::Counter, _) => {
+                    out.add(&spec.name, "I64", &shape, &(values[0] as i64).to_le_bytes())?;
+                    continue;
+                }
+                (_, Dtype::F16 | Dtype::BF16 | Dtype::F32) => store_f32(&values, dtype, &mut bytes),
+                _ => store_f32(&values, Dtype::F32, &mut bytes),
+            }
+            let name = if matches!(dtype, Dtype::F16 | Dtype::BF16) {
+                dtype.name()
+            } else {
+                "F32"
+            };
+            out.add(&spec.name, name, &shape, &bytes)?;
+        }
+        Ok(out.finish(&self.metadata, path)?)
+    }
+
+    /// Logits for a batch; `train` carries the dropout RNG and switches batch norm to batch
+    /// statistics (updating the running ones). A final softmax / log-softmax is left out, so
+    /// the loss can work on logits; `forward` applies it.
+    pub fn logits(&self, x: &Tensor, train: Option<&mut StdRng>) -> Result<Tensor, CompressError> {
+        self.logits_capturing(x, train, &[]).map(|(y, _)| y)
+    }
+
+    /// `logits`, plus the outputs of the named layers (in the order asked), for losses on
+    /// intermediate features.
+    pub fn logits_capturing(
+        &self,
+        x: &Tensor,
+        mut train: Option<&mut StdRng>,
+        capture: &[String],
+    ) -> Result<(Tensor, Vec<Tensor>), CompressError> {
+        let layers = &self.arch.layers;
+        let end = match layers.last().map(|l| &l.kind) {
+            Some(LayerKind::Softmax | LayerKind::LogSoftmax) => layers.len() - 1,
+            _ => layers.len(),
+        };
+        let mut x = x.clone();
+        let mut captured: Vec<Option<Tensor>> = vec![None; capture.len()];
+        for layer in &layers[..end] {
+            x = self
+                .layer(layer, &x, train.as_deref_mut())
+                .map_err(nn_error)?;
+            if let Some(i) = capture.iter().position(|c| *c == layer.name) {
+                captured[i] = Some(x.clone());
+            }
+        }
+        let captured = captured
+            .into_iter()
+            .zip(capture)
+            .map(|(t, name)| {
+                t.ok_or_else(|| {
+                    CompressError::InvalidRequest(format!("no layer '{name}' before the output"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((x, captured))
+    }
+
+    /// The whole stack in inference mode, final softmax included.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, CompressError> {
+        let mut x = x.clone();
+        for layer in &self.arch.layers {
+            x = self.layer(layer, &x, None).map_err(nn_error)?;
+        }
+        Ok(x)
+    }
+
+    fn layer(
+        &self,
+        layer: &domain::Layer,
+        x: &Tensor,
+        train: Option<&mut StdRng>,
+    ) -> candle_core::Result<Tensor> {
+        let p = |s: &str| self.tensor(&format!("{}.{s}", layer.name)).clone();
+        let weight = || -> candle_core::Result<Tensor> {
+            let name = format!("{}.weight", layer.name);
+            match &self.fake_quant {
+                Some(fq) if fq.selection.selects(&name, true) => fq.apply(self.tensor(&name)),
+                _ => Ok(self.tensor(&name).clone()),
+            }
+        };
+        let has = |s: &str| self.params.contains_key(&format!("{}.{s}", layer.name));
+        Ok(match &layer.kind {
+            LayerKind::Linear { .. } => {
+                let y = x.matmul(&weight()?.t()?)?;
+                if has("bias") {
+                    y.broadcast_add(&p("bias"))?
+                } else {
+                    y
+                }
+            }
+            LayerKind::Conv2d {
+                stride, padding, ..
+            } => {
+                let y = super::unfold::conv2d_unfolded(x, &weight()?, *padding, *stride)?;
+                if has("bias") {
+                    let b = p("bias");
+                    let c = b.dims1()?;
+                    y.broadcast_add(&b.reshape((1, c, 1, 1))?)?
+                } else {
+                    y
+                }
+            }
+            LayerKind::Maxpool2d {
+                kernel_size,
+                stride,
+            } => {
+                x.max_pool2d_with_stride(kernel_size.get(), stride.unwrap_or(*kernel_size).get())?
+            }
+            LayerKind::Avgpool2d {
+                kernel_size,
+                stride,
+            } => {
+                x.avg_pool2d_with_stride(kernel_size.get(), stride.unwrap_or(*kernel_size).get())?
+            }
+            LayerKind::Flatten => x.flatten_from(1)?,
+            LayerKind::Batchnorm1d { eps, momentum, .. }
+            | LayerKind::Batchnorm2d { eps, momentum, .. } => {
+                self.batch_norm(layer, x, *eps, *momentum, train.is_some())?
+            }
+            LayerKind::Dropout { p } => match train {
+                Some(rng) if *p > 0.0 => {
+                    let keep = 1.0 - *p;
+                    let scale = (1.0 / keep) as f32;
+                    let mask: Vec<f32> = (0..x.elem_count())
+                        .map(|_| {
+                            if rng.random::<f64>() < keep {
+                                scale
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)?
+                }
+                _ => x.clone(),
+            },
+            LayerKind::Relu => x.relu()?,
+            LayerKind::Gelu => x.gelu_erf()?,
+            LayerKind::Tanh => x.tanh()?,
+            LayerKind::Sigmoid => candle_nn::ops::sigmoid(x)?,
+            LayerKind::Softmax => candle_nn::ops::softmax(x, D::Minus1)?,
+            LayerKind::LogSoftmax => candle_nn::ops::log_softmax(x, D::Minus1)?,
+        })
+    }
+
+    fn batch_norm(
+        &self,
+        layer: &domain::Layer,
+        x: &Tensor,
+        eps: f64,
+        momentum: f64,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let name = |s: &str| format!("{}.{s}", layer.name);
+        let image = x.rank() == 4;
+        let c = x.dim(1)?;
+        let shape: Vec<usize> = if image { vec![1, c, 1, 1] } else { vec![1, c] };
+        let (mean, var) = if train {
+            let dims: Vec<usize> = if image { vec![0, 2, 3] } else { vec![0] };
+            let mean = x.mean_keepdim(dims.as_slice())?;
+            let centred = x.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(dims.as_slice())?;
+            let n = (x.elem_count() / c) as f64;
+            let unbiased = var
+                .detach()
+                .affine(n / (n - 1.0).max(1.0), 0.0)?
+                .flatten_all()?;
+            let rm = self.tensor(&name("running_mean"));
+            let rv = self.tensor(&name("running_var"));
+            let new_mean = ((rm * (1.0 - momentum))? + (mean.detach().flatten_all()? * momentum)?)?;
+            let new_var = ((rv * (1.0 - momentum))? + (unbiased * momentum)?)?;
+            self.params[&name("running_mean")].var.set(&new_mean)?;
+            self.params[&name("running_var")].var.set(&new_var)?;
+            if let Some(counter) = self.params.get(&name("num_batches_tracked")) {
+                counter.var.set(&(counter.var.as_tensor() + 1.0)?)?;
+            }
+            (mean, var)
+        } else {
+            (
+                self.tensor(&name("running_mean"))
+                    .reshape(shape.as_slice())?,
+                self.tensor(&name("running_var"))
+                    .reshape(shape.as_slice())?,
+            )
+        };
+        let normed = x
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.tensor(&name("weight")).reshape(shape.as_slice())?)?
+            .broadcast_add(&self.tensor(&name("bias")).reshape(shape.as_slice())?)
+    }
+}
+
+fn is_norm(arch: &Architecture, name: &str) -> bool {
+    arch.layers.iter().any(|l| {
+        matches!(
+            l.kind,
+            LayerKind::Batchnorm1d { .. } | LayerKind::Batchnorm2d { .. }
+        ) && name.starts_with(&format!("{}.", l.name))
+    })
+}

@@ -1,0 +1,239 @@
+//! Runs a pipeline: folds its steps, each reading the file the previous one wrote, and names
+//! the files the run leaves for the caller to keep. What each step does is in `crate::steps`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::control::Control;
+use crate::nn::{EvalReport, ModelState, Network};
+use crate::reader::read_dense;
+use crate::steps::{run_step, Format, OutputFile, StepContext, StepReport};
+use crate::CompressError;
+use domain::{EvaluateStep, Pipeline};
+
+/// The model measured on the evaluation split before the first step and after the last.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub before: EvalReport,
+    pub after: Option<EvalReport>,
+    /// Why `after` is missing, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_note: Option<String>,
+}
+
+pub struct PipelineRun {
+    pub outputs: Vec<OutputFile>,
+    pub steps: Vec<StepReport>,
+    pub evaluation: Option<Evaluation>,
+    /// Weight distributions before and after, for the layers that changed most.
+    pub histograms: Vec<Histogram>,
+}
+
+/// Counts of non-zero weights in equal bins; zeros are counted apart (pruning piles them up).
+#[derive(Debug, Clone, Serialize)]
+pub struct Histogram {
+    pub tensor: String,
+    pub low: f32,
+    pub high: f32,
+    pub before: Vec<u64>,
+    pub after: Vec<u64>,
+    pub zeros_before: u64,
+    pub zeros_after: u64,
+}
+
+/// Histograms are drawn for models up to this size (they read both files whole).
+const HISTOGRAM_MAX_BYTES: u64 = 256 << 20;
+const BINS: usize = 40;
+
+fn histograms(input: &Path, result: &Path) -> Vec<Histogram> {
+    let small = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() <= HISTOGRAM_MAX_BYTES);
+    if !(small(input) && small(result)) {
+        return Vec::new();
+    }
+    let (Ok(before), Ok(after)) = (read_dense(input), read_dense(result)) else {
+        return Vec::new();
+    };
+    let mut changed: Vec<(f64, &String)> = before
+        .iter()
+        .filter(|(_, (shape, _))| shape.len() >= 2)
+        .filter_map(|(name, (_, b))| {
+            let (_, a) = after.get(name)?;
+            let zeros =
+                |v: &[f32]| v.iter().filter(|x| **x == 0.0).count() as f64 / v.len().max(1) as f64;
+            let moved = if a.len() == b.len() {
+                let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+                let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+                (d / n.max(1e-30)).sqrt()
+            } else {
+                1.0
+            };
+            Some(((zeros(a) - zeros(b)).abs() + moved, name))
+        })
+        .collect();
+    changed.sort_by(|x, y| y.0.total_cmp(&x.0));
+    changed
+        .into_iter()
+        .take(3)
+        .map(|(_, name)| {
+            let (b, a) = (&before[name].1, &after[name].1);
+            let nonzero = |v: &[f32]| v.iter().copied().filter(|x| *x != 0.0).collect::<Vec<_>>();
+            let (nb, na) = (nonzero(b), nonzero(a));
+            let low = nb.iter().chain(&na).copied().fold(f32::MAX, f32::min);
+            let high = nb.iter().chain(&na).copied().fold(f32::MIN, f32::max);
+            let (low, high) = if low < high { (low, high) } else { (-1.0, 1.0) };
+            let count = |v: &[f32]| {
+                let mut c = vec![0u64; BINS];
+                for x in v {
+                    let i = (((x - low) / (high - low)) * BINS as f32) as usize;
+                    c[i.min(BINS - 1)] += 1;
+                }
+                c
+            };
+            Histogram {
+                tensor: name.clone(),
+                low,
+                high,
+                before: count(&nb),
+                after: count(&na),
+                zeros_before: (b.len() - nb.len()) as u64,
+                zeros_after: (a.len() - na.len()) as u64,
+            }
+        })
+        .collect()
+}
+
+/// Runs every step in order. The model file at `input` is only ever read: a pipeline whose
+/// steps write nothing (only `evaluate` or `sensitivity`) leaves no model output.
+pub fn run_pipeline(
+    input: &Path,
+    workdir: &Path,
+    pipeline: &Pipeline,
+    model_name: &str,
+    state: &mut ModelState,
+    control: &Control,
+) -> Result<PipelineRun, CompressError> {
+    let count = pipeline.steps().len();
+    let measured = state.arch.is_some() && state.data.is_some();
+    let before = if measured {
+        Some(state.evaluate(&state.load(input)?, &EvaluateStep::default())?)
+    } else {
+        None
+    };
+    let mut current: Option<PathBuf> = None;
+    let mut format = Format::dense();
+    let mut reports = Vec::with_capacity(count);
+    let mut outputs = Vec::new();
+    // The dense weights the final model dequantizes to, when a step writes another format.
+    let mut dense_twin: Option<PathBuf> = None;
+    for (index, step) in pipeline.steps().iter().enumerate() {
+        control.begin_step(index, count);
+        let mut cx = StepContext {
+            input: current.as_deref().unwrap_or(input),
+            input_format: &format,
+            workdir,
+            index,
+            model_name,
+            state: &mut *state,
+            control,
+        };
+        let out = run_step(step, &mut cx)?;
+        if let Some(file) = out.file {
+            if let Some(previous) = current.replace(file) {
+                let _ = std::fs::remove_file(previous);
+            }
+        }
+        format = out.format;
+        outputs.extend(out.extra);
+        if out.dense_twin.is_some() {
+            dense_twin = out.dense_twin;
+        }
+        reports.push(out.report);
+    }
+    let last = current.as_deref().unwrap_or(input);
+    let evaluation = match before {
+        Some(before) => Some(evaluate_after(
+            state,
+            &format,
+            last,
+            dense_twin.as_deref(),
+            before,
+        )?),
+        None => None,
+    };
+    if let Some(arch) = &state.arch {
+        let path = workdir.join("architecture.json");
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&arch.to_json()).map_err(std::io::Error::other)?,
+        )?;
+        outputs.push(OutputFile {
+            kind: "architecture",
+            path,
+            format: Format {
+                description: "compressd architecture JSON (the model's layers after every step)"
+                    .into(),
+                read_with: &["compressd (POST /v1/models with an architecture part)"],
+                suffix: ".architecture.json".into(),
+                dense_readable: false,
+            },
+        });
+    }
+    control.begin_step(count, count);
+    let histograms = match &current {
+        Some(result) if format.dense_readable => histograms(input, result),
+        _ => Vec::new(),
+    };
+    if let Some(path) = current {
+        outputs.insert(
+            0,
+            OutputFile {
+                kind: "model",
+                path,
+                format,
+            },
+        );
+    }
+    Ok(PipelineRun {
+        outputs,
+        steps: reports,
+        evaluation,
+        histograms,
+    })
+}
+
+fn evaluate_after(
+    state: &ModelState,
+    format: &Format,
+    current: &Path,
+    dense_twin: Option<&Path>,
+    before: EvalReport,
+) -> Result<Evaluation, CompressError> {
+    if !format.dense_readable {
+        return Ok(Evaluation {
+            before,
+            after: None,
+            after_note: Some("GGUF files are measured by the tools that read them; add an evaluate step before export".into()),
+        });
+    }
+    let source = dense_twin.unwrap_or(current);
+    let arch = state
+        .arch
+        .clone()
+        .expect("measured runs have an architecture");
+    let net = Network::from_dense(
+        arch,
+        read_dense(source)?,
+        Default::default(),
+        Default::default(),
+    )?;
+    let after = state.evaluate(&net, &EvaluateStep::default())?;
+    if let Some(twin) = dense_twin {
+        let _ = std::fs::remove_file(twin);
+    }
+    Ok(Evaluation {
+        before,
+        after: Some(after),
+        after_note: None,
+    })
+}

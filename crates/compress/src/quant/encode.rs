@@ -1,0 +1,254 @@
+//! One tensor through one scheme: the tensors to store (compressed-tensors names and dtypes)
+//! and the dequantized values, for measuring the error and for the dense copy.
+
+use super::{fp8, int, kmeans, ErrorSums};
+use crate::sparse::i64_bytes;
+use domain::{Granularity, Scheme};
+
+/// A tensor to write: name suffix (appended to the weight's name), dtype, shape, bytes.
+pub struct Part {
+    pub suffix: &'static str,
+    pub dtype: &'static str,
+    pub shape: Vec<u64>,
+    pub bytes: Vec<u8>,
+}
+
+pub struct Encoded {
+    /// The first part holds the codes and keeps the weight's name (plus suffix).
+    pub parts: Vec<Part>,
+    /// The dequantized values, when asked for (empty otherwise).
+    pub restored: Vec<f32>,
+    /// The dequantized values against the originals.
+    pub error: ErrorSums,
+    /// Values cast to infinity or to zero (fp16, bf16) or saturated (fp8).
+    pub overflowed: u64,
+    pub flushed_to_zero: u64,
+    pub codebook_size: Option<usize>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// `shape` is the weight's; rows are its first axis, columns everything after. With
+/// `keep_restored` the dequantized values come back too (for a dense copy).
+pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme, keep_restored: bool) -> Encoded {
+    let mut e = encode_scheme(values, shape, scheme, keep_restored);
+    if e.error.is_empty() {
+        e.error.add(values, &e.restored);
+    }
+    if !keep_restored {
+        e.restored = Vec::new();
+    }
+    e
+}
+
+fn encode_scheme(values: &[f32], shape: &[u64], scheme: Scheme, keep: bool) -> Encoded {
+    let rows = shape.first().copied().unwrap_or(1).max(1) as usize;
+    let cols = values.len() / rows;
+    let mut restored = if keep {
+        vec![0f32; values.len()]
+    } else {
+        Vec::new()
+    };
+    match scheme {
+        Scheme::Int8 {
+            symmetric,
+            granularity,
+        } => {
+            let g = match granularity {
+                Granularity::Tensor => int::Granularity::Tensor,
+                Granularity::Channel => int::Granularity::Channel,
+                Granularity::Group(n) => int::Granularity::Group(n),
+            };
+            let spec = int::IntSpec {
+                bits: 8,
+                symmetric,
+                granularity: g,
+            };
+            let (q, error) =
+                int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
+            let param_shape = match granularity {
+                Granularity::Tensor => vec![1],
+                Granularity::Channel => vec![rows as u64, 1],
+                Granularity::Group(n) => vec![rows as u64, (cols / n) as u64],
+            };
+            let mut parts = vec![
+                Part {
+                    suffix: "",
+                    dtype: "I8",
+                    shape: shape.to_vec(),
+                    bytes: q.codes.into_iter().map(|c| c as u8).collect(),
+                },
+                Part {
+                    suffix: "_scale",
+                    dtype: "F32",
+                    shape: param_shape.clone(),
+                    bytes: f32_bytes(&q.scales),
+                },
+            ];
+            if !symmetric {
+                parts.push(zero_point_part(param_shape, &q.zero_points));
+            }
+            measured(parts, restored, error)
+        }
+        Scheme::Int4 {
+            symmetric,
+            group_size,
+        } => {
+            let spec = int::IntSpec {
+                bits: 4,
+                symmetric,
+                granularity: int::Granularity::Group(group_size),
+            };
+            let (q, error) =
+                int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
+            let packed = int::pack_int4(&q.codes);
+            let param_shape = vec![rows as u64, (cols / group_size) as u64];
+            let mut parts = vec![
+                Part {
+                    suffix: "_packed",
+                    dtype: "I32",
+                    shape: vec![rows as u64, (cols / 8) as u64],
+                    bytes: packed.iter().flat_map(|p| p.to_le_bytes()).collect(),
+                },
+                Part {
+                    suffix: "_scale",
+                    dtype: "F32",
+                    shape: param_shape.clone(),
+                    bytes: f32_bytes(&q.scales),
+                },
+                Part {
+                    suffix: "_shape",
+                    dtype: "I64",
+                    shape: vec![2],
+                    bytes: i64_bytes(&[rows as u64, cols as u64]),
+                },
+            ];
+            if !symmetric {
+                parts.push(zero_point_part(param_shape, &q.zero_points));
+            }
+            measured(parts, restored, error)
+        }
+        Scheme::Fp8E4m3 { per_channel } => {
+            let group = if per_channel {
+                cols.max(1)
+            } else {
+                values.len().max(1)
+            };
+            let (codes, scales, error) =
+                fp8::quantize_measured(values, group, keep.then_some(&mut restored[..]));
+            let scale_shape = if per_channel {
+                vec![rows as u64, 1]
+            } else {
+                vec![1]
+            };
+            measured(
+                vec![
+                    Part {
+                        suffix: "",
+                        dtype: "F8_E4M3",
+                        shape: shape.to_vec(),
+                        bytes: codes,
+                    },
+                    Part {
+                        suffix: "_scale",
+                        dtype: "F32",
+                        shape: scale_shape,
+                        bytes: f32_bytes(&scales),
+                    },
+                ],
+                restored,
+                error,
+            )
+        }
+        Scheme::Fp16 | Scheme::Bf16 => {
+            let half16 = scheme == Scheme::Fp16;
+            let (mut over, mut flushed) = (0u64, 0u64);
+            let mut bytes = Vec::with_capacity(values.len() * 2);
+            let mut restored = Vec::with_capacity(values.len());
+            for &w in values {
+                let (bits, back) = if half16 {
+                    let h = half::f16::from_f32(w);
+                    (h.to_bits(), h.to_f32())
+                } else {
+                    let h = half::bf16::from_f32(w);
+                    (h.to_bits(), h.to_f32())
+                };
+                over += (back.is_infinite() && w.is_finite()) as u64;
+                flushed += (back == 0.0 && w != 0.0) as u64;
+                bytes.extend_from_slice(&bits.to_le_bytes());
+                restored.push(back);
+            }
+            Encoded {
+                parts: vec![Part {
+                    suffix: "",
+                    dtype: if half16 { "F16" } else { "BF16" },
+                    shape: shape.to_vec(),
+                    bytes,
+                }],
+                restored,
+                error: ErrorSums::default(),
+                overflowed: over,
+                flushed_to_zero: flushed,
+                codebook_size: None,
+            }
+        }
+        Scheme::Kmeans { bits } => {
+            let shared = kmeans::cluster(values, bits);
+            let restored = kmeans::decode(&shared);
+            let k = shared.codebook.len();
+            let packed = kmeans::pack_bits(&shared.codes, bits);
+            let mut e = plain(
+                vec![
+                    Part {
+                        suffix: "_indices",
+                        dtype: "U8",
+                        shape: vec![packed.len() as u64],
+                        bytes: packed,
+                    },
+                    Part {
+                        suffix: "_codebook",
+                        dtype: "F32",
+                        shape: vec![k as u64],
+                        bytes: f32_bytes(&shared.codebook),
+                    },
+                    Part {
+                        suffix: "_shape",
+                        dtype: "I64",
+                        shape: vec![shape.len() as u64],
+                        bytes: i64_bytes(shape),
+                    },
+                ],
+                restored,
+            );
+            e.codebook_size = Some(k);
+            e
+        }
+    }
+}
+
+/// Asymmetric schemes' zero points: one I8 per scale, shaped like the scales.
+fn zero_point_part(param_shape: Vec<u64>, zero_points: &[i8]) -> Part {
+    Part {
+        suffix: "_zero_point",
+        dtype: "I8",
+        shape: param_shape,
+        bytes: zero_points.iter().map(|z| *z as u8).collect(),
+    }
+}
+
+fn plain(parts: Vec<Part>, restored: Vec<f32>) -> Encoded {
+    measured(parts, restored, ErrorSums::default())
+}
+
+fn measured(parts: Vec<Part>, restored: Vec<f32>, error: ErrorSums) -> Encoded {
+    Encoded {
+        parts,
+        restored,
+        error,
+        overflowed: 0,
+        flushed_to_zero: 0,
+        codebook_size: None,
+    }
+}

@@ -1,0 +1,17 @@
+//! `entropy`: the finished file coded as a whole with zstd (always the last step).
+
+use domain::EntropyStep;
+
+use super::{Format, StepContext, StepOutput, StepReport};
+use crate::entropy::compress_file;
+use crate::CompressError;
+
+pub fn run(step: &EntropyStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {
+    let output = cx.output("zst");
+    let report = compress_file(cx.input, &output, step, cx.control)?;
+    Ok(StepOutput::wrote(
+        output,
+        Format::zstd(cx.input_format),
+        StepReport::Entropy(report),
+    ))
+}

@@ -1,0 +1,39 @@
+//! `evaluate`: the model measured on the evaluation split; writes nothing.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{StepContext, StepOutput, StepReport};
+use crate::nn::{EvalReport, ModelState};
+use crate::CompressError;
+use domain::EvaluateStep;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluateStepReport {
+    pub op: &'static str,
+    #[serde(flatten)]
+    pub report: EvalReport,
+    pub seconds: f64,
+}
+
+pub fn evaluate_step(
+    state: &ModelState,
+    input: &Path,
+    opts: &EvaluateStep,
+) -> Result<EvaluateStepReport, CompressError> {
+    let started = Instant::now();
+    let net = state.load(input)?;
+    let report = state.evaluate(&net, opts)?;
+    Ok(EvaluateStepReport {
+        op: "evaluate",
+        report,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+pub fn run(step: &EvaluateStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {
+    let report = evaluate_step(cx.state, cx.input, step)?;
+    Ok(StepOutput::measured(cx, StepReport::Evaluate(report)))
+}

@@ -1,0 +1,30 @@
+//! `quantize`: fewer bits per weight, streamed tensor by tensor (crate::quantize does the work).
+
+use domain::{QuantizeStep, Storage};
+
+use super::{Format, OutputFile, StepContext, StepOutput, StepReport};
+use crate::quantize::quantize_file;
+use crate::CompressError;
+
+pub fn run(step: &QuantizeStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {
+    let output = cx.output("safetensors");
+    let dequantized = step
+        .dequantized_copy
+        .then(|| cx.output("dequantized.safetensors"));
+    let report = quantize_file(cx.input, &output, dequantized.as_deref(), step, cx.control)?;
+    let mut out = StepOutput::wrote(
+        output,
+        Format::quantized(step.store == Storage::Sparse),
+        StepReport::Quantize(report),
+    );
+    out.extra.extend(dequantized.map(dequantized_copy));
+    Ok(out)
+}
+
+pub(super) fn dequantized_copy(path: std::path::PathBuf) -> OutputFile {
+    OutputFile {
+        kind: "model_dequantized",
+        path,
+        format: Format::dequantized(),
+    }
+}
