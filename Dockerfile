@@ -5,17 +5,22 @@
 # keys over /v1/admin, or `docker run … compressd keys create --tenant NAME` on the volume first.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so that code changes do not rebuild them.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
- && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+# Dependencies first, so that code changes do not rebuild them: the workspace's manifests with
+# empty sources stand in for the real crates.
+COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+COPY crates/domain/Cargo.toml crates/domain/Cargo.toml
+COPY crates/compress/Cargo.toml crates/compress/Cargo.toml
+RUN mkdir -p src benches crates/domain/src crates/compress/src \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs crates/domain/src/lib.rs crates/compress/src/lib.rs \
  && for b in throughput mnist load; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && cargo build --release --locked --bin compressd \
- && rm -rf src benches
+ && rm -rf src benches crates/domain/src crates/compress/src
+COPY crates crates
 COPY src src
 COPY migrations migrations
 COPY benches benches
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin compressd
+RUN touch src/main.rs src/lib.rs crates/domain/src/lib.rs crates/compress/src/lib.rs \
+ && cargo build --release --locked --bin compressd
 
 FROM debian:bookworm-slim
 RUN groupadd --system --gid 10001 compressd \

@@ -157,9 +157,10 @@ fn bars(
     Ok(svg)
 }
 
-/// A confusion matrix as a heat map, rows (true class) normalised.
+/// A confusion matrix as a heat map, rows (true class) normalised. Class `r` is the `r`-th cell
+/// from the top and the left, and each axis label sits on its own cell (segmented axes).
 fn heatmap(title: &str, m: &[Vec<u64>]) -> Result<String, String> {
-    let k = m.len().max(1);
+    let k = m.len().max(1) as i32;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (420, 420)).into_drawing_area();
@@ -169,12 +170,23 @@ fn heatmap(title: &str, m: &[Vec<u64>]) -> Result<String, String> {
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(35)
-            .build_cartesian_2d(0i32..k as i32, 0i32..k as i32)
+            .build_cartesian_2d((0..k).into_segmented(), (0..k).into_segmented())
             .map_err(err)?;
+        // The y axis grows upward; true class r is drawn at y = k − 1 − r, so label it r.
+        let class = |v: &SegmentValue<i32>, flip: bool| match v {
+            SegmentValue::CenterOf(c) | SegmentValue::Exact(c) if (0..k).contains(c) => {
+                (if flip { k - 1 - c } else { *c }).to_string()
+            }
+            _ => String::new(),
+        };
         chart
             .configure_mesh()
             .x_desc("predicted")
             .y_desc("true")
+            .x_labels(k as usize)
+            .y_labels(k as usize)
+            .x_label_formatter(&|v| class(v, false))
+            .y_label_formatter(&|v| class(v, true))
             .disable_mesh()
             .draw()
             .map_err(err)?;
@@ -184,9 +196,15 @@ fn heatmap(title: &str, m: &[Vec<u64>]) -> Result<String, String> {
                 row.iter().enumerate().map(move |(c, &v)| {
                     let share = v as f64 / total;
                     let shade = (255.0 * (1.0 - share)) as u8;
-                    let y = (k - 1 - r) as i32;
+                    let y = k - 1 - r as i32;
                     Rectangle::new(
-                        [(c as i32, y), (c as i32 + 1, y + 1)],
+                        [
+                            (SegmentValue::Exact(c as i32), SegmentValue::Exact(y)),
+                            (
+                                SegmentValue::Exact(c as i32 + 1),
+                                SegmentValue::Exact(y + 1),
+                            ),
+                        ],
                         RGBColor(shade, shade, 255).filled(),
                     )
                 })
@@ -412,15 +430,36 @@ fn summary_rows(metrics: &Value) -> Vec<(String, String, String)> {
         ),
     ];
     let ev = &metrics["evaluation"];
+    let sm = &metrics["summary"];
+    // Parameters and non-zeros are known from the files even when nothing was evaluated.
+    let counted = |label: &str, side: &str| -> Option<Value> {
+        let key = match (label, side) {
+            ("parameters", _) => "parameters",
+            ("non-zero parameters", "before") => "nonzero_before",
+            ("non-zero parameters", _) => "nonzero_after",
+            _ => return None,
+        };
+        Some(sm[key].clone()).filter(|v| !v.is_null())
+    };
     let mut rows: Vec<(String, String, String)> = ROWS
         .iter()
         .map(|(label, path, percent)| {
             let show = if *percent { pct } else { num };
-            let (b, a) = (at(&ev["before"], path), at(&ev["after"], path));
-            (label.to_string(), show(&b), show(&a))
+            let side = |when: &str| {
+                let v = at(&ev[when], path);
+                if v.is_null() {
+                    counted(label, when).unwrap_or(Value::Null)
+                } else {
+                    v
+                }
+            };
+            (
+                label.to_string(),
+                show(&side("before")),
+                show(&side("after")),
+            )
         })
         .collect();
-    let sm = &metrics["summary"];
     rows.insert(
         2,
         (
@@ -429,6 +468,48 @@ fn summary_rows(metrics: &Value) -> Vec<(String, String, String)> {
             num(&sm["file_bytes_after"]),
         ),
     );
+    rows.extend(quantization_rows(metrics));
+    rows
+}
+
+/// What each quantize, qat or export step did to the weights it stored in fewer bits.
+fn quantization_rows(metrics: &Value) -> Vec<(String, String, String)> {
+    let steps = metrics["steps"].as_array().cloned().unwrap_or_default();
+    let mut rows = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let q = match s["op"].as_str() {
+            Some("quantize" | "export") => s.clone(),
+            Some("qat") => s["quantize"].clone(),
+            _ => continue,
+        };
+        let Some(bits) = f(&q["bits_per_weight"]) else {
+            continue;
+        };
+        let op = s["op"].as_str().unwrap_or("?");
+        rows.push((
+            format!("bits per quantized weight (step {i}, {op})"),
+            "32".into(),
+            format!("{bits:.2}"),
+        ));
+        if let Some(sqnr) = f(&q["error"]["sqnr_db"]) {
+            rows.push((
+                format!("SQNR, dB (step {i}, {op})"),
+                "—".into(),
+                if sqnr.is_finite() {
+                    format!("{sqnr:.1}")
+                } else {
+                    "exact".into()
+                },
+            ));
+        }
+        if let Some(ratio) = f(&q["compression_ratio"]) {
+            rows.push((
+                format!("compression ratio (step {i}, {op})"),
+                "1".into(),
+                format!("{ratio:.2}×"),
+            ));
+        }
+    }
     rows
 }
 
@@ -458,6 +539,12 @@ pub fn render(title: &str, metrics: &Value) -> Result<(String, Vec<Chart>), Stri
             escape(data)
         ));
     }
+    if let Some(initial) = f(&metrics["evaluation"]["initial"]["accuracy"]) {
+        html.push_str(&format!(
+            "<p id=\"initial\">The pipeline trained the model before compressing it: \"original\" is the model as it was before the first compressing step. As uploaded, its accuracy was {:.2} %.</p>",
+            100.0 * initial
+        ));
+    }
     html.push_str("<h2>Charts</h2>");
     if charts.is_empty() {
         html.push_str(
@@ -473,3 +560,6 @@ pub fn render(title: &str, metrics: &Value) -> Result<(String, Vec<Chart>), Stri
     html.push_str("</body></html>\n");
     Ok((html, charts))
 }
+
+#[cfg(test)]
+mod tests;

@@ -234,6 +234,9 @@ fn job_metrics(model: &ModelRecord, run: &PipelineRun, file_bytes_after: u64) ->
         s.insert("accuracy_before".into(), json!(e.before.accuracy));
         s.insert("f1_macro_before".into(), json!(e.before.f1_macro));
         s.insert("macs_before".into(), json!(e.before.cost.macs_nonzero));
+        if let Some(initial) = &e.initial {
+            s.insert("accuracy_initial".into(), json!(initial.accuracy));
+        }
         if let Some(after) = &e.after {
             s.insert("accuracy_after".into(), json!(after.accuracy));
             s.insert(

@@ -165,4 +165,39 @@ print(json.dumps({t.name: [t.tensor_type.name, [int(x) for x in t.shape]] for t 
     assert_eq!(tensors["blk.0.bias"][1], json!([64]));
 }
 
-crate::on_each_backend!(every_gguf_type_reopens_in_candle);
+/// A K-type export of a model whose rows are all narrower than its 256-value blocks would
+/// store every tensor as it was: the job fails and says why instead of succeeding with nothing.
+async fn an_export_that_changes_nothing_fails_and_says_why(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let bytes = safetensors(
+        &[
+            f32_tensor("0.weight", &[300, 784], &values(300 * 784, 41)),
+            f32_tensor("2.weight", &[100, 300], &values(100 * 300, 42)),
+            f32_tensor("4.weight", &[10, 100], &values(1000, 43)),
+        ],
+        None,
+    );
+    let model = app.upload_ok(bytes, "lenet").await;
+    let job = app
+        .submit(
+            &model,
+            json!([{"op":"export","format":"gguf","type":"Q4_K"}]),
+        )
+        .await;
+    app.run_jobs().await;
+    let job = app.job(&job).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    let detail = job["error"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Q4_K") && detail.contains("row length 784"),
+        "{detail}"
+    );
+    assert_eq!(job["error"]["status"], 422, "{job:#}");
+}
+
+crate::on_each_backend!(
+    every_gguf_type_reopens_in_candle,
+    an_export_that_changes_nothing_fails_and_says_why,
+);

@@ -179,10 +179,17 @@ async fn train_prune_evaluate_end_to_end(backend: Backend) {
     )
     .await;
     let m = &job["metrics"];
+    let initial = m["evaluation"]["initial"]["accuracy"].as_f64().unwrap();
     let before = m["evaluation"]["before"]["accuracy"].as_f64().unwrap();
     let after = m["evaluation"]["after"]["accuracy"].as_f64().unwrap();
-    assert!(before < 0.6, "an untrained model is near chance: {before}");
+    assert!(
+        initial < 0.6,
+        "an untrained model is near chance: {initial}"
+    );
+    // The compression's baseline is the trained model, not the one uploaded.
+    assert!(before > 0.9, "trained, before pruning: {before}");
     assert!(after > 0.9, "trained and pruned: {after}");
+    assert_eq!(m["summary"]["accuracy_initial"].as_f64().unwrap(), initial);
     assert_eq!(m["summary"]["accuracy_after"].as_f64().unwrap(), after);
     let curve = m["steps"][1]["curve"].as_array().unwrap();
     assert_eq!(curve.len(), 3);
@@ -781,7 +788,38 @@ async fn auto_for_latency_shrinks_the_architecture(backend: Backend) {
     app.finish().await;
 }
 
+/// A pipeline that only measures writes no model: the model's stored file stays where it is
+/// (it used to be moved into the job's artifact, and the model answered 500 afterwards).
+async fn measuring_leaves_the_model_file_in_place(backend: Backend) {
+    let Some((app, data, model)) = app_with_model(backend, false).await else {
+        return;
+    };
+    let file = format!("/v1/models/{}/file", model["id"].as_str().unwrap());
+    let original = app.download(&file).await;
+    for pipeline in [
+        json!([{"op":"evaluate"}]),
+        json!([{"op":"sensitivity","sparsities":[0.5]}]),
+        json!([{"op":"evaluate","runs":2}]),
+    ] {
+        let job = run(
+            &app,
+            json!({"model_id": model["id"], "dataset_id": data["id"], "pipeline": pipeline, "cache": false}),
+        )
+        .await;
+        let kinds: Vec<&str> = job["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["kind"].as_str())
+            .collect();
+        assert!(!kinds.contains(&"model"), "{kinds:?}");
+        assert_eq!(app.download(&file).await, original, "{pipeline}");
+    }
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    measuring_leaves_the_model_file_in_place,
     auto_for_latency_shrinks_the_architecture,
     auto_finds_a_smaller_model_within_budget,
     qat_reports_ptq_and_qat_and_writes_the_quantized_model,

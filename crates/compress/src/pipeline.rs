@@ -15,7 +15,12 @@ use domain::{EvaluateStep, Pipeline};
 /// The model measured on the evaluation split before the first step and after the last.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
+    /// The baseline: the model as it was before the first compressing step.
     pub before: EvalReport,
+    /// The model as uploaded, when training steps ran before the first compressing step (so
+    /// it differs from the baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial: Option<EvalReport>,
     pub after: Option<EvalReport>,
     /// Why `after` is missing, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,7 +120,7 @@ pub fn run_pipeline(
 ) -> Result<PipelineRun, CompressError> {
     let count = pipeline.steps().len();
     let measured = state.arch.is_some() && state.data.is_some();
-    let before = if measured {
+    let mut before = if measured {
         Some(state.evaluate(&state.load(input)?, &EvaluateStep::default())?)
     } else {
         None
@@ -126,8 +131,17 @@ pub fn run_pipeline(
     let mut outputs = Vec::new();
     // The dense weights the final model dequantizes to, when a step writes another format.
     let mut dense_twin: Option<PathBuf> = None;
+    let mut initial = None;
+    let mut compressed = false;
     for (index, step) in pipeline.steps().iter().enumerate() {
         control.begin_step(index, count);
+        if step.needs().compresses() && !compressed {
+            compressed = true;
+            if let (Some(trained), Some(_)) = (&current, &before) {
+                let baseline = state.evaluate(&state.load(trained)?, &EvaluateStep::default())?;
+                initial = before.replace(baseline);
+            }
+        }
         let mut cx = StepContext {
             input: current.as_deref().unwrap_or(input),
             input_format: &format,
@@ -152,13 +166,11 @@ pub fn run_pipeline(
     }
     let last = current.as_deref().unwrap_or(input);
     let evaluation = match before {
-        Some(before) => Some(evaluate_after(
-            state,
-            &format,
-            last,
-            dense_twin.as_deref(),
-            before,
-        )?),
+        Some(before) => {
+            let mut e = evaluate_after(state, &format, last, dense_twin.as_deref(), before)?;
+            e.initial = initial;
+            Some(e)
+        }
         None => None,
     };
     if let Some(arch) = &state.arch {
@@ -212,6 +224,7 @@ fn evaluate_after(
     if !format.dense_readable {
         return Ok(Evaluation {
             before,
+            initial: None,
             after: None,
             after_note: Some("GGUF files are measured by the tools that read them; add an evaluate step before export".into()),
         });
@@ -233,6 +246,7 @@ fn evaluate_after(
     }
     Ok(Evaluation {
         before,
+        initial: None,
         after: Some(after),
         after_note: None,
     })

@@ -148,6 +148,22 @@ impl From<DistillStep> for DistillWire {
     }
 }
 
+impl StepNeeds for DistillStep {
+    fn writes_dense(&self) -> bool {
+        true
+    }
+    fn trains(&self) -> bool {
+        true
+    }
+    fn batch_size(&self) -> usize {
+        self.train.batch_size
+    }
+}
+
+impl Operation for DistillStep {
+    const OP: &'static str = "distill";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,20 +201,4 @@ mod tests {
             assert!(err.contains(needle), "{json}: {err}");
         }
     }
-}
-
-impl StepNeeds for DistillStep {
-    fn writes_dense(&self) -> bool {
-        true
-    }
-    fn trains(&self) -> bool {
-        true
-    }
-    fn batch_size(&self) -> usize {
-        self.train.batch_size
-    }
-}
-
-impl Operation for DistillStep {
-    const OP: &'static str = "distill";
 }

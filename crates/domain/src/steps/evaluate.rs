@@ -37,6 +37,9 @@ fn default_runs() -> usize {
 }
 
 impl StepNeeds for EvaluateStep {
+    fn compresses(&self) -> bool {
+        false
+    }
     fn writes_dense(&self) -> bool {
         true
     }

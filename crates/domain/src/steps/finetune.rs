@@ -43,6 +43,9 @@ impl Deref for FinetuneStep {
 }
 
 impl StepNeeds for FinetuneStep {
+    fn compresses(&self) -> bool {
+        false
+    }
     fn writes_dense(&self) -> bool {
         true
     }

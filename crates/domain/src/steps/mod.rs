@@ -41,6 +41,11 @@ pub trait StepNeeds {
     fn trains(&self) -> bool {
         false
     }
+    /// Whether the step compresses the model (rather than train or measure it): the model as it
+    /// was before the first such step is the baseline that a job's before/after compares.
+    fn compresses(&self) -> bool {
+        true
+    }
     /// The largest batch the step runs the model with (0 when it does not run the model).
     fn batch_size(&self) -> usize {
         0

@@ -283,6 +283,22 @@ impl From<QuantizeStep> for QuantizeWire {
     }
 }
 
+impl StepNeeds for QuantizeStep {
+    fn writes_dense(&self) -> bool {
+        false
+    }
+    fn needs_architecture(&self) -> bool {
+        false
+    }
+    fn needs_dataset(&self) -> bool {
+        false
+    }
+}
+
+impl Operation for QuantizeStep {
+    const OP: &'static str = "quantize";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,20 +356,4 @@ mod tests {
             assert!(err.contains(needle), "{bad}: {err}");
         }
     }
-}
-
-impl StepNeeds for QuantizeStep {
-    fn writes_dense(&self) -> bool {
-        false
-    }
-    fn needs_architecture(&self) -> bool {
-        false
-    }
-    fn needs_dataset(&self) -> bool {
-        false
-    }
-}
-
-impl Operation for QuantizeStep {
-    const OP: &'static str = "quantize";
 }

@@ -37,6 +37,9 @@ impl SensitivityStep {
 }
 
 impl StepNeeds for SensitivityStep {
+    fn compresses(&self) -> bool {
+        false
+    }
     fn writes_dense(&self) -> bool {
         true
     }

@@ -157,6 +157,9 @@ impl From<TrainStep> for TrainWire {
 }
 
 impl StepNeeds for TrainStep {
+    fn compresses(&self) -> bool {
+        false
+    }
     fn writes_dense(&self) -> bool {
         true
     }
