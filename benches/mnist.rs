@@ -49,7 +49,7 @@ fn trained(arch: &Architecture, data: &Dataset, epochs: usize) -> anyhow::Result
         &recipe(epochs, 1),
         None,
         None,
-        &TrainContext::on_labels(&control, json!({})),
+        &TrainContext::on_labels(&control, Default::default()),
     )?;
     Ok(net)
 }
@@ -77,7 +77,7 @@ fn one_seed(
     verbose: bool,
 ) -> anyhow::Result<SeedResult> {
     let control = Control::default();
-    let ctx = TrainContext::on_labels(&control, json!({}));
+    let ctx = TrainContext::on_labels(&control, Default::default());
     let mut rng = StdRng::seed_from_u64(seed);
     let net = Network::initialise(arch, &mut rng)?;
     let dense = train(&net, data, &recipe(epochs, seed), None, None, &ctx)?;
@@ -139,7 +139,7 @@ fn one_seed(
 /// Half the filters/neurons of every hidden layer removed by L1 norm, then 2 epochs.
 fn structured(arch: &Architecture, data: &Dataset, epochs: usize) -> anyhow::Result<()> {
     let control = Control::default();
-    let ctx = TrainContext::on_labels(&control, json!({}));
+    let ctx = TrainContext::on_labels(&control, Default::default());
     let opts = EvaluateStep::default();
     let mut cnn = trained(arch, data, epochs)?;
     let before = evaluate(&cnn, &data.test, 10, &opts, "test split")?;
@@ -200,7 +200,7 @@ fn qat_vs_ptq(name: &str, arch_json: &str, path: &Path, epochs: usize) -> anyhow
     let arch = Architecture::parse_json(arch_json).map_err(|e| anyhow::anyhow!(e.0))?;
     let data = load_dataset(path, &arch)?;
     let control = Control::default();
-    let ctx = TrainContext::on_labels(&control, json!({}));
+    let ctx = TrainContext::on_labels(&control, Default::default());
     let variant = |extra: Option<FakeQuant>, more: bool| -> anyhow::Result<Network> {
         let mut net = trained(&arch, &data, epochs)?;
         if more {
@@ -281,7 +281,7 @@ fn distillation(path: &Path, epochs: usize) -> anyhow::Result<()> {
                 let student = Network::initialise(&student_arch, &mut StdRng::seed_from_u64(seed))?;
                 let ctx = TrainContext {
                     control: &control,
-                    label: json!({}),
+                    label: Default::default(),
                     teacher: with_teacher.then_some(Teacher {
                         net: &teacher,
                         temperature: 4.0,

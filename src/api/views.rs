@@ -143,7 +143,7 @@ pub struct JobView {
     /// Fraction done, 0 to 1.
     pub progress: f64,
     /// What a long step is doing: step index, op, round, epoch, latest accuracy.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::domain::results::ProgressDetail>)]
     pub progress_detail: Option<Value>,
     /// Set when the job failed (or, while queued for a retry, the last attempt's error).
     #[schema(value_type = Option<Problem>)]
@@ -155,7 +155,7 @@ pub struct JobView {
     pub worker: Option<String>,
     /// Before/after figures per tensor and for the model (single-job responses only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::domain::results::JobMetrics>)]
     pub metrics: Option<Value>,
     pub artifacts: Vec<ArtifactView>,
     /// Set when the job was answered from the results cache: the finished job with the same

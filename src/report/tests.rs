@@ -1,23 +1,79 @@
 //! The report page's defects found by trying the walk-through, each pinned down.
 
-use serde_json::json;
+use crate::domain::results::model::{Cost, EvalReport, Speed};
+use crate::domain::results::quantize::QuantizeReport;
+use crate::domain::results::tensors::ErrorStats;
+use crate::domain::results::{Evaluation, JobMetrics, StepReport};
+use crate::domain::Storage;
 
-use super::{heatmap, render, summary_rows};
+use super::plots::heatmap;
+use super::render;
+use super::summary::{summary_rows, Row};
 
-fn row<'a>(rows: &'a [(String, String, String)], label: &str) -> &'a (String, String, String) {
+fn row<'a>(rows: &'a [Row], label: &str) -> &'a Row {
     rows.iter()
         .find(|r| r.0 == label)
         .unwrap_or_else(|| panic!("no row '{label}' in {rows:?}"))
 }
 
+fn eval(accuracy: f64) -> EvalReport {
+    EvalReport {
+        data: "evaluation split".into(),
+        samples: 100,
+        accuracy,
+        precision_macro: accuracy,
+        recall_macro: accuracy,
+        f1_macro: accuracy,
+        mean_loss: 0.1,
+        per_class: Vec::new(),
+        confusion_matrix: vec![vec![1, 0], vec![0, 1]],
+        cost: Cost {
+            parameters: 10,
+            nonzero_parameters: 10,
+            macs_dense: 10,
+            macs_nonzero: 10,
+        },
+        speed: Speed {
+            latency_ms_batch1: 0.1,
+            throughput_batch: 1,
+            throughput_samples_per_second: 1.0,
+            runs: 1,
+            threads: 1,
+        },
+    }
+}
+
+fn quantize_report() -> QuantizeReport {
+    QuantizeReport {
+        op: "quantize",
+        scheme: serde_json::json!({"scheme": "int8"}),
+        store: Storage::Dense,
+        quantized_tensors: 1,
+        parameters: 1000,
+        bytes_before: 4000,
+        bytes_after: 1100,
+        bits_per_weight: 8.0,
+        compression_ratio: 3.64,
+        error: ErrorStats {
+            mse: 0.0,
+            max_abs_error: 0.0,
+            sqnr_db: 41.25,
+            cosine_similarity: 1.0,
+        },
+        file_bytes_before: 4000,
+        file_bytes_after: 1100,
+        dequantized_file_bytes: None,
+        tensors: Vec::new(),
+        seconds: 0.1,
+    }
+}
+
 #[test]
 fn a_prune_only_job_shows_its_parameters_and_non_zeros() {
-    let metrics = json!({
-        "summary": {"file_bytes_before": 4000, "file_bytes_after": 4000,
-                    "parameters": 1000, "nonzero_before": 1000, "nonzero_after": 100},
-        "evaluation": null,
-        "steps": [{"op": "prune"}],
-    });
+    let mut metrics = JobMetrics::new(4000, 4000, None, Vec::new(), Vec::new());
+    metrics.summary.parameters = Some(1000);
+    metrics.summary.nonzero_before = Some(1000);
+    metrics.summary.nonzero_after = Some(100);
     let rows = summary_rows(&metrics);
     assert_eq!(row(&rows, "parameters").1, "1000");
     let nonzero = row(&rows, "non-zero parameters");
@@ -26,11 +82,8 @@ fn a_prune_only_job_shows_its_parameters_and_non_zeros() {
 
 #[test]
 fn a_quantize_step_appears_with_its_bits_error_and_ratio() {
-    let metrics = json!({
-        "summary": {"file_bytes_before": 4000, "file_bytes_after": 1100},
-        "steps": [{"op": "quantize", "bits_per_weight": 8.0, "compression_ratio": 3.64,
-                   "error": {"sqnr_db": 41.25}}],
-    });
+    let steps = vec![StepReport::Quantize(quantize_report())];
+    let metrics = JobMetrics::new(4000, 1100, None, Vec::new(), steps);
     let rows = summary_rows(&metrics);
     assert_eq!(
         row(&rows, "bits per quantized weight (step 0, quantize)").2,
@@ -76,15 +129,30 @@ fn confusion_matrix_labels_name_the_rows_they_sit_on() {
 
 #[test]
 fn a_pipeline_that_trains_first_shows_the_uploaded_model_too() {
-    let metrics = json!({
-        "summary": {},
-        "evaluation": {"initial": {"accuracy": 0.1}, "before": {"accuracy": 0.95},
-                       "after": {"accuracy": 0.94}},
-    });
+    let evaluation = Evaluation {
+        before: eval(0.95),
+        initial: Some(eval(0.1)),
+        after: Some(eval(0.94)),
+        after_note: None,
+    };
+    let metrics = JobMetrics::new(4000, 4000, Some(evaluation), Vec::new(), Vec::new());
     let (html, _) = render("job", &metrics).unwrap();
     assert!(
         html.contains("As uploaded, its accuracy was 10.00 %"),
         "{html}"
     );
     assert_eq!(row(&summary_rows(&metrics), "accuracy").1, "95.00 %");
+}
+
+#[test]
+fn warnings_come_first() {
+    let mut metrics = JobMetrics::new(4000, 4000, None, Vec::new(), Vec::new());
+    metrics
+        .warnings
+        .push("step 0 (export): 1 of 3 tensors <kept>".into());
+    let (html, _) = render("job", &metrics).unwrap();
+    let warning = html
+        .find("1 of 3 tensors &lt;kept&gt;")
+        .expect("the warning is shown");
+    assert!(warning < html.find("Summary").unwrap());
 }

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::records::{convert, JobRecord, JobRow, Lease, NewArtifact};
 use super::{is_unique_violation, now_ms, on_pool, Db, Result, Store};
+use crate::domain::results::ProgressDetail;
 use crate::domain::JobStatus;
 
 pub struct CreateJob {
@@ -271,7 +272,7 @@ impl Store {
         id: Uuid,
         token: Uuid,
         progress: f64,
-        detail: Option<&Value>,
+        detail: Option<&ProgressDetail>,
     ) -> Result<bool> {
         let n = on_pool!(&self.db, pool => sqlx::query(
             "UPDATE jobs SET progress = $3, updated_at = $4, progress_detail = COALESCE($5, progress_detail) WHERE id = $1 AND lease_token = $2 AND status = 'running'",
@@ -280,7 +281,7 @@ impl Store {
         .bind(token.to_string())
         .bind(progress)
         .bind(now_ms())
-        .bind(detail.map(Value::to_string))
+        .bind(detail.map(|d| serde_json::to_string(d).expect("a progress detail serialises")))
         .execute(pool)
         .await?
         .rows_affected());

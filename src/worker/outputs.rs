@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::compress::{PipelineRun, PruneReport, SafetensorsIndex, StepReport};
+use crate::compress::{PipelineRun, SafetensorsIndex};
+use crate::domain::results::JobMetrics;
 use crate::domain::Pipeline;
 use crate::report::render;
 use crate::store::{BlobStore, Lease, ModelRecord, NewArtifact};
@@ -31,23 +32,30 @@ pub async fn store_outputs(
     let base = safe_file_stem(&model.name);
     let prefix = format!("artifacts/{}/{}", lease.job.id, lease.token.simple());
     // A pipeline that only measures leaves no model file: the model is as it was uploaded.
-    let written = run.outputs.iter().find(|o| o.kind == "model");
-    let main_bytes = match written {
+    let written = run.outputs.iter().find(|o| o.kind == "model").cloned();
+    let main_bytes = match &written {
         Some(o) => std::fs::metadata(&o.path)?.len(),
         None => model.size_bytes,
     };
-    let metrics = job_metrics(model, &run, main_bytes);
+    let PipelineRun {
+        outputs,
+        steps,
+        evaluation,
+        histograms,
+    } = run;
+    let metrics = JobMetrics::new(model.size_bytes, main_bytes, evaluation, histograms, steps);
+    let metrics_json = serde_json::to_value(&metrics)?;
     // Read before the model file moves into blob storage.
     let config = model
         .config
         .as_ref()
-        .zip(written)
+        .zip(written.as_ref())
         .map(|(c, o)| config_beside(c, &o.path));
 
     let mut artifacts = Vec::new();
     let mut listed = Vec::new();
     let result = async {
-        for output in &run.outputs {
+        for output in &outputs {
             let content_type = if output.format.suffix.ends_with(".json") {
                 "application/json"
             } else {
@@ -96,15 +104,19 @@ pub async fn store_outputs(
                 "size_bytes": model.size_bytes,
             },
             "pipeline": pipeline.to_json(),
-            "metrics": metrics,
+            "metrics": metrics_json,
             "artifacts": listed,
         });
-        // The page and its charts are built from the metrics alone; a chart that cannot be
-        // drawn leaves the job's result intact and says so on the page.
+        // The page and its charts are built from the metrics alone, off the async runtime (the
+        // charts take a while on large models); a chart that cannot be drawn leaves the job's
+        // result intact and says so on the page.
         let title = format!("compressd job {} — {}", lease.job.id, model.name);
-        let (html, charts) = render(&title, &metrics).unwrap_or_else(|e| {
-            (format!("<!doctype html><html><body><h1>report unavailable</h1><p>{}</p></body></html>", e.replace('<', "&lt;")), Vec::new())
-        });
+        let (html, charts) = tokio::task::spawn_blocking(move || render(&title, &metrics))
+            .await
+            .map_err(io::Error::other)?
+            .unwrap_or_else(|e| {
+                (format!("<!doctype html><html><body><h1>report unavailable</h1><p>{}</p></body></html>", e.replace('<', "&lt;")), Vec::new())
+            });
         let html_path = workdir.join("report.html");
         tokio::fs::write(&html_path, html).await?;
         artifacts.push(
@@ -139,7 +151,10 @@ pub async fn store_outputs(
         }
         return Err(e);
     }
-    Ok(JobOutputs { metrics, artifacts })
+    Ok(JobOutputs {
+        metrics: metrics_json,
+        artifacts,
+    })
 }
 
 async fn put(
@@ -196,70 +211,6 @@ pub async fn hash_file(path: PathBuf) -> io::Result<(String, u64)> {
     })
     .await
     .map_err(io::Error::other)?
-}
-
-/// Before/after for the whole pipeline, then every step in full.
-fn job_metrics(model: &ModelRecord, run: &PipelineRun, file_bytes_after: u64) -> Value {
-    let steps = &run.steps;
-    let prunes: Vec<&PruneReport> = steps
-        .iter()
-        .filter_map(|s| match s {
-            StepReport::Prune(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    let seconds: f64 = steps.iter().map(StepReport::seconds).sum();
-    let mut summary = json!({
-        "file_bytes_before": model.size_bytes,
-        "file_bytes_after": file_bytes_after,
-        "compression_ratio": model.size_bytes as f64 / file_bytes_after.max(1) as f64,
-        "seconds": seconds,
-        "input_gb_per_second": if seconds > 0.0 { model.size_bytes as f64 / 1e9 / seconds } else { 0.0 },
-    });
-    if let (Some(first), Some(last)) = (prunes.first(), prunes.last()) {
-        let extra = json!({
-            "parameters": first.model.parameters,
-            "nonzero_before": first.model.nonzero_before,
-            "nonzero_after": last.model.nonzero_after,
-            "density_before": first.model.density_before,
-            "density_after": last.model.density_after,
-            "sparsity_before": first.model.sparsity_before,
-            "sparsity_after": last.model.sparsity_after,
-        });
-        if let (Value::Object(s), Value::Object(e)) = (&mut summary, extra) {
-            s.extend(e);
-        }
-    }
-    if let (Some(e), Value::Object(s)) = (&run.evaluation, &mut summary) {
-        s.insert("accuracy_before".into(), json!(e.before.accuracy));
-        s.insert("f1_macro_before".into(), json!(e.before.f1_macro));
-        s.insert("macs_before".into(), json!(e.before.cost.macs_nonzero));
-        if let Some(initial) = &e.initial {
-            s.insert("accuracy_initial".into(), json!(initial.accuracy));
-        }
-        if let Some(after) = &e.after {
-            s.insert("accuracy_after".into(), json!(after.accuracy));
-            s.insert(
-                "accuracy_drop".into(),
-                json!(e.before.accuracy - after.accuracy),
-            );
-            s.insert("f1_macro_after".into(), json!(after.f1_macro));
-            s.insert("macs_after".into(), json!(after.cost.macs_nonzero));
-            s.insert("parameters_after".into(), json!(after.cost.parameters));
-            s.insert(
-                "nonzero_parameters_after".into(),
-                json!(after.cost.nonzero_parameters),
-            );
-            s.insert(
-                "batch_throughput_speedup".into(),
-                json!(
-                    after.speed.throughput_samples_per_second
-                        / e.before.speed.throughput_samples_per_second.max(1e-12)
-                ),
-            );
-        }
-    }
-    json!({ "summary": summary, "evaluation": run.evaluation, "histograms": run.histograms, "steps": steps })
 }
 
 /// A file name stem from a user-given model name: letters, digits, '.', '-', '_' only.

@@ -26,7 +26,7 @@ proptest! {
         let control = Control::default();
         let net = Network::initialise(&arch, &mut rand::rngs::StdRng::seed_from_u64(seed)).unwrap();
         let recipe: TrainStep = serde_json::from_value(json!({"lr": 0.05, "epochs": 3, "batch_size": 32, "seed": seed})).unwrap();
-        let ctx = TrainContext::on_labels(&control, json!({}));
+        let ctx = TrainContext::on_labels(&control, Default::default());
         train(&net, &data, &recipe, None, None, &ctx).unwrap();
         let input = dir.path().join("in.safetensors");
         net.save(&input).unwrap();

@@ -34,7 +34,7 @@ fn blob_data() -> Dataset {
 }
 
 fn quiet(control: &Control) -> TrainContext<'_> {
-    TrainContext::on_labels(control, json!({}))
+    TrainContext::on_labels(control, Default::default())
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! How a running step hears "stop" and reports progress: plain atomics, checked between chunks.
 
+use domain::results::ProgressDetail;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub struct Control {
     /// Slows every chunk down; only for tests that must catch a job mid-flight.
     chunk_delay: Duration,
     /// What a long step is doing (round, epoch, accuracy), for progress events.
-    detail: Mutex<Option<serde_json::Value>>,
+    detail: Mutex<Option<ProgressDetail>>,
 }
 
 impl Control {
@@ -99,11 +100,11 @@ impl Control {
         self.done.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub fn set_detail(&self, detail: serde_json::Value) {
+    pub fn set_detail(&self, detail: ProgressDetail) {
         *self.detail.lock().expect("detail lock") = Some(detail);
     }
 
-    pub fn detail(&self) -> Option<serde_json::Value> {
+    pub fn detail(&self) -> Option<ProgressDetail> {
         self.detail.lock().expect("detail lock").clone()
     }
 

@@ -5,27 +5,13 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use super::control::Control;
 use super::CompressError;
+pub use domain::results::quantize::EntropyReport;
 use domain::EntropyStep;
 
 /// The first bytes of every zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EntropyReport {
-    pub op: &'static str,
-    pub codec: &'static str,
-    pub level: i32,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-    pub compression_ratio: f64,
-    /// Bits per byte of the input: 8 / ratio.
-    pub bits_per_input_byte: f64,
-    pub seconds: f64,
-}
 
 /// Copies while counting, so progress and cancellation see the stream.
 struct Watched<'a, R> {

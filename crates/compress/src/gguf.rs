@@ -11,17 +11,18 @@ use std::time::Instant;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
-use serde::Serialize;
 
 use super::chunked_io::map_chunk;
 use super::control::Control;
 use super::dtype::Dtype;
 use super::prune::select_tensors;
 use super::quant::ggml_blocks::{self, Block};
-use super::quant::{ErrorStats, ErrorSums};
+use super::quant::ErrorSums;
 use super::quantize::{as_f32, load_f32};
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
 use super::{require_finite, CompressError};
+pub use domain::results::quantize::GgufReport;
+pub use domain::results::quantize::GgufTensorStats;
 use domain::{ExportStep, GgufType};
 
 const ALIGNMENT: u64 = 32;
@@ -74,41 +75,6 @@ enum Stored {
     Quant(GgufType),
     /// I8, I16, I32, I64 and F64 are stored as they are.
     Int(Dtype),
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GgufTensorStats {
-    pub name: String,
-    pub stored_as: String,
-    pub parameters: u64,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-    pub bits_per_weight: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorStats>,
-    /// Why a tensor was not block-quantized.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kept_because: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GgufReport {
-    pub op: &'static str,
-    pub format: &'static str,
-    #[serde(rename = "type")]
-    pub ggml_type: GgufType,
-    pub quantized_tensors: u64,
-    /// Tensors left in F32/F16 (or their integer type), with the reason.
-    pub kept_tensors: Vec<String>,
-    /// Tensors GGUF has no type for, left out of the file.
-    pub skipped_tensors: Vec<String>,
-    pub bits_per_weight: f64,
-    pub error: ErrorStats,
-    pub file_bytes_before: u64,
-    pub file_bytes_after: u64,
-    pub compression_ratio: f64,
-    pub tensors: Vec<GgufTensorStats>,
-    pub seconds: f64,
 }
 
 struct Planned<'a> {

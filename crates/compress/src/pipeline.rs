@@ -3,29 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::control::Control;
 use crate::nn::{EvalReport, ModelState, Network};
 use crate::reader::read_dense;
 use crate::steps::{run_step, Format, OutputFile, StepContext, StepReport};
 use crate::CompressError;
+pub use domain::results::metrics::Evaluation;
+pub use domain::results::metrics::Histogram;
 use domain::{EvaluateStep, Pipeline};
-
-/// The model measured on the evaluation split before the first step and after the last.
-#[derive(Debug, Clone, Serialize)]
-pub struct Evaluation {
-    /// The baseline: the model as it was before the first compressing step.
-    pub before: EvalReport,
-    /// The model as uploaded, when training steps ran before the first compressing step (so
-    /// it differs from the baseline).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub initial: Option<EvalReport>,
-    pub after: Option<EvalReport>,
-    /// Why `after` is missing, when it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub after_note: Option<String>,
-}
 
 pub struct PipelineRun {
     pub outputs: Vec<OutputFile>,
@@ -33,18 +18,6 @@ pub struct PipelineRun {
     pub evaluation: Option<Evaluation>,
     /// Weight distributions before and after, for the layers that changed most.
     pub histograms: Vec<Histogram>,
-}
-
-/// Counts of non-zero weights in equal bins; zeros are counted apart (pruning piles them up).
-#[derive(Debug, Clone, Serialize)]
-pub struct Histogram {
-    pub tensor: String,
-    pub low: f32,
-    pub high: f32,
-    pub before: Vec<u64>,
-    pub after: Vec<u64>,
-    pub zeros_before: u64,
-    pub zeros_after: u64,
 }
 
 /// Histograms are drawn for models up to this size (they read both files whole).

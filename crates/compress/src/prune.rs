@@ -273,7 +273,7 @@ impl Plan<'_> {
             if bad > 0 {
                 return Err(non_finite_error(t, bad, "magnitude pruning"));
             }
-            stats.push(TensorStats::new(t, sel, before, after));
+            stats.push(super::report::tensor_stats(t, sel, before, after));
         }
         writer.finish()?;
         Ok(stats)

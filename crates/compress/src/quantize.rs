@@ -7,7 +7,6 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::json;
 
 use super::chunked_io::{copy_header, map_chunk, PipelinedWriter};
@@ -15,51 +14,14 @@ use super::control::Control;
 use super::dtype::Dtype;
 use super::prune::select_tensors;
 use super::quant::encode::encode;
-use super::quant::{ErrorStats, ErrorSums};
+use super::quant::ErrorSums;
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
 use super::sparse::write_sparse;
 use super::st_writer::SpooledWriter;
 use super::{require_finite, CompressError};
+pub use domain::results::quantize::QuantTensorStats;
+pub use domain::results::quantize::QuantizeReport;
 use domain::{Granularity, QuantizeStep, Scheme, Storage};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct QuantTensorStats {
-    pub name: String,
-    pub dtype_before: &'static str,
-    pub quantized: bool,
-    pub parameters: u64,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-    pub bits_per_weight: f64,
-    pub compression_ratio: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorStats>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub codebook_size: Option<usize>,
-    pub overflowed: u64,
-    pub flushed_to_zero: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct QuantizeReport {
-    pub op: &'static str,
-    pub scheme: serde_json::Value,
-    pub store: Storage,
-    pub quantized_tensors: u64,
-    pub parameters: u64,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-    pub bits_per_weight: f64,
-    pub compression_ratio: f64,
-    /// Error over all quantized weights together.
-    pub error: ErrorStats,
-    pub file_bytes_before: u64,
-    pub file_bytes_after: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dequantized_file_bytes: Option<u64>,
-    pub tensors: Vec<QuantTensorStats>,
-    pub seconds: f64,
-}
 
 /// A tensor's values as f32: F32 read in place from the mapped file when aligned, other
 /// dtypes converted on every core.

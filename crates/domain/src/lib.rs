@@ -14,6 +14,7 @@ mod job;
 mod parse_error;
 mod pipeline;
 mod problem;
+pub mod results;
 mod selection;
 pub mod steps;
 

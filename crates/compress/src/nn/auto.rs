@@ -10,10 +10,10 @@
 //! 4. the smallest valid trial that also holds on the evaluation split wins; if none does,
 //!    the baseline is returned, and the report says so.
 
+use domain::results::ProgressDetail;
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::json;
 
 use super::super::control::Control;
@@ -27,62 +27,12 @@ use super::evaluate::quick_accuracy;
 use super::importance::{prune_one, solo_accuracy, sparsity_of};
 use super::network::Network;
 use super::train::{masks_of, train, TrainContext};
+pub use domain::results::auto::AutoReport;
+pub use domain::results::auto::Trial;
+pub use domain::results::auto::Winner;
 use domain::{AutoStep, Codec, EntropyStep, QuantizeStep, TrainStep};
 
 const LADDER: [f64; 8] = [0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97];
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Trial {
-    /// A trial on the distilled student rather than the model itself.
-    pub student: bool,
-    pub level: f64,
-    /// Objective latency: samples per second at batch 256 on this machine, and parameters.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub throughput: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<u64>,
-    pub bits: u32,
-    /// Sparsity per weight tensor, as applied.
-    pub sparsities: Vec<(String, f64)>,
-    pub overall_sparsity: f64,
-    pub validation_accuracy: f64,
-    pub bytes: u64,
-    pub compression_ratio: f64,
-    pub within_budget: bool,
-    pub on_frontier: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Winner {
-    pub trial: usize,
-    /// Re-measured on the evaluation split.
-    pub test_accuracy: f64,
-    pub test_accuracy_drop: f64,
-    pub bytes: u64,
-    pub compression_ratio: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AutoReport {
-    pub op: &'static str,
-    pub objective: &'static str,
-    pub max_accuracy_drop: f64,
-    pub data: String,
-    pub validation_samples: usize,
-    pub baseline_validation_accuracy: f64,
-    pub baseline_test_accuracy: f64,
-    /// All parameters as f32: what the ratio divides.
-    pub dense_f32_bytes: u64,
-    /// Per weight tensor: (sparsity, validation accuracy drop) pruned alone.
-    pub sensitivity: Vec<(String, Vec<(f64, f64)>)>,
-    pub trials: Vec<Trial>,
-    pub winner: Option<Winner>,
-    pub trials_used: usize,
-    pub seconds_used: f64,
-    pub budget_exhausted: bool,
-    pub note: String,
-    pub seconds: f64,
-}
 
 fn take(split: &Split, range: std::ops::Range<usize>) -> Split {
     let l = split.sample_len;
@@ -168,7 +118,14 @@ fn run_trial(
     }
     let names: Vec<String> = caps.iter().map(|(n, _)| n.clone()).collect();
     let masks = masks_of(&net, &names)?;
-    let ctx = TrainContext::on_labels(control, json!({"op": "auto", "level": level, "bits": bits}));
+    let ctx = TrainContext::on_labels(
+        control,
+        ProgressDetail {
+            level: Some(level),
+            bits: Some(bits),
+            ..ProgressDetail::op("auto")
+        },
+    );
     if recipe.epochs > 0 {
         train(&net, search, recipe, Some(&masks), None, &ctx)?;
     }
@@ -247,7 +204,11 @@ pub fn auto_latency(
         )?;
         let ctx = TrainContext::on_labels(
             control,
-            json!({"op": "auto", "objective": "latency", "fraction": fraction}),
+            ProgressDetail {
+                objective: Some("latency".into()),
+                fraction: Some(fraction),
+                ..ProgressDetail::op("auto")
+            },
         );
         if step.finetune.epochs > 0 {
             train(&net, &search, &step.finetune, None, None, &ctx)?;
@@ -382,7 +343,10 @@ pub fn auto_step(
     recipe.epochs = (recipe.epochs * 5).max(5);
     let ctx = TrainContext {
         control,
-        label: json!({"op": "auto", "distilling": true}),
+        label: ProgressDetail {
+            distilling: Some(true),
+            ..ProgressDetail::op("auto")
+        },
         teacher: Some(super::distill::Teacher {
             net: &teacher,
             temperature: 4.0,
@@ -530,10 +494,14 @@ fn search_size(
             budget.used += 1;
             t.compression_ratio = dense_f32_bytes as f64 / t.bytes.max(1) as f64;
             t.within_budget = t.validation_accuracy >= base_val - limit;
-            control.set_detail(
-                json!({"op": "auto", "trial": i + 1, "bits": bits, "level": LADDER[level],
-                "validation_accuracy": t.validation_accuracy, "bytes": t.bytes}),
-            );
+            control.set_detail(ProgressDetail {
+                trial: Some(i + 1),
+                bits: Some(bits),
+                level: Some(LADDER[level]),
+                validation_accuracy: Some(t.validation_accuracy),
+                bytes: Some(t.bytes),
+                ..ProgressDetail::op("auto")
+            });
             let ok = t.within_budget;
             if ok && best.is_none_or(|(_, b)| t.bytes < b) {
                 best = Some((i, t.bytes));

@@ -4,59 +4,14 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
-
 use super::super::CompressError;
 use super::data::Split;
 use super::network::{nn_error, Network};
+pub use domain::results::model::ClassReport;
+pub use domain::results::model::Cost;
+pub use domain::results::model::EvalReport;
+pub use domain::results::model::Speed;
 use domain::{EvaluateStep, LayerKind};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassReport {
-    pub class: usize,
-    pub support: u64,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Cost {
-    pub parameters: u64,
-    pub nonzero_parameters: u64,
-    /// Multiply-accumulates of linear and conv layers for one sample.
-    pub macs_dense: u64,
-    /// The same, counting only non-zero weights (what a sparse kernel would do).
-    pub macs_nonzero: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Speed {
-    /// Median over `runs` timed passes of one sample, after a warm-up.
-    pub latency_ms_batch1: f64,
-    pub throughput_batch: usize,
-    /// Median over `runs` timed passes of one batch.
-    pub throughput_samples_per_second: f64,
-    pub runs: usize,
-    pub threads: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalReport {
-    /// Which data the figures come from.
-    pub data: String,
-    pub samples: u64,
-    pub accuracy: f64,
-    pub precision_macro: f64,
-    pub recall_macro: f64,
-    pub f1_macro: f64,
-    pub mean_loss: f64,
-    pub per_class: Vec<ClassReport>,
-    /// rows: true class, columns: predicted class.
-    pub confusion_matrix: Vec<Vec<u64>>,
-    pub cost: Cost,
-    pub speed: Speed,
-}
 
 /// Predictions and summed cross-entropy over a split, in batches.
 fn predict(net: &Network, split: &Split, batch: usize) -> Result<(Vec<u32>, f64), CompressError> {

@@ -3,12 +3,11 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-
 use super::data::Dataset;
 use super::evaluate::{evaluate, EvalReport};
 use super::network::Network;
 use crate::CompressError;
+pub use domain::results::tensors::TensorDensity;
 use domain::{Architecture, EvaluateStep, TensorSelection};
 
 /// The architecture (which structured pruning may change) and dataset a job runs with.
@@ -47,16 +46,6 @@ impl ModelState {
         let data = self.data()?;
         evaluate(net, &data.test, data.num_classes, opts, &self.data_label)
     }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TensorDensity {
-    pub name: String,
-    pub parameters: u64,
-    pub nonzero: u64,
-    pub density: f64,
-    /// Before the step.
-    pub density_before: f64,
 }
 
 pub(crate) fn selected(

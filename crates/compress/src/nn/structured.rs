@@ -4,27 +4,12 @@
 //! The architecture changes with the weights, so the smaller model really runs faster.
 
 use candle_core::{Device, Tensor};
-use serde::Serialize;
 
 use super::super::CompressError;
 use super::network::{nn_error, Network, Param};
+pub use domain::results::prune::LayerCut;
+pub use domain::results::prune::StructuredReport;
 use domain::{Architecture, ArchitectureWire, LayerKind, Sparsity, TensorSelection};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LayerCut {
-    pub layer: String,
-    pub units_before: usize,
-    pub units_after: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StructuredReport {
-    pub layers: Vec<LayerCut>,
-    /// Selected layers left whole: the output layer, or layers nothing downstream reads.
-    pub kept_whole: Vec<String>,
-    pub parameters_before: u64,
-    pub parameters_after: u64,
-}
 
 /// Which layer consumes layer `i`'s output units, with the batch norms in between and
 /// whether a flatten lies on the way.

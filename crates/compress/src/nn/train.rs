@@ -2,6 +2,7 @@
 //! optional set of masks held through every update (fine-tuning a pruned model). One seeded
 //! RNG drives shuffling and dropout, so a seed gives the same model on the same machine.
 
+use domain::results::ProgressDetail;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -9,8 +10,6 @@ use candle_core::{backprop::GradStore, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::Serialize;
-use serde_json::json;
 
 use super::super::control::Control;
 use super::super::CompressError;
@@ -18,40 +17,24 @@ use super::data::{Dataset, Split};
 use super::distill::Teacher;
 use super::evaluate::quick_accuracy;
 use super::network::{nn_error, Network};
+pub use domain::results::model::EpochReport;
+pub use domain::results::model::TrainReport;
 use domain::{OptimizerKind, ParamRole, TrainStep};
 
 /// name → 0/1 mask, same shape as the weight.
 pub type Masks = BTreeMap<String, Tensor>;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct EpochReport {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    /// On the evaluation split.
-    pub eval_accuracy: f64,
-    pub seconds: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainReport {
-    pub epochs: Vec<EpochReport>,
-    pub samples_per_second: f64,
-    pub seconds: f64,
-    pub masked_tensors: usize,
-}
-
 /// Where a training run reports to (the job's control, a label for progress events), and
 /// what it learns from: the labels, or a teacher as well.
 pub struct TrainContext<'a> {
     pub control: &'a Control,
-    pub label: serde_json::Value,
+    pub label: ProgressDetail,
     pub teacher: Option<Teacher<'a>>,
 }
 
 impl<'a> TrainContext<'a> {
     /// Training on the labels alone.
-    pub fn on_labels(control: &'a Control, label: serde_json::Value) -> Self {
+    pub fn on_labels(control: &'a Control, label: ProgressDetail) -> Self {
         TrainContext {
             control,
             label,
@@ -250,14 +233,13 @@ pub fn train(
             eval_accuracy,
             seconds: t0.elapsed().as_secs_f64(),
         };
-        let mut detail = ctx.label.clone();
-        if let Some(d) = detail.as_object_mut() {
-            d.insert("epoch".into(), json!(epoch));
-            d.insert("epochs".into(), json!(recipe.epochs));
-            d.insert("train_loss".into(), json!(report.train_loss));
-            d.insert("accuracy".into(), json!(eval_accuracy));
-        }
-        ctx.control.set_detail(detail);
+        ctx.control.set_detail(ProgressDetail {
+            epoch: Some(epoch),
+            epochs: Some(recipe.epochs),
+            train_loss: Some(report.train_loss),
+            accuracy: Some(eval_accuracy),
+            ..ctx.label.clone()
+        });
         tracing::info!(
             epoch,
             loss = report.train_loss,

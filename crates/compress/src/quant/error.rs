@@ -1,15 +1,6 @@
 //! How far dequantized weights are from the originals.
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
-pub struct ErrorStats {
-    pub mse: f64,
-    pub max_abs_error: f64,
-    /// Signal-to-quantization-noise ratio, 10·log10(Σw² / Σ(w−ŵ)²); infinite when exact.
-    pub sqnr_db: f64,
-    pub cosine_similarity: f64,
-}
+pub use domain::results::tensors::ErrorStats;
 
 /// Running sums from which the statistics follow, so that a whole model's error needs no
 /// copy of its weights.
@@ -117,12 +108,11 @@ impl ErrorSums {
     }
 }
 
-impl ErrorStats {
-    pub fn measure(original: &[f32], restored: &[f32]) -> Self {
-        let mut sums = ErrorSums::default();
-        sums.add(original, restored);
-        sums.stats()
-    }
+/// The error between a tensor and its restored copy.
+pub fn measure(original: &[f32], restored: &[f32]) -> ErrorStats {
+    let mut sums = ErrorSums::default();
+    sums.add(original, restored);
+    sums.stats()
 }
 
 #[cfg(test)]
@@ -131,10 +121,10 @@ mod tests {
 
     #[test]
     fn known_errors() {
-        let e = ErrorStats::measure(&[1.0, -2.0, 0.0, 2.0], &[1.0, -2.0, 0.5, 2.0]);
+        let e = measure(&[1.0, -2.0, 0.0, 2.0], &[1.0, -2.0, 0.5, 2.0]);
         assert_eq!(e.mse, 0.0625);
         assert_eq!(e.max_abs_error, 0.5);
         assert!((e.sqnr_db - 10.0 * (9.0f64 / 0.25).log10()).abs() < 1e-12);
-        assert!(ErrorStats::measure(&[1.0], &[1.0]).sqnr_db.is_infinite());
+        assert!(measure(&[1.0], &[1.0]).sqnr_db.is_infinite());
     }
 }

@@ -1,54 +1,24 @@
 //! `distill`: a student trained to imitate the job's model (Hinton et al. 2015, optionally
 //! with intermediate features); the student becomes the job's model.
 
+use domain::results::ProgressDetail;
 use std::path::Path;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde::Serialize;
-use serde_json::json;
 
 use super::{Format, StepContext, StepOutput, StepReport};
 use crate::control::Control;
 use crate::nn::distill::Teacher;
 use crate::nn::evaluate::quick_accuracy;
 use crate::nn::network::Network;
-use crate::nn::train::{train, TrainContext, TrainReport};
+use crate::nn::train::{train, TrainContext};
 use crate::nn::ModelState;
 use crate::CompressError;
+pub use domain::results::distill::DistillReport;
+pub use domain::results::distill::ModelFigures;
 use domain::{Architecture, DistillStep, ParamRole, Student};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelFigures {
-    pub parameters: u64,
-    /// On the evaluation split.
-    pub accuracy: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DistillReport {
-    pub op: &'static str,
-    pub data: String,
-    pub temperature: f64,
-    pub alpha: f64,
-    /// Matched layers whose outputs the student imitated, and the weight of that loss.
-    pub features: Vec<domain::FeaturePair>,
-    pub beta: f64,
-    pub teacher: ModelFigures,
-    pub student: ModelFigures,
-    pub student_architecture: serde_json::Value,
-    /// The same student, same initialisation and budget, trained on the labels alone.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<ModelFigures>,
-    /// Student accuracy minus baseline accuracy, in points (when there is a baseline).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gain_points: Option<f64>,
-    pub train: TrainReport,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline_train: Option<TrainReport>,
-    pub seconds: f64,
-}
 
 fn parameters(net: &Network) -> u64 {
     net.specs()
@@ -121,7 +91,7 @@ pub fn distill_step(
     student.metadata = teacher.metadata.clone();
     let ctx = TrainContext {
         control,
-        label: json!({"step": index, "op": "distill"}),
+        label: ProgressDetail::step(index, "distill"),
         teacher: Some(Teacher {
             net: &teacher,
             temperature: step.temperature,
@@ -139,7 +109,10 @@ pub fn distill_step(
         let alone = fresh(&arch)?;
         let ctx = TrainContext::on_labels(
             control,
-            json!({"step": index, "op": "distill", "baseline": true}),
+            ProgressDetail {
+                baseline: Some(true),
+                ..ProgressDetail::step(index, "distill")
+            },
         );
         let r = train(&alone, data, &step.train, None, None, &ctx)?;
         (Some(figures(&alone)?), Some(r))

@@ -3,20 +3,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use super::{StepContext, StepOutput, StepReport};
-use crate::nn::{EvalReport, ModelState};
+use crate::nn::ModelState;
 use crate::CompressError;
+pub use domain::results::model::EvaluateStepReport;
 use domain::EvaluateStep;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EvaluateStepReport {
-    pub op: &'static str,
-    #[serde(flatten)]
-    pub report: EvalReport,
-    pub seconds: f64,
-}
 
 pub fn evaluate_step(
     state: &ModelState,

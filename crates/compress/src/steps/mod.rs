@@ -3,8 +3,6 @@
 //! pipeline through it. Adding an operation: its request type in `domain::steps`, its run in a
 //! module here, one line in each list (see docs/architecture.md).
 
-use serde::Serialize;
-
 use crate::CompressError;
 use domain::Step;
 
@@ -25,6 +23,7 @@ mod train;
 
 pub use context::{OutputFile, StepContext, StepOutput};
 pub use distill::{DistillReport, ModelFigures};
+pub use domain::results::metrics::StepReport;
 pub use evaluate::EvaluateStepReport;
 pub use format::Format;
 pub use prune_model::{CurvePoint, ModelPruneReport};
@@ -46,40 +45,5 @@ pub fn run_step(step: &Step, cx: &mut StepContext) -> Result<StepOutput, Compres
         Step::Distill(s) => distill::run(s, cx),
         Step::Qat(s) => qat::run(s, cx),
         Step::Auto(s) => auto::run(s, cx),
-    }
-}
-
-/// What a step did, in its own terms.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum StepReport {
-    Prune(crate::PruneReport),
-    Quantize(crate::quantize::QuantizeReport),
-    Export(crate::gguf::GgufReport),
-    ModelPrune(ModelPruneReport),
-    Train(TrainStepReport),
-    Evaluate(EvaluateStepReport),
-    Sensitivity(SensitivityReport),
-    Entropy(crate::entropy::EntropyReport),
-    Distill(DistillReport),
-    Qat(QatReport),
-    Auto(crate::nn::auto::AutoReport),
-}
-
-impl StepReport {
-    pub fn seconds(&self) -> f64 {
-        match self {
-            StepReport::Prune(p) => p.seconds,
-            StepReport::Quantize(q) => q.seconds,
-            StepReport::Export(e) => e.seconds,
-            StepReport::ModelPrune(p) => p.seconds,
-            StepReport::Train(t) => t.train.seconds,
-            StepReport::Evaluate(e) => e.seconds,
-            StepReport::Sensitivity(s) => s.seconds,
-            StepReport::Entropy(e) => e.seconds,
-            StepReport::Distill(d) => d.seconds,
-            StepReport::Qat(q) => q.seconds,
-            StepReport::Auto(a) => a.seconds,
-        }
     }
 }

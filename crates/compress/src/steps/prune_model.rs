@@ -1,52 +1,22 @@
 //! Prune steps that need the model in memory: N:M with an architecture, structured filter
 //! pruning, gradient criteria, schedules of prune + fine-tune rounds.
 
+use domain::results::ProgressDetail;
 use std::path::Path;
 use std::time::Instant;
-
-use serde::Serialize;
-use serde_json::json;
 
 use crate::control::Control;
 use crate::nn::evaluate::quick_accuracy;
 use crate::nn::importance::{prune_nm, prune_to, score, sparsity_of};
 use crate::nn::network::Network;
-use crate::nn::state::{densities, selected, TensorDensity};
-use crate::nn::structured::{l1_filter, StructuredReport};
-use crate::nn::train::{train, Masks, TrainContext, TrainReport};
+use crate::nn::state::{densities, selected};
+use crate::nn::structured::l1_filter;
+use crate::nn::train::{train, Masks, TrainContext};
 use crate::nn::ModelState;
 use crate::CompressError;
+pub use domain::results::prune::CurvePoint;
+pub use domain::results::prune::ModelPruneReport;
 use domain::{Criterion, PruneMethod, PruneStep, PruneTarget, Scope};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CurvePoint {
-    pub step: usize,
-    pub target_sparsity: f64,
-    /// Over the selected tensors.
-    pub sparsity: f64,
-    pub accuracy_after_prune: Option<f64>,
-    /// After fine-tuning (equal to the above without fine-tuning).
-    pub accuracy: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelPruneReport {
-    pub op: &'static str,
-    pub method: PruneMethod,
-    pub criterion: Criterion,
-    /// Sparsity over the selected tensors before and after the step.
-    pub sparsity_before: f64,
-    pub sparsity_after: f64,
-    pub curve: Vec<CurvePoint>,
-    pub tensors: Vec<TensorDensity>,
-    /// N:M: tensors whose row length is not a multiple of m, left alone.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub skipped: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub structured: Option<StructuredReport>,
-    pub finetune: Vec<TrainReport>,
-    pub seconds: f64,
-}
 
 /// Prune steps that need the model in memory: N:M, structured, gradient criteria, schedules.
 pub fn prune_step(
@@ -219,7 +189,12 @@ fn iterate(
                 }
                 let ctx = TrainContext::on_labels(
                     control,
-                    json!({"step": index, "op": "prune", "round": t, "rounds": rounds, "target_sparsity": goal}),
+                    ProgressDetail {
+                        round: Some(t),
+                        rounds: Some(rounds),
+                        target_sparsity: Some(goal),
+                        ..ProgressDetail::step(index, "prune")
+                    },
                 );
                 let mut recipe = recipe;
                 recipe.seed = recipe.seed.wrapping_add(t as u64);
@@ -242,7 +217,13 @@ fn iterate(
             accuracy_after_prune: after_prune,
             accuracy,
         };
-        control.set_detail(json!({"step": index, "op": "prune", "round": t, "rounds": rounds, "sparsity": point.sparsity, "accuracy": accuracy}));
+        control.set_detail(ProgressDetail {
+            round: Some(t),
+            rounds: Some(rounds),
+            sparsity: Some(point.sparsity),
+            accuracy,
+            ..ProgressDetail::step(index, "prune")
+        });
         report.curve.push(point);
     }
     Ok(())

@@ -1,41 +1,22 @@
 //! `qat`: quantization-aware fine-tuning (fake-quantized weights, straight-through
 //! gradients), measured against plain post-training quantization, then the real quantized file.
 
+use domain::results::ProgressDetail;
 use std::path::Path;
 use std::time::Instant;
-
-use serde::Serialize;
-use serde_json::json;
 
 use super::quantize::dequantized_copy;
 use super::{Format, StepContext, StepOutput, StepReport};
 use crate::nn::evaluate::quick_accuracy;
 use crate::nn::fake_quant::FakeQuant;
 use crate::nn::network::Network;
-use crate::nn::train::{masks_of, train, TrainContext, TrainReport};
+use crate::nn::train::{masks_of, train, TrainContext};
 use crate::nn::ModelState;
-use crate::quantize::{quantize_file, QuantizeReport};
+use crate::quantize::quantize_file;
 use crate::reader::read_dense;
 use crate::CompressError;
+pub use domain::results::distill::QatReport;
 use domain::{QatStep, Storage};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct QatReport {
-    pub op: &'static str,
-    pub data: String,
-    /// Accuracy of the float model the step started from.
-    pub accuracy_float: f64,
-    /// The same scheme applied after training (post-training quantization).
-    pub accuracy_ptq: f64,
-    /// After quantization-aware fine-tuning, as stored.
-    pub accuracy_qat: f64,
-    /// QAT minus PTQ, in points.
-    pub gain_points: f64,
-    pub train: TrainReport,
-    /// The quantized artifact the step wrote.
-    pub quantize: QuantizeReport,
-    pub seconds: f64,
-}
 
 /// Accuracy of a quantized file as it will be read: dequantized by compressd's reader.
 fn quantized_accuracy(state: &ModelState, path: &Path) -> Result<f64, CompressError> {
@@ -70,7 +51,7 @@ fn qat_step(
     let accuracy_ptq = accuracy_ptq?;
     let masks = masks_of(&net, &net.weight_names())?;
     net.fake_quant = FakeQuant::for_scheme(step.quantize.scheme, step.quantize.selection.clone());
-    let ctx = TrainContext::on_labels(control, json!({"step": cx.index, "op": "qat"}));
+    let ctx = TrainContext::on_labels(control, ProgressDetail::step(cx.index, "qat"));
     let train_report = train(&net, data, &step.train, Some(&masks), None, &ctx)?;
     net.fake_quant = None;
     let trained = scratch.with_extension("trained.safetensors");

@@ -12,6 +12,15 @@ pub fn run(step: &QuantizeStep, cx: &mut StepContext) -> Result<StepOutput, Comp
         .dequantized_copy
         .then(|| cx.output("dequantized.safetensors"));
     let report = quantize_file(cx.input, &output, dequantized.as_deref(), step, cx.control)?;
+    if report.quantized_tensors == 0 {
+        // Nothing was quantized, so the "quantized" model would be the input again.
+        for file in std::iter::once(&output).chain(&dequantized) {
+            let _ = std::fs::remove_file(file);
+        }
+        return Err(CompressError::InvalidRequest(
+            "the step selects no floating-point weight with two or more dimensions, so nothing would be quantized; check include/exclude against the model's tensor names".into(),
+        ));
+    }
     let mut out = StepOutput::wrote(
         output,
         Format::quantized(step.store == Storage::Sparse),

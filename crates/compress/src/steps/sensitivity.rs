@@ -4,8 +4,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use super::{StepContext, StepOutput, StepReport};
 use crate::control::Control;
 use crate::nn::evaluate::quick_accuracy;
@@ -13,31 +11,10 @@ use crate::nn::importance::solo_accuracy;
 use crate::nn::state::selected;
 use crate::nn::ModelState;
 use crate::CompressError;
+pub use domain::results::model::LayerSensitivity;
+pub use domain::results::model::SensitivityPoint;
+pub use domain::results::model::SensitivityReport;
 use domain::SensitivityStep;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SensitivityPoint {
-    pub sparsity: f64,
-    pub accuracy: f64,
-    /// Baseline accuracy minus this one.
-    pub drop: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LayerSensitivity {
-    pub tensor: String,
-    pub parameters: u64,
-    pub points: Vec<SensitivityPoint>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SensitivityReport {
-    pub op: &'static str,
-    pub data: String,
-    pub baseline_accuracy: f64,
-    pub layers: Vec<LayerSensitivity>,
-    pub seconds: f64,
-}
 
 pub fn sensitivity_step(
     state: &ModelState,

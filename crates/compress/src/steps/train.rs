@@ -1,27 +1,20 @@
 //! `train`: the model trained on the dataset's training split, from its weights or from a
 //! fresh initialisation.
 
+use domain::results::ProgressDetail;
 use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde::Serialize;
-use serde_json::json;
 
 use super::{Format, StepContext, StepOutput, StepReport};
 use crate::control::Control;
 use crate::nn::network::Network;
-use crate::nn::train::{masks_of, train, TrainContext, TrainReport};
+use crate::nn::train::{masks_of, train, TrainContext};
 use crate::nn::ModelState;
 use crate::CompressError;
+pub use domain::results::model::TrainStepReport;
 use domain::{Init, TrainStep};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainStepReport {
-    pub op: &'static str,
-    #[serde(flatten)]
-    pub train: TrainReport,
-}
 
 pub fn train_step(
     state: &ModelState,
@@ -47,7 +40,7 @@ pub fn train_step(
         None
     };
     let op = if finetune { "finetune" } else { "train" };
-    let ctx = TrainContext::on_labels(control, json!({"step": index, "op": op}));
+    let ctx = TrainContext::on_labels(control, ProgressDetail::step(index, op));
     let report = train(&net, data, recipe, masks.as_ref(), None, &ctx)?;
     net.save(output)?;
     Ok(TrainStepReport { op, train: report })
