@@ -306,7 +306,7 @@ fn distillation(path: &Path, epochs: usize) -> anyhow::Result<()> {
 
 /// `auto` on a trained LeNet-300-100: the smallest artifact within one point.
 fn auto(path: &Path, epochs: usize) -> anyhow::Result<()> {
-    use compressd::compress::nn::auto::auto_step;
+    use compressd::compress::nn::auto::{auto_step, AutoInput};
     let arch = Architecture::parse_json(LENET_300_100).map_err(|e| anyhow::anyhow!(e.0))?;
     let data = load_dataset(path, &arch)?;
     let control = Control::default();
@@ -319,16 +319,16 @@ fn auto(path: &Path, epochs: usize) -> anyhow::Result<()> {
         "bits": [6, 5, 4, 3], "finetune": {"lr": 0.01, "epochs": 3}
     }))?;
     let output = dir.path().join("auto.zst");
-    let (r, _) = auto_step(
-        &arch,
-        &data,
-        "MNIST",
-        &input,
-        &output,
-        dir.path(),
-        &step,
-        &control,
-    )?;
+    let (r, _) = auto_step(&AutoInput {
+        arch: &arch,
+        data: &data,
+        data_label: "MNIST",
+        input: &input,
+        output: &output,
+        workdir: dir.path(),
+        step: &step,
+        control: &control,
+    })?;
     for t in &r.trials {
         println!(
             "  trial: level {:.2}, {} bits, sparsity {:.3}, validation {:.4}, {} bytes ({:.1}x){}",

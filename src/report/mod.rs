@@ -4,6 +4,7 @@
 mod charts;
 mod plots;
 mod summary;
+mod trials;
 
 use crate::domain::results::JobMetrics;
 use charts::charts;
@@ -64,6 +65,7 @@ pub fn render(title: &str, metrics: &JobMetrics) -> Result<(String, Vec<Chart>),
             100.0 * initial
         ));
     }
+    html.push_str(&trials::trial_tables(metrics));
     html.push_str("<h2>Charts</h2>");
     if charts.is_empty() {
         html.push_str(

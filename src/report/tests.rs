@@ -156,3 +156,66 @@ fn warnings_come_first() {
         .expect("the warning is shown");
     assert!(warning < html.find("Summary").unwrap());
 }
+
+#[test]
+fn auto_lists_every_trial_with_why_it_lost() {
+    use crate::domain::results::auto::{AutoReport, Trial, Winner};
+    let trial = |bytes: u64, rejected: Option<&str>| Trial {
+        student: false,
+        level: 0.5,
+        throughput: None,
+        parameters: None,
+        bits: 4,
+        sparsities: Vec::new(),
+        overall_sparsity: 0.5,
+        validation_accuracy: 0.9,
+        holdout_accuracy: Some(0.9),
+        bytes,
+        compression_ratio: 2.0,
+        within_budget: true,
+        on_frontier: rejected.is_none(),
+        rejected: rejected.map(str::to_owned),
+    };
+    let report = AutoReport {
+        op: "auto",
+        objective: "size",
+        max_accuracy_drop: 0.01,
+        data: "evaluation split".into(),
+        validation_samples: 50,
+        holdout_samples: 50,
+        baseline_validation_accuracy: 0.91,
+        baseline_test_accuracy: 0.9,
+        dense_f32_bytes: 4000,
+        sensitivity: Vec::new(),
+        trials: vec![
+            trial(
+                900,
+                Some("held-out accuracy 80.00 % is more than 1.00 points below"),
+            ),
+            trial(1000, None),
+        ],
+        winner: Some(Winner {
+            trial: 1,
+            test_accuracy: 0.9,
+            test_accuracy_drop: 0.0,
+            bytes: 1000,
+            compression_ratio: 4.0,
+        }),
+        trials_used: 2,
+        seconds_used: 1.0,
+        budget_exhausted: false,
+        note: "trial 1 wins".into(),
+        seconds: 1.0,
+    };
+    let metrics = JobMetrics::new(4000, 1000, None, Vec::new(), vec![StepReport::Auto(report)]);
+    let (html, _) = render("job", &metrics).unwrap();
+    assert!(
+        html.contains("held-out accuracy 80.00 % is more than 1.00 points below"),
+        "{html}"
+    );
+    assert!(html.contains("<td>wins</td>"), "{html}");
+    assert!(
+        html.contains("verified on the other 50 (held out"),
+        "{html}"
+    );
+}

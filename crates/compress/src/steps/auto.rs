@@ -4,7 +4,7 @@
 use domain::{AutoStep, Objective};
 
 use super::{Format, StepContext, StepOutput, StepReport};
-use crate::nn::auto::{auto_latency, auto_step};
+use crate::nn::auto::{auto_latency, auto_step, AutoInput};
 use crate::CompressError;
 
 pub fn run(step: &AutoStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {
@@ -15,26 +15,19 @@ pub fn run(step: &AutoStep, cx: &mut StepContext) -> Result<StepOutput, Compress
             "auto needs a model architecture and a dataset".into(),
         ));
     };
+    let input = AutoInput {
+        arch,
+        data,
+        data_label: &state.data_label,
+        input: cx.input,
+        output: &output,
+        workdir: cx.workdir,
+        step,
+        control: cx.control,
+    };
     let (report, arch) = match step.objective {
-        Objective::Size => auto_step(
-            arch,
-            data,
-            &state.data_label,
-            cx.input,
-            &output,
-            cx.workdir,
-            step,
-            cx.control,
-        )?,
-        Objective::Latency => auto_latency(
-            arch,
-            data,
-            &state.data_label,
-            cx.input,
-            &output,
-            step,
-            cx.control,
-        )?,
+        Objective::Size => auto_step(&input)?,
+        Objective::Latency => auto_latency(&input)?,
     };
     if arch.is_some() {
         state.arch = arch;
