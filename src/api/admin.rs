@@ -1,6 +1,5 @@
 //! `/v1/admin`: tenants and API keys, for the holder of `COMPRESSD_ADMIN_KEY`.
 
-use crate::domain::Code;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -13,6 +12,7 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::AppState;
+use crate::domain::Code;
 use crate::store::{KeyRecord, Limits, TenantError, TenantRecord};
 
 const MAX_TENANT_NAME: usize = 64;

@@ -3,7 +3,6 @@
 //! key serves everyone as the `local` tenant (the laptop default); the admin API has its own
 //! key.
 
-use crate::domain::Code;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -13,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::domain::Code;
 use crate::store::{KeyRecord, TenantRecord, LOCAL_TENANT};
 
 /// The authenticated caller, put in the request's extensions by [`authenticate`].

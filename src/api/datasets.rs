@@ -1,6 +1,5 @@
 //! `/v1/datasets`: upload, list, inspect and delete datasets that jobs train and measure on.
 
-use crate::domain::Code;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -9,12 +8,13 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_id, ApiQuery};
-use super::models::{receive_upload, validate_name, UploadQuery};
 use super::upload::TempUpload;
+use super::upload::{receive_upload, validate_name, UploadQuery};
 use super::views::{next_cursor, DatasetView, Page, PageQuery};
 use super::AppState;
 use crate::compress::nn::inspect_dataset;
 use crate::compress::CompressError;
+use crate::domain::Code;
 use crate::store::{DatasetRecord, NewDataset};
 
 /// Upload a dataset: one safetensors file with `train_images` (or `train_inputs`) and

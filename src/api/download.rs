@@ -1,6 +1,5 @@
 //! Streaming a stored file: Content-Length, a strong ETag (its SHA-256), and single byte ranges.
 
-use crate::domain::Code;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +7,7 @@ use tokio_util::io::ReaderStream;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::domain::Code;
 
 /// A byte range [start, end] (inclusive) within a file of `len` bytes.
 #[derive(Debug, PartialEq, Eq)]

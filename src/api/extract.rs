@@ -1,12 +1,12 @@
 //! Extractors whose rejections are problem+json too.
 
-use crate::domain::Code;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::domain::Code;
 
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]

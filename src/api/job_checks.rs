@@ -1,7 +1,6 @@
 //! Checks a job must pass before it is queued: the pipeline against the model's tensors and
 //! architecture, the dataset against the model, the webhook address, the tenant's queue.
 
-use crate::domain::Code;
 use uuid::Uuid;
 
 use super::auth::Caller;
@@ -11,7 +10,7 @@ use crate::compress::nn::{check_fit, DatasetSummary};
 use crate::compress::prune::select_tensors;
 use crate::compress::quantize::check_groups;
 use crate::compress::TensorEntry;
-use crate::domain::{Architecture, Pipeline, QatStep, Step};
+use crate::domain::{Architecture, Code, Pipeline, QatStep, Step};
 use crate::store::ModelRecord;
 
 const MAX_WEBHOOK_URL: usize = 2048;

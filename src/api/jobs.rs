@@ -1,6 +1,5 @@
 //! `/v1/jobs`: submit, inspect, list and cancel compression jobs.
 
-use crate::domain::Code;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +18,7 @@ use super::job_checks::{
 };
 use super::views::{next_cursor, JobView, Page, PageQuery};
 use super::AppState;
-use crate::domain::{JobStatus, Pipeline, PipelineStepDoc};
+use crate::domain::{Code, JobStatus, Pipeline, PipelineStepDoc};
 use crate::store::{CreateJob, Created, JobFilter, JobRecord};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;

@@ -11,16 +11,17 @@ mod events;
 mod extract;
 mod job_checks;
 mod jobs;
+mod model_files;
 mod models;
 mod ops;
 pub mod rate_limit;
 mod report;
 mod resumable;
+mod state;
 mod stored;
 mod upload;
 pub mod views;
 
-use crate::domain::Code;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,37 +30,15 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
-use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use state::AppState;
 
-use crate::config::Config;
-use crate::store::{BlobStore, Store};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub blobs: Arc<dyn BlobStore>,
-    pub config: Arc<Config>,
-    pub metrics: PrometheusHandle,
-    /// Cancelled when the server begins to shut down; long-lived streams end then.
-    pub shutdown: CancellationToken,
-    /// Bound to loopback: with no live API key, requests run as the `local` tenant.
-    pub open: bool,
-    pub rate_limits: Arc<rate_limit::RateLimits>,
-}
-
-impl AppState {
-    /// How long a request body may send nothing before it is cut off.
-    pub fn body_idle(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.config.body_idle_timeout_ms.max(100))
-    }
-}
+use crate::domain::Code;
 
 #[derive(OpenApi)]
 #[openapi(

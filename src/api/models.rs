@@ -1,40 +1,26 @@
 //! `/v1/models`: upload, list, inspect, download and delete models.
 
-use crate::domain::Code;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use serde::Deserialize;
-use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::auth::Caller;
 use super::download::serve_blob;
 use super::error::ApiError;
-use std::collections::HashMap;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde_json::Value;
 
 use super::extract::{parse_id, ApiJson, ApiQuery};
-use super::upload::{drain, receive, receive_form, TempUpload};
+use super::model_files::{
+    check_fit, initial_weights, parse_architecture, parse_config, store_model,
+};
+use super::upload::{receive_upload, validate_name, UploadQuery};
 use super::views::{next_cursor, ModelView, Page, PageQuery};
 use super::AppState;
-use crate::compress::nn::{check_weights, Network};
-use crate::compress::{OpenError, SafetensorsIndex, TensorEntry};
-use crate::domain::{Architecture, ArchitectureWire};
-use crate::store::NewModel;
-
-const MAX_NAME_CHARS: usize = 200;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct UploadQuery {
-    /// Model name (raw uploads; multipart uploads may send a `name` part instead).
-    pub name: Option<String>,
-}
+use crate::compress::TensorEntry;
+use crate::domain::{ArchitectureWire, Code};
 
 /// Upload a model (safetensors). Send `multipart/form-data` with a `file` part, an optional
 /// `name` part and an optional `architecture` part (JSON; the weights must then fit it
@@ -105,106 +91,6 @@ const MODEL_PARTS: &[(&str, u64)] = &[
     ("config", 1 << 20),
 ];
 
-/// Receives a raw or multipart upload: the file (if any), the text parts, the file's name.
-pub(super) async fn receive_upload(
-    app: &AppState,
-    request: Request,
-    limit: u64,
-    parts: &[(&str, u64)],
-) -> Result<(Option<TempUpload>, HashMap<String, String>, Option<String>), ApiError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_owned();
-    let too_large = |n: u64| n > limit.saturating_add(64 << 10).saturating_add(1 << 20);
-    if declared.is_some_and(too_large) {
-        drain(std::pin::pin!(request.into_body().into_data_stream())).await;
-        return Err(ApiError::too_large(limit));
-    }
-    if content_type.starts_with("multipart/form-data") {
-        let form = receive_form(
-            &app.config.tmp_dir(),
-            limit,
-            app.body_idle(),
-            &content_type,
-            request.into_body(),
-            parts,
-        )
-        .await?;
-        Ok((form.file, form.texts, form.file_name))
-    } else if content_type.starts_with("application/octet-stream") {
-        let stream = request.into_body().into_data_stream();
-        let upload = receive(stream, &app.config.tmp_dir(), limit, app.body_idle())
-            .await
-            .map_err(|e| e.into_api(limit))?;
-        Ok((Some(upload), HashMap::new(), None))
-    } else {
-        Err(ApiError::new(Code::UnsupportedMediaType, format!("Content-Type '{content_type}' is not accepted: send multipart/form-data with a 'file' part, or application/octet-stream"),
-        ))
-    }
-}
-
-/// A `config.json` (a JSON object), kept to be written beside compressed artifacts.
-fn parse_config(text: &str) -> Result<Value, ApiError> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(ApiError::new(
-            Code::InvalidConfig,
-            "the 'config' part must be a JSON object (a model's config.json)",
-        )),
-        Err(e) => Err(ApiError::new(
-            Code::InvalidConfig,
-            format!("the 'config' part is not JSON: {e}"),
-        )),
-    }
-}
-
-fn parse_architecture(text: &str) -> Result<Architecture, ApiError> {
-    Architecture::parse_json(text).map_err(|e| ApiError::new(Code::InvalidArchitecture, e.0))
-}
-
-/// Fresh weights for an architecture-only upload, written like an uploaded file.
-async fn initial_weights(
-    app: &AppState,
-    arch: &Architecture,
-    seed: Option<String>,
-) -> Result<TempUpload, ApiError> {
-    let seed = match seed {
-        Some(s) => s.trim().parse::<u64>().map_err(|_| {
-            ApiError::new(
-                Code::InvalidSeed,
-                format!("seed must be a non-negative integer, got '{s}'"),
-            )
-        })?,
-        None => 0,
-    };
-    let path = app
-        .config
-        .tmp_dir()
-        .join(format!("init-{}.safetensors", Uuid::new_v4().simple()));
-    let arch = arch.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let written = Network::initialise(&arch, &mut rng).and_then(|net| net.save(&path));
-        match written {
-            Ok(_) => TempUpload::adopt(path).map_err(ApiError::internal),
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                Err(ApiError::internal(e))
-            }
-        }
-    })
-    .await
-    .map_err(ApiError::internal)?
-}
-
 async fn find_model(
     app: &AppState,
     caller: &Caller,
@@ -214,17 +100,6 @@ async fn find_model(
         .get_model(caller.tenant_id(), id)
         .await?
         .ok_or_else(|| ApiError::not_found("model", &id.to_string()))
-}
-
-/// The weights must match the architecture tensor for tensor.
-fn check_fit(arch: &Architecture, tensors: &[TensorEntry]) -> Result<(), ApiError> {
-    check_weights(
-        arch,
-        tensors
-            .iter()
-            .map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice())),
-    )
-    .map_err(|e| ApiError::new(Code::WeightsMismatch, e))
 }
 
 /// Set or replace the model's architecture. The weights must fit it exactly.
@@ -259,72 +134,6 @@ pub async fn put_architecture(
         .await?;
     let model = find_model(&app, &caller, id).await?;
     Ok(Json(ModelView::new(model, true)))
-}
-
-pub(super) fn validate_name(name: Option<String>) -> Result<String, ApiError> {
-    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-    let Some(name) = name else {
-        return Ok("model".into());
-    };
-    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ApiError::new(Code::InvalidName, format!("a model name must be at most {MAX_NAME_CHARS} characters with no control characters"),
-        ));
-    }
-    Ok(name)
-}
-
-/// Checks the file, moves it into blob storage and records it; on any failure nothing is left.
-pub(super) async fn store_model(
-    app: &AppState,
-    caller: &Caller,
-    upload: TempUpload,
-    name: String,
-    architecture: Option<Architecture>,
-    config: Option<Value>,
-) -> Result<crate::store::ModelRecord, ApiError> {
-    let path = upload.path().to_owned();
-    let index = tokio::task::spawn_blocking(move || SafetensorsIndex::open(&path))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| match e {
-            OpenError::Format(f) => ApiError::new(
-                Code::InvalidModel,
-                format!("the upload is not a valid safetensors file: {f}"),
-            ),
-            OpenError::Io(io) => ApiError::internal(io),
-        })?;
-    if let Some(arch) = &architecture {
-        check_fit(arch, &index.tensors)?;
-    }
-    let id = Uuid::now_v7();
-    let size_bytes = upload.size;
-    let sha256 = upload.sha256.clone();
-    let blob_key = super::stored::keep(app, caller, upload).await?;
-    let new = NewModel {
-        id,
-        tenant_id: caller.tenant_id().to_owned(),
-        name,
-        format: "safetensors".into(),
-        size_bytes,
-        sha256,
-        tensor_count: index.tensors.len() as u64,
-        parameter_count: index.parameter_count(),
-        tensors: serde_json::to_value(&index.tensors).map_err(ApiError::internal)?,
-        metadata: serde_json::to_value(&index.metadata).map_err(ApiError::internal)?,
-        blob_key: blob_key.clone(),
-        architecture: architecture.map(|a| a.to_json()),
-        config,
-    };
-    match app.store.insert_model(&new).await {
-        Ok(model) => {
-            tracing::info!(model_id = %model.id, bytes = model.size_bytes, "model stored");
-            Ok(model)
-        }
-        Err(e) => {
-            super::stored::forget(app, &blob_key).await;
-            Err(e.into())
-        }
-    }
 }
 
 /// List models, newest first.

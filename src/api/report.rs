@@ -1,6 +1,5 @@
 //! `GET /v1/jobs/{id}/report`: the job's report page, to open in a browser.
 
-use crate::domain::Code;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -10,6 +9,7 @@ use super::download::serve_blob;
 use super::error::ApiError;
 use super::jobs::find_job;
 use super::AppState;
+use crate::domain::Code;
 
 /// The report of a finished job: one self-contained HTML page (summary table, inline SVG
 /// charts; no scripts, no external assets). The same charts are `chart` artifacts (SVG).

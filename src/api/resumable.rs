@@ -3,7 +3,6 @@
 //! whole file's SHA-256: the parts are joined, checked and stored as a model or dataset.
 //! Incomplete uploads are removed when their time to live passes.
 
-use crate::domain::Code;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,10 +17,12 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_id, ttl_ms, ApiJson, MAX_TTL_SECONDS};
-use super::models::{store_model, validate_name};
+use super::model_files::store_model;
 use super::upload::receive;
+use super::upload::validate_name;
 use super::views::{DatasetView, ModelView};
 use super::AppState;
+use crate::domain::Code;
 use crate::store::{PartRecord, UploadRecord};
 
 /// Part numbers run from 1 to this.

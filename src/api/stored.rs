@@ -1,12 +1,11 @@
 //! Content-addressed files: a tenant's identical bytes are kept once, under their SHA-256, and
 //! count once against its storage quota. A file goes when the last row naming it goes.
 
-use crate::domain::Code;
-
 use super::auth::Caller;
 use super::error::ApiError;
 use super::upload::TempUpload;
 use super::AppState;
+use crate::domain::Code;
 
 pub fn content_key(tenant: &str, sha256: &str) -> String {
     format!("tenants/{tenant}/sha256/{sha256}")

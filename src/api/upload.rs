@@ -1,7 +1,6 @@
 //! Receiving an upload: stream the body to a temporary file, hashing as it goes on a blocking
 //! thread, and stop at the size limit. The temporary file is removed unless it is kept.
 
-use crate::domain::Code;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +10,16 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use std::collections::HashMap;
+
+use axum::extract::Request;
+use axum::http::header;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
 use super::error::ApiError;
+use super::AppState;
+use crate::domain::Code;
 
 /// A received upload on local disk; deleted on drop unless `keep` was called.
 #[derive(Debug)]
@@ -258,4 +266,72 @@ pub async fn receive_form(
         }
     }
     Ok(out)
+}
+
+const MAX_NAME_CHARS: usize = 200;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// Model name (raw uploads; multipart uploads may send a `name` part instead).
+    pub name: Option<String>,
+}
+
+/// Receives a raw or multipart upload: the file (if any), the text parts, the file's name.
+pub(super) async fn receive_upload(
+    app: &AppState,
+    request: Request,
+    limit: u64,
+    parts: &[(&str, u64)],
+) -> Result<(Option<TempUpload>, HashMap<String, String>, Option<String>), ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let too_large = |n: u64| n > limit.saturating_add(64 << 10).saturating_add(1 << 20);
+    if declared.is_some_and(too_large) {
+        drain(std::pin::pin!(request.into_body().into_data_stream())).await;
+        return Err(ApiError::too_large(limit));
+    }
+    if content_type.starts_with("multipart/form-data") {
+        let form = receive_form(
+            &app.config.tmp_dir(),
+            limit,
+            app.body_idle(),
+            &content_type,
+            request.into_body(),
+            parts,
+        )
+        .await?;
+        Ok((form.file, form.texts, form.file_name))
+    } else if content_type.starts_with("application/octet-stream") {
+        let stream = request.into_body().into_data_stream();
+        let upload = receive(stream, &app.config.tmp_dir(), limit, app.body_idle())
+            .await
+            .map_err(|e| e.into_api(limit))?;
+        Ok((Some(upload), HashMap::new(), None))
+    } else {
+        Err(ApiError::new(Code::UnsupportedMediaType, format!("Content-Type '{content_type}' is not accepted: send multipart/form-data with a 'file' part, or application/octet-stream"),
+        ))
+    }
+}
+
+/// A model or dataset name: trimmed, at most 200 characters, no control characters.
+pub(super) fn validate_name(name: Option<String>) -> Result<String, ApiError> {
+    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    let Some(name) = name else {
+        return Ok("model".into());
+    };
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::new(Code::InvalidName, format!("a model name must be at most {MAX_NAME_CHARS} characters with no control characters"),
+        ));
+    }
+    Ok(name)
 }

@@ -1,6 +1,5 @@
 //! The JSON bodies the API answers with.
 
-use crate::domain::Code;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -8,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::domain::{ArchitectureWire, JobStatus, PipelineStepDoc, Problem};
+use crate::domain::{ArchitectureWire, Code, JobStatus, PipelineStepDoc, Problem};
 use crate::store::{ArtifactRecord, DatasetRecord, JobRecord, ModelRecord};
 
 pub const DEFAULT_PAGE: u32 = 50;

@@ -5,6 +5,7 @@
 mod attempt;
 mod outputs;
 mod pool;
+mod run;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ pub mod data;
 pub mod distill;
 pub mod evaluate;
 pub mod fake_quant;
+mod forward;
 pub mod importance;
 pub mod network;
 pub mod state;

@@ -12,6 +12,7 @@
 
 mod latency;
 mod size;
+mod trial;
 
 use std::path::Path;
 use std::time::Instant;
