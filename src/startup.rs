@@ -43,6 +43,23 @@ impl Application {
             LocalBlobs::new(config.blob_dir())
                 .with_context(|| format!("creating {}", config.blob_dir().display()))?,
         );
+        // Refuse to serve before anything starts: a refused process must not run jobs.
+        let listener = TcpListener::bind(&config.bind)
+            .await
+            .with_context(|| format!("binding {}", config.bind))?;
+        let address = listener.local_addr()?;
+        let open = address.ip().is_loopback();
+        let keys = store.live_keys_exist().await?;
+        if !open && !keys && config.admin_key.is_none() {
+            anyhow::bail!(
+                "refusing to serve on {address} with no API keys: anyone who can reach it could use it. \
+                 Create a key first (`compressd keys create --tenant NAME`), set COMPRESSD_ADMIN_KEY, \
+                 or bind to 127.0.0.1"
+            );
+        }
+        if open && !keys {
+            tracing::warn!(%address, "no API keys exist: serving without authentication, as tenant 'local', because the address is loopback");
+        }
         let worker = Worker::new(
             store.clone(),
             blobs.clone(),
@@ -61,46 +78,8 @@ impl Application {
             config.workers(),
             Duration::from_millis(config.poll_ms.max(10)),
         );
-        let listener = TcpListener::bind(&config.bind)
-            .await
-            .with_context(|| format!("binding {}", config.bind))?;
-        let address = listener.local_addr()?;
-        let open = address.ip().is_loopback();
-        let keys = store.live_keys_exist().await?;
-        if !open && !keys && config.admin_key.is_none() {
-            pool.shutdown(Duration::ZERO).await;
-            anyhow::bail!(
-                "refusing to serve on {address} with no API keys: anyone who can reach it could use it. \
-                 Create a key first (`compressd keys create --tenant NAME`), set COMPRESSD_ADMIN_KEY, \
-                 or bind to 127.0.0.1"
-            );
-        }
-        if open && !keys {
-            tracing::warn!(%address, "no API keys exist: serving without authentication, as tenant 'local', because the address is loopback");
-        }
         let shutdown = CancellationToken::new();
-        let background = vec![
-            tokio::spawn(crate::notify::run(
-                store.clone(),
-                crate::notify::WebhookSettings {
-                    max_attempts: config.webhook_max_attempts.max(1),
-                    retry_base: Duration::from_millis(config.webhook_retry_base_ms),
-                    poll: Duration::from_millis(config.poll_ms.clamp(10, 1000)),
-                },
-                shutdown.clone(),
-            )),
-            tokio::spawn(
-                crate::sweeper::Sweeper {
-                    store: store.clone(),
-                    blobs: blobs.clone(),
-                    tmp_dir: config.tmp_dir(),
-                }
-                .run(
-                    Duration::from_millis(config.sweep_ms.max(50)),
-                    shutdown.clone(),
-                ),
-            ),
-        ];
+        let background = background_tasks(&config, &store, &blobs, &shutdown);
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
         let state = AppState {
             store: store.clone(),
@@ -217,4 +196,35 @@ fn redact(url: &str) -> String {
         },
         _ => url.to_owned(),
     }
+}
+
+/// The webhook sender and the retention sweeper, both stopped by `shutdown`.
+fn background_tasks(
+    config: &Config,
+    store: &Store,
+    blobs: &Arc<dyn BlobStore>,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(crate::notify::run(
+            store.clone(),
+            crate::notify::WebhookSettings {
+                max_attempts: config.webhook_max_attempts.max(1),
+                retry_base: Duration::from_millis(config.webhook_retry_base_ms),
+                poll: Duration::from_millis(config.poll_ms.clamp(10, 1000)),
+            },
+            shutdown.clone(),
+        )),
+        tokio::spawn(
+            crate::sweeper::Sweeper {
+                store: store.clone(),
+                blobs: blobs.clone(),
+                tmp_dir: config.tmp_dir(),
+            }
+            .run(
+                Duration::from_millis(config.sweep_ms.max(50)),
+                shutdown.clone(),
+            ),
+        ),
+    ]
 }

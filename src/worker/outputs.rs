@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::compress::{PipelineRun, SafetensorsIndex};
+use crate::compress::{OutputFile, PipelineRun, SafetensorsIndex};
 use crate::domain::results::JobMetrics;
 use crate::domain::Pipeline;
 use crate::report::render;
@@ -29,8 +29,6 @@ pub async fn store_outputs(
     run: PipelineRun,
     workdir: &Path,
 ) -> io::Result<JobOutputs> {
-    let base = safe_file_stem(&model.name);
-    let prefix = format!("artifacts/{}/{}", lease.job.id, lease.token.simple());
     // A pipeline that only measures leaves no model file: the model is as it was uploaded.
     let written = run.outputs.iter().find(|o| o.kind == "model").cloned();
     let main_bytes = match &written {
@@ -51,48 +49,20 @@ pub async fn store_outputs(
         .as_ref()
         .zip(written.as_ref())
         .map(|(c, o)| config_beside(c, &o.path));
-
-    let mut artifacts = Vec::new();
-    let mut listed = Vec::new();
+    let mut put = Putter {
+        blobs,
+        prefix: format!("artifacts/{}/{}", lease.job.id, lease.token.simple()),
+        base: safe_file_stem(&model.name),
+        workdir,
+        artifacts: Vec::new(),
+        listed: Vec::new(),
+    };
     let result = async {
         for output in &outputs {
-            let content_type = if output.format.suffix.ends_with(".json") {
-                "application/json"
-            } else {
-                "application/octet-stream"
-            };
-            let a = put(
-                blobs,
-                &prefix,
-                &output.path,
-                format!("{base}{}", output.format.suffix),
-                output.kind,
-                content_type,
-            )
-            .await?;
-            listed.push(json!({
-                "kind": a.kind,
-                "file_name": a.file_name,
-                "sha256": a.sha256,
-                "size_bytes": a.size_bytes,
-                "format": output.format.description,
-                "read_with": output.format.read_with,
-            }));
-            artifacts.push(a);
+            put.output(output).await?;
         }
         if let Some(config) = &config {
-            let path = workdir.join("config.json");
-            tokio::fs::write(&path, serde_json::to_vec_pretty(&config)?).await?;
-            let a = put(blobs, &prefix, &path, "config.json".into(), "config", "application/json").await?;
-            listed.push(json!({
-                "kind": a.kind,
-                "file_name": a.file_name,
-                "sha256": a.sha256,
-                "size_bytes": a.size_bytes,
-                "format": "JSON: the uploaded config.json, plus the quantization_config of a quantized model",
-                "read_with": ["transformers", "vLLM", "llm-compressor"],
-            }));
-            artifacts.push(a);
+            put.config(config).await?;
         }
         let report = json!({
             "job_id": lease.job.id,
@@ -105,56 +75,140 @@ pub async fn store_outputs(
             },
             "pipeline": pipeline.to_json(),
             "metrics": metrics_json,
-            "artifacts": listed,
+            "artifacts": put.listed,
         });
-        // The page and its charts are built from the metrics alone, off the async runtime (the
-        // charts take a while on large models); a chart that cannot be drawn leaves the job's
-        // result intact and says so on the page.
         let title = format!("compressd job {} — {}", lease.job.id, model.name);
-        let (html, charts) = tokio::task::spawn_blocking(move || render(&title, &metrics))
-            .await
-            .map_err(io::Error::other)?
-            .unwrap_or_else(|e| {
-                (format!("<!doctype html><html><body><h1>report unavailable</h1><p>{}</p></body></html>", e.replace('<', "&lt;")), Vec::new())
-            });
-        let html_path = workdir.join("report.html");
-        tokio::fs::write(&html_path, html).await?;
-        artifacts.push(
-            put(blobs, &prefix, &html_path, format!("{base}.report.html"), "report_html", "text/html; charset=utf-8").await?,
-        );
-        for (name, svg) in charts {
-            let path = workdir.join(format!("{name}.svg"));
-            tokio::fs::write(&path, svg).await?;
-            artifacts.push(
-                put(blobs, &prefix, &path, format!("{base}.{name}.svg"), "chart", "image/svg+xml").await?,
-            );
-        }
-        let report_path = workdir.join("report.json");
-        tokio::fs::write(&report_path, serde_json::to_vec_pretty(&report)?).await?;
-        artifacts.push(
-            put(
-                blobs,
-                &prefix,
-                &report_path,
-                format!("{base}.report.json"),
-                "report",
-                "application/json",
-            )
-            .await?,
-        );
-        io::Result::Ok(())
+        put.report_page(title, metrics).await?;
+        put.text(
+            "report.json",
+            &serde_json::to_vec_pretty(&report)?,
+            ".report.json",
+            "report",
+            "application/json",
+        )
+        .await
     }
     .await;
     if let Err(e) = result {
-        for a in &artifacts {
+        for a in &put.artifacts {
             let _ = blobs.delete(&a.blob_key).await;
         }
         return Err(e);
     }
     Ok(JobOutputs {
         metrics: metrics_json,
-        artifacts,
+        artifacts: put.artifacts,
     })
+}
+
+/// Puts a job's files into blob storage under the attempt's prefix, named after the model,
+/// and remembers what it put (to record, or to delete again if a later put fails).
+struct Putter<'a> {
+    blobs: &'a Arc<dyn BlobStore>,
+    prefix: String,
+    base: String,
+    workdir: &'a Path,
+    artifacts: Vec<NewArtifact>,
+    /// The model files and config as the JSON report lists them.
+    listed: Vec<Value>,
+}
+
+impl Putter<'_> {
+    async fn output(&mut self, output: &OutputFile) -> io::Result<()> {
+        let content_type = if output.format.suffix.ends_with(".json") {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        };
+        let name = format!("{}{}", self.base, output.format.suffix);
+        let a = put(
+            self.blobs,
+            &self.prefix,
+            &output.path,
+            name,
+            output.kind,
+            content_type,
+        )
+        .await?;
+        self.list(&a, &output.format.description, output.format.read_with);
+        self.artifacts.push(a);
+        Ok(())
+    }
+
+    async fn config(&mut self, config: &Value) -> io::Result<()> {
+        let path = self.workdir.join("config.json");
+        tokio::fs::write(&path, serde_json::to_vec_pretty(config)?).await?;
+        let a = put(
+            self.blobs,
+            &self.prefix,
+            &path,
+            "config.json".into(),
+            "config",
+            "application/json",
+        )
+        .await?;
+        self.list(
+            &a,
+            "JSON: the uploaded config.json, plus the quantization_config of a quantized model",
+            &["transformers", "vLLM", "llm-compressor"],
+        );
+        self.artifacts.push(a);
+        Ok(())
+    }
+
+    fn list(&mut self, a: &NewArtifact, format: &str, read_with: &[&str]) {
+        self.listed.push(json!({
+            "kind": a.kind,
+            "file_name": a.file_name,
+            "sha256": a.sha256,
+            "size_bytes": a.size_bytes,
+            "format": format,
+            "read_with": read_with,
+        }));
+    }
+
+    /// A file written from bytes in the job's directory, then put.
+    async fn text(
+        &mut self,
+        file: &str,
+        bytes: &[u8],
+        suffix: &str,
+        kind: &str,
+        content_type: &str,
+    ) -> io::Result<()> {
+        let path = self.workdir.join(file);
+        tokio::fs::write(&path, bytes).await?;
+        let name = format!("{}{suffix}", self.base);
+        let a = put(self.blobs, &self.prefix, &path, name, kind, content_type).await?;
+        self.artifacts.push(a);
+        Ok(())
+    }
+
+    /// The HTML page and its charts, built from the metrics alone off the async runtime (the
+    /// charts take a while on large models); a chart that cannot be drawn leaves the job's
+    /// result intact and says so on the page.
+    async fn report_page(&mut self, title: String, metrics: JobMetrics) -> io::Result<()> {
+        let (html, charts) = tokio::task::spawn_blocking(move || render(&title, &metrics))
+            .await
+            .map_err(io::Error::other)?
+            .unwrap_or_else(|e| {
+                (format!("<!doctype html><html><body><h1>report unavailable</h1><p>{}</p></body></html>", e.replace('<', "&lt;")), Vec::new())
+            });
+        self.text(
+            "report.html",
+            html.as_bytes(),
+            ".report.html",
+            "report_html",
+            "text/html; charset=utf-8",
+        )
+        .await?;
+        for (name, svg) in charts {
+            let (file, suffix) = (format!("{name}.svg"), format!(".{name}.svg"));
+            self.text(&file, svg.as_bytes(), &suffix, "chart", "image/svg+xml")
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 async fn put(

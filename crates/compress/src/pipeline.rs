@@ -146,24 +146,7 @@ pub fn run_pipeline(
         }
         None => None,
     };
-    if let Some(arch) = &state.arch {
-        let path = workdir.join("architecture.json");
-        std::fs::write(
-            &path,
-            serde_json::to_vec_pretty(&arch.to_json()).map_err(std::io::Error::other)?,
-        )?;
-        outputs.push(OutputFile {
-            kind: "architecture",
-            path,
-            format: Format {
-                description: "compressd architecture JSON (the model's layers after every step)"
-                    .into(),
-                read_with: &["compressd (POST /v1/models with an architecture part)"],
-                suffix: ".architecture.json".into(),
-                dense_readable: false,
-            },
-        });
-    }
+    outputs.extend(architecture_output(state, workdir)?);
     control.begin_step(count, count);
     let histograms = match &current {
         Some(result) if format.dense_readable => histograms(input, result),
@@ -223,4 +206,30 @@ fn evaluate_after(
         after: Some(after),
         after_note: None,
     })
+}
+
+/// The architecture after every step (structured pruning, distillation and auto may change
+/// it), as a file beside the model.
+fn architecture_output(
+    state: &ModelState,
+    workdir: &Path,
+) -> Result<Option<OutputFile>, CompressError> {
+    let Some(arch) = &state.arch else {
+        return Ok(None);
+    };
+    let path = workdir.join("architecture.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&arch.to_json()).map_err(std::io::Error::other)?,
+    )?;
+    Ok(Some(OutputFile {
+        kind: "architecture",
+        path,
+        format: Format {
+            description: "compressd architecture JSON (the model's layers after every step)".into(),
+            read_with: &["compressd (POST /v1/models with an architecture part)"],
+            suffix: ".architecture.json".into(),
+            dense_readable: false,
+        },
+    }))
 }

@@ -13,8 +13,8 @@ use super::chunked_io::{copy_header, map_chunk, PipelinedWriter};
 use super::control::Control;
 use super::dtype::Dtype;
 use super::prune::select_tensors;
-use super::quant::encode::encode;
-use super::quant::ErrorSums;
+use super::quant::encode::{encode, Encoded};
+use super::quant::{ErrorStats, ErrorSums};
 use super::safetensors_index::{SafetensorsIndex, TensorEntry};
 use super::sparse::write_sparse;
 use super::st_writer::SpooledWriter;
@@ -147,17 +147,7 @@ pub fn quantize_file(
         let values = as_f32(&window, t.dtype);
         require_finite(t, &values, "quantization")?;
         let enc = encode(&values, &t.shape, step.scheme, deq.is_some());
-        let mut bytes_after = 0u64;
-        for (i, part) in enc.parts.iter().enumerate() {
-            let name = format!("{}{}", t.name, part.suffix);
-            bytes_after += if i == 0 && step.store == Storage::Sparse {
-                let width = Dtype::parse(part.dtype).map_or(1, Dtype::size);
-                write_sparse(&mut out, &name, part.dtype, width, &part.shape, &part.bytes)?
-            } else {
-                out.add(&name, part.dtype, &part.shape, &part.bytes)?;
-                part.bytes.len() as u64
-            };
-        }
+        let bytes_after = write_parts(&mut out, t, &enc, step.store)?;
         model_error.merge(&enc.error);
         let error = enc.error.stats();
         if let Some(deq) = deq.as_mut() {
@@ -165,36 +155,78 @@ pub fn quantize_file(
             store_f32(&enc.restored, t.dtype, &mut buf);
             deq.write(buf)?;
         }
-        let n = t.numel();
-        stats.push(QuantTensorStats {
-            name: t.name.clone(),
-            dtype_before: t.dtype.name(),
-            quantized: true,
-            parameters: n,
-            bytes_before: t.byte_len(),
-            bytes_after,
-            bits_per_weight: bytes_after as f64 * 8.0 / n.max(1) as f64,
-            compression_ratio: t.byte_len() as f64 / bytes_after.max(1) as f64,
-            error: Some(error),
-            codebook_size: enc.codebook_size,
-            overflowed: enc.overflowed,
-            flushed_to_zero: enc.flushed_to_zero,
-        });
+        stats.push(quantized_stats(t, &enc, bytes_after, error));
         control.advance(t.byte_len());
     }
     if let Some(deq) = deq {
         deq.finish()?;
     }
-    let error = model_error.stats();
     let metadata = output_metadata(&index, &selected, step);
     let file_bytes_after = out.finish(&metadata, output)?;
+    let dequantized_file_bytes = dequantized
+        .map(|p| std::fs::metadata(p).map(|m| m.len()))
+        .transpose()?;
+    let mut report = totals(step, stats, model_error.stats());
+    report.file_bytes_before = index.file_len;
+    report.file_bytes_after = file_bytes_after;
+    report.dequantized_file_bytes = dequantized_file_bytes;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Writes an encoded tensor's parts (the codes sparse when asked); returns the bytes written.
+fn write_parts(
+    out: &mut SpooledWriter,
+    t: &TensorEntry,
+    enc: &Encoded,
+    store: Storage,
+) -> Result<u64, CompressError> {
+    let mut bytes_after = 0u64;
+    for (i, part) in enc.parts.iter().enumerate() {
+        let name = format!("{}{}", t.name, part.suffix);
+        bytes_after += if i == 0 && store == Storage::Sparse {
+            let width = Dtype::parse(part.dtype).map_or(1, Dtype::size);
+            write_sparse(out, &name, part.dtype, width, &part.shape, &part.bytes)?
+        } else {
+            out.add(&name, part.dtype, &part.shape, &part.bytes)?;
+            part.bytes.len() as u64
+        };
+    }
+    Ok(bytes_after)
+}
+
+fn quantized_stats(
+    t: &TensorEntry,
+    enc: &Encoded,
+    bytes_after: u64,
+    error: ErrorStats,
+) -> QuantTensorStats {
+    let n = t.numel();
+    QuantTensorStats {
+        name: t.name.clone(),
+        dtype_before: t.dtype.name(),
+        quantized: true,
+        parameters: n,
+        bytes_before: t.byte_len(),
+        bytes_after,
+        bits_per_weight: bytes_after as f64 * 8.0 / n.max(1) as f64,
+        compression_ratio: t.byte_len() as f64 / bytes_after.max(1) as f64,
+        error: Some(error),
+        codebook_size: enc.codebook_size,
+        overflowed: enc.overflowed,
+        flushed_to_zero: enc.flushed_to_zero,
+    }
+}
+
+/// The step's report over its quantized tensors (file sizes and time filled in by the caller).
+fn totals(step: &QuantizeStep, stats: Vec<QuantTensorStats>, error: ErrorStats) -> QuantizeReport {
     let q: Vec<&QuantTensorStats> = stats.iter().filter(|s| s.quantized).collect();
     let (before, after): (u64, u64) = (
         q.iter().map(|s| s.bytes_before).sum(),
         q.iter().map(|s| s.bytes_after).sum(),
     );
     let parameters: u64 = q.iter().map(|s| s.parameters).sum();
-    Ok(QuantizeReport {
+    QuantizeReport {
         op: "quantize",
         scheme: serde_json::to_value(domain::QuantizeWire::from(step.clone())).unwrap_or_default(),
         store: step.store,
@@ -205,14 +237,12 @@ pub fn quantize_file(
         bits_per_weight: after as f64 * 8.0 / parameters.max(1) as f64,
         compression_ratio: before as f64 / after.max(1) as f64,
         error,
-        file_bytes_before: index.file_len,
-        file_bytes_after,
-        dequantized_file_bytes: dequantized
-            .map(|p| std::fs::metadata(p).map(|m| m.len()))
-            .transpose()?,
+        file_bytes_before: 0,
+        file_bytes_after: 0,
+        dequantized_file_bytes: None,
         tensors: stats,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        seconds: 0.0,
+    }
 }
 
 fn passthrough(t: &TensorEntry) -> QuantTensorStats {

@@ -45,187 +45,224 @@ pub fn encode(values: &[f32], shape: &[u64], scheme: Scheme, keep_restored: bool
 
 fn encode_scheme(values: &[f32], shape: &[u64], scheme: Scheme, keep: bool) -> Encoded {
     let rows = shape.first().copied().unwrap_or(1).max(1) as usize;
-    let cols = values.len() / rows;
-    let mut restored = if keep {
-        vec![0f32; values.len()]
-    } else {
-        Vec::new()
+    let t = Tensor {
+        values,
+        shape,
+        rows,
+        cols: values.len() / rows,
+        keep,
     };
     match scheme {
         Scheme::Int8 {
             symmetric,
             granularity,
-        } => {
-            let g = match granularity {
-                Granularity::Tensor => int::Granularity::Tensor,
-                Granularity::Channel => int::Granularity::Channel,
-                Granularity::Group(n) => int::Granularity::Group(n),
-            };
-            let spec = int::IntSpec {
-                bits: 8,
-                symmetric,
-                granularity: g,
-            };
-            let (q, error) =
-                int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
-            let param_shape = match granularity {
-                Granularity::Tensor => vec![1],
-                Granularity::Channel => vec![rows as u64, 1],
-                Granularity::Group(n) => vec![rows as u64, (cols / n) as u64],
-            };
-            let mut parts = vec![
-                Part {
-                    suffix: "",
-                    dtype: "I8",
-                    shape: shape.to_vec(),
-                    bytes: q.codes.into_iter().map(|c| c as u8).collect(),
-                },
-                Part {
-                    suffix: "_scale",
-                    dtype: "F32",
-                    shape: param_shape.clone(),
-                    bytes: f32_bytes(&q.scales),
-                },
-            ];
-            if !symmetric {
-                parts.push(zero_point_part(param_shape, &q.zero_points));
-            }
-            measured(parts, restored, error)
-        }
+        } => int8(&t, symmetric, granularity),
         Scheme::Int4 {
             symmetric,
             group_size,
-        } => {
-            let spec = int::IntSpec {
-                bits: 4,
-                symmetric,
-                granularity: int::Granularity::Group(group_size),
-            };
-            let (q, error) =
-                int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
-            let packed = int::pack_int4(&q.codes);
-            let param_shape = vec![rows as u64, (cols / group_size) as u64];
-            let mut parts = vec![
-                Part {
-                    suffix: "_packed",
-                    dtype: "I32",
-                    shape: vec![rows as u64, (cols / 8) as u64],
-                    bytes: packed.iter().flat_map(|p| p.to_le_bytes()).collect(),
-                },
-                Part {
-                    suffix: "_scale",
-                    dtype: "F32",
-                    shape: param_shape.clone(),
-                    bytes: f32_bytes(&q.scales),
-                },
-                Part {
-                    suffix: "_shape",
-                    dtype: "I64",
-                    shape: vec![2],
-                    bytes: i64_bytes(&[rows as u64, cols as u64]),
-                },
-            ];
-            if !symmetric {
-                parts.push(zero_point_part(param_shape, &q.zero_points));
-            }
-            measured(parts, restored, error)
-        }
-        Scheme::Fp8E4m3 { per_channel } => {
-            let group = if per_channel {
-                cols.max(1)
-            } else {
-                values.len().max(1)
-            };
-            let (codes, scales, error) =
-                fp8::quantize_measured(values, group, keep.then_some(&mut restored[..]));
-            let scale_shape = if per_channel {
-                vec![rows as u64, 1]
-            } else {
-                vec![1]
-            };
-            measured(
-                vec![
-                    Part {
-                        suffix: "",
-                        dtype: "F8_E4M3",
-                        shape: shape.to_vec(),
-                        bytes: codes,
-                    },
-                    Part {
-                        suffix: "_scale",
-                        dtype: "F32",
-                        shape: scale_shape,
-                        bytes: f32_bytes(&scales),
-                    },
-                ],
-                restored,
-                error,
-            )
-        }
-        Scheme::Fp16 | Scheme::Bf16 => {
-            let half16 = scheme == Scheme::Fp16;
-            let (mut over, mut flushed) = (0u64, 0u64);
-            let mut bytes = Vec::with_capacity(values.len() * 2);
-            let mut restored = Vec::with_capacity(values.len());
-            for &w in values {
-                let (bits, back) = if half16 {
-                    let h = half::f16::from_f32(w);
-                    (h.to_bits(), h.to_f32())
-                } else {
-                    let h = half::bf16::from_f32(w);
-                    (h.to_bits(), h.to_f32())
-                };
-                over += (back.is_infinite() && w.is_finite()) as u64;
-                flushed += (back == 0.0 && w != 0.0) as u64;
-                bytes.extend_from_slice(&bits.to_le_bytes());
-                restored.push(back);
-            }
-            Encoded {
-                parts: vec![Part {
-                    suffix: "",
-                    dtype: if half16 { "F16" } else { "BF16" },
-                    shape: shape.to_vec(),
-                    bytes,
-                }],
-                restored,
-                error: ErrorSums::default(),
-                overflowed: over,
-                flushed_to_zero: flushed,
-                codebook_size: None,
-            }
-        }
-        Scheme::Kmeans { bits } => {
-            let shared = kmeans::cluster(values, bits);
-            let restored = kmeans::decode(&shared);
-            let k = shared.codebook.len();
-            let packed = kmeans::pack_bits(&shared.codes, bits);
-            let mut e = plain(
-                vec![
-                    Part {
-                        suffix: "_indices",
-                        dtype: "U8",
-                        shape: vec![packed.len() as u64],
-                        bytes: packed,
-                    },
-                    Part {
-                        suffix: "_codebook",
-                        dtype: "F32",
-                        shape: vec![k as u64],
-                        bytes: f32_bytes(&shared.codebook),
-                    },
-                    Part {
-                        suffix: "_shape",
-                        dtype: "I64",
-                        shape: vec![shape.len() as u64],
-                        bytes: i64_bytes(shape),
-                    },
-                ],
-                restored,
-            );
-            e.codebook_size = Some(k);
-            e
+        } => int4(&t, symmetric, group_size),
+        Scheme::Fp8E4m3 { per_channel } => fp8_e4m3(&t, per_channel),
+        Scheme::Fp16 | Scheme::Bf16 => half_cast(values, shape, scheme == Scheme::Fp16),
+        Scheme::Kmeans { bits } => kmeans_shared(values, shape, bits),
+    }
+}
+
+/// One tensor's values with its layout: rows are the first axis, columns everything after.
+struct Tensor<'a> {
+    values: &'a [f32],
+    shape: &'a [u64],
+    rows: usize,
+    cols: usize,
+    /// Whether the dequantized values are wanted.
+    keep: bool,
+}
+
+impl Tensor<'_> {
+    fn restored(&self) -> Vec<f32> {
+        if self.keep {
+            vec![0f32; self.values.len()]
+        } else {
+            Vec::new()
         }
     }
+}
+
+fn int8(t: &Tensor, symmetric: bool, granularity: Granularity) -> Encoded {
+    let (values, shape, rows, cols, keep) = (t.values, t.shape, t.rows, t.cols, t.keep);
+    let mut restored = t.restored();
+    let g = match granularity {
+        Granularity::Tensor => int::Granularity::Tensor,
+        Granularity::Channel => int::Granularity::Channel,
+        Granularity::Group(n) => int::Granularity::Group(n),
+    };
+    let spec = int::IntSpec {
+        bits: 8,
+        symmetric,
+        granularity: g,
+    };
+    let (q, error) =
+        int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
+    let param_shape = match granularity {
+        Granularity::Tensor => vec![1],
+        Granularity::Channel => vec![rows as u64, 1],
+        Granularity::Group(n) => vec![rows as u64, (cols / n) as u64],
+    };
+    let mut parts = vec![
+        Part {
+            suffix: "",
+            dtype: "I8",
+            shape: shape.to_vec(),
+            bytes: q.codes.into_iter().map(|c| c as u8).collect(),
+        },
+        Part {
+            suffix: "_scale",
+            dtype: "F32",
+            shape: param_shape.clone(),
+            bytes: f32_bytes(&q.scales),
+        },
+    ];
+    if !symmetric {
+        parts.push(zero_point_part(param_shape, &q.zero_points));
+    }
+    measured(parts, restored, error)
+}
+
+fn int4(t: &Tensor, symmetric: bool, group_size: usize) -> Encoded {
+    let (values, rows, cols, keep) = (t.values, t.rows, t.cols, t.keep);
+    let mut restored = t.restored();
+    let spec = int::IntSpec {
+        bits: 4,
+        symmetric,
+        granularity: int::Granularity::Group(group_size),
+    };
+    let (q, error) =
+        int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
+    let packed = int::pack_int4(&q.codes);
+    let param_shape = vec![rows as u64, (cols / group_size) as u64];
+    let mut parts = vec![
+        Part {
+            suffix: "_packed",
+            dtype: "I32",
+            shape: vec![rows as u64, (cols / 8) as u64],
+            bytes: packed.iter().flat_map(|p| p.to_le_bytes()).collect(),
+        },
+        Part {
+            suffix: "_scale",
+            dtype: "F32",
+            shape: param_shape.clone(),
+            bytes: f32_bytes(&q.scales),
+        },
+        Part {
+            suffix: "_shape",
+            dtype: "I64",
+            shape: vec![2],
+            bytes: i64_bytes(&[rows as u64, cols as u64]),
+        },
+    ];
+    if !symmetric {
+        parts.push(zero_point_part(param_shape, &q.zero_points));
+    }
+    measured(parts, restored, error)
+}
+
+fn fp8_e4m3(t: &Tensor, per_channel: bool) -> Encoded {
+    let (values, shape, rows, cols, keep) = (t.values, t.shape, t.rows, t.cols, t.keep);
+    let mut restored = t.restored();
+    let group = if per_channel {
+        cols.max(1)
+    } else {
+        values.len().max(1)
+    };
+    let (codes, scales, error) =
+        fp8::quantize_measured(values, group, keep.then_some(&mut restored[..]));
+    let scale_shape = if per_channel {
+        vec![rows as u64, 1]
+    } else {
+        vec![1]
+    };
+    measured(
+        vec![
+            Part {
+                suffix: "",
+                dtype: "F8_E4M3",
+                shape: shape.to_vec(),
+                bytes: codes,
+            },
+            Part {
+                suffix: "_scale",
+                dtype: "F32",
+                shape: scale_shape,
+                bytes: f32_bytes(&scales),
+            },
+        ],
+        restored,
+        error,
+    )
+}
+
+/// fp16 / bf16 casts, counting the values that overflow to infinity or flush to zero.
+fn half_cast(values: &[f32], shape: &[u64], half16: bool) -> Encoded {
+    let (mut over, mut flushed) = (0u64, 0u64);
+    let mut bytes = Vec::with_capacity(values.len() * 2);
+    let mut restored = Vec::with_capacity(values.len());
+    for &w in values {
+        let (bits, back) = if half16 {
+            let h = half::f16::from_f32(w);
+            (h.to_bits(), h.to_f32())
+        } else {
+            let h = half::bf16::from_f32(w);
+            (h.to_bits(), h.to_f32())
+        };
+        over += (back.is_infinite() && w.is_finite()) as u64;
+        flushed += (back == 0.0 && w != 0.0) as u64;
+        bytes.extend_from_slice(&bits.to_le_bytes());
+        restored.push(back);
+    }
+    Encoded {
+        parts: vec![Part {
+            suffix: "",
+            dtype: if half16 { "F16" } else { "BF16" },
+            shape: shape.to_vec(),
+            bytes,
+        }],
+        restored,
+        error: ErrorSums::default(),
+        overflowed: over,
+        flushed_to_zero: flushed,
+        codebook_size: None,
+    }
+}
+
+fn kmeans_shared(values: &[f32], shape: &[u64], bits: u32) -> Encoded {
+    let shared = kmeans::cluster(values, bits);
+    let restored = kmeans::decode(&shared);
+    let k = shared.codebook.len();
+    let packed = kmeans::pack_bits(&shared.codes, bits);
+    let mut e = plain(
+        vec![
+            Part {
+                suffix: "_indices",
+                dtype: "U8",
+                shape: vec![packed.len() as u64],
+                bytes: packed,
+            },
+            Part {
+                suffix: "_codebook",
+                dtype: "F32",
+                shape: vec![k as u64],
+                bytes: f32_bytes(&shared.codebook),
+            },
+            Part {
+                suffix: "_shape",
+                dtype: "I64",
+                shape: vec![shape.len() as u64],
+                bytes: i64_bytes(shape),
+            },
+        ],
+        restored,
+    );
+    e.codebook_size = Some(k);
+    e
 }
 
 /// Asymmetric schemes' zero points: one I8 per scale, shaped like the scales.

@@ -40,44 +40,7 @@ pub fn distill_step(
     let started = Instant::now();
     let teacher = state.load(input)?;
     let data = state.data()?;
-    let arch = match &step.student {
-        Student::Given(a) => a.clone(),
-        Student::Shrink(f) => teacher.arch.shrunk(*f).map_err(|e| {
-            CompressError::InvalidRequest(format!("shrinking the teacher failed: {e}"))
-        })?,
-    };
-    if arch.input_shape != teacher.arch.input_shape || arch.classes() != teacher.arch.classes() {
-        return Err(CompressError::InvalidRequest(format!(
-            "the student must take the teacher's input {:?} and give its {:?} classes",
-            teacher.arch.input_shape,
-            teacher.arch.classes()
-        )));
-    }
-    arch.check_trainable()
-        .map_err(CompressError::InvalidRequest)?;
-    for p in &step.features {
-        let shape = |a: &Architecture, name: &str| {
-            a.layers
-                .iter()
-                .find(|l| l.name == name)
-                .map(|l| l.output_shape.clone())
-        };
-        match (shape(&teacher.arch, &p.teacher), shape(&arch, &p.student)) {
-            (Some(t), Some(s)) if t == s => {}
-            (Some(t), Some(s)) => {
-                return Err(CompressError::InvalidRequest(format!(
-                    "feature pair teacher '{}' {t:?} / student '{}' {s:?}: the outputs must have the same shape",
-                    p.teacher, p.student
-                )))
-            }
-            _ => {
-                return Err(CompressError::InvalidRequest(format!(
-                    "feature pair teacher '{}' / student '{}': no such layer",
-                    p.teacher, p.student
-                )))
-            }
-        }
-    }
+    let arch = student_architecture(&teacher.arch, step)?;
     let fresh = |arch: &Architecture| {
         Network::initialise(arch, &mut StdRng::seed_from_u64(step.train.seed))
     };
@@ -152,4 +115,52 @@ pub fn run(step: &DistillStep, cx: &mut StepContext) -> Result<StepOutput, Compr
         Format::dense(),
         StepReport::Distill(report),
     ))
+}
+
+/// The student's architecture (given, or the teacher shrunk), checked against the teacher:
+/// same input, same classes, trainable, and every feature pair naming layers whose outputs
+/// have the same shape.
+fn student_architecture(
+    teacher: &Architecture,
+    step: &DistillStep,
+) -> Result<Architecture, CompressError> {
+    let arch = match &step.student {
+        Student::Given(a) => a.clone(),
+        Student::Shrink(f) => teacher.shrunk(*f).map_err(|e| {
+            CompressError::InvalidRequest(format!("shrinking the teacher failed: {e}"))
+        })?,
+    };
+    if arch.input_shape != teacher.input_shape || arch.classes() != teacher.classes() {
+        return Err(CompressError::InvalidRequest(format!(
+            "the student must take the teacher's input {:?} and give its {:?} classes",
+            teacher.input_shape,
+            teacher.classes()
+        )));
+    }
+    arch.check_trainable()
+        .map_err(CompressError::InvalidRequest)?;
+    for p in &step.features {
+        let shape = |a: &Architecture, name: &str| {
+            a.layers
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| l.output_shape.clone())
+        };
+        match (shape(teacher, &p.teacher), shape(&arch, &p.student)) {
+            (Some(t), Some(s)) if t == s => {}
+            (Some(t), Some(s)) => {
+                return Err(CompressError::InvalidRequest(format!(
+                    "feature pair teacher '{}' {t:?} / student '{}' {s:?}: the outputs must have the same shape",
+                    p.teacher, p.student
+                )))
+            }
+            _ => {
+                return Err(CompressError::InvalidRequest(format!(
+                    "feature pair teacher '{}' / student '{}': no such layer",
+                    p.teacher, p.student
+                )))
+            }
+        }
+    }
+    Ok(arch)
 }

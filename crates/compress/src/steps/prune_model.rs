@@ -9,7 +9,7 @@ use crate::control::Control;
 use crate::nn::evaluate::quick_accuracy;
 use crate::nn::importance::{prune_nm, prune_to, score, sparsity_of};
 use crate::nn::network::Network;
-use crate::nn::state::{densities, selected};
+use crate::nn::state::{densities, selected, TensorDensity};
 use crate::nn::structured::l1_filter;
 use crate::nn::train::{train, Masks, TrainContext};
 use crate::nn::ModelState;
@@ -30,20 +30,11 @@ pub fn prune_step(
     let started = Instant::now();
     let Some(arch) = &state.arch else {
         let (skipped, zeros, total) = crate::nn::nm_file(input, output, step)?;
-        let sparsity = zeros as f64 / total.max(1) as f64;
-        return Ok(ModelPruneReport {
-            op: "prune",
-            method: step.method,
-            criterion: step.criterion,
-            sparsity_before: 0.0,
-            sparsity_after: sparsity,
-            curve: Vec::new(),
-            tensors: Vec::new(),
-            skipped,
-            structured: None,
-            finetune: Vec::new(),
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        let mut report = empty_report(step, 0.0);
+        report.sparsity_after = zeros as f64 / total.max(1) as f64;
+        report.skipped = skipped;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
     };
     let mut net = Network::load(input, arch)?;
     let names = selected(&net, &step.selection)?;
@@ -56,19 +47,7 @@ pub fn prune_step(
             .map(|d| quick_accuracy(net, &d.test, 512))
             .transpose()
     };
-    let mut report = ModelPruneReport {
-        op: "prune",
-        method: step.method,
-        criterion: step.criterion,
-        sparsity_before,
-        sparsity_after: sparsity_before,
-        curve: Vec::new(),
-        tensors: Vec::new(),
-        skipped: Vec::new(),
-        structured: None,
-        finetune: Vec::new(),
-        seconds: 0.0,
-    };
+    let mut report = empty_report(step, sparsity_before);
     match (step.method, step.target) {
         (PruneMethod::L1Filter, PruneTarget::Sparsity { sparsity, .. }) => {
             report.structured = Some(l1_filter(&mut net, sparsity, &step.selection)?);
@@ -95,17 +74,15 @@ pub fn prune_step(
             });
         }
         (_, PruneTarget::Sparsity { sparsity, scope }) => {
-            iterate(
+            let rounds = Rounds {
                 state,
-                &net,
-                &names,
+                net: &net,
+                names: &names,
                 step,
-                sparsity.get(),
-                scope,
                 index,
                 control,
-                &mut report,
-            )?;
+            };
+            iterate(&rounds, sparsity.get(), scope, &mut report)?;
         }
         (_, target) => {
             return Err(CompressError::InvalidRequest(format!(
@@ -114,38 +91,38 @@ pub fn prune_step(
             )))
         }
     }
-    report.sparsity_after = sparsity_of(
-        &net,
-        &net.weight_names()
-            .into_iter()
-            .filter(|n| step.selection.selects(n, true))
-            .collect::<Vec<_>>(),
-    )?;
-    report.tensors = densities(&net, &net.weight_names())?;
-    for t in &mut report.tensors {
-        t.density_before = before
-            .iter()
-            .find(|b| b.name == t.name)
-            .map_or(1.0, |b| b.density);
-    }
+    finish_report(&net, step, &before, &mut report)?;
     net.save(output)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
+/// What the rounds of one in-memory prune step work on.
+struct Rounds<'a> {
+    state: &'a ModelState,
+    net: &'a Network,
+    /// The selected weights.
+    names: &'a [String],
+    step: &'a PruneStep,
+    index: usize,
+    control: &'a Control,
+}
+
 /// One prune (no schedule) or `steps` rounds of prune → fine-tune along the ramp.
-#[allow(clippy::too_many_arguments)]
 fn iterate(
-    state: &ModelState,
-    net: &Network,
-    names: &[String],
-    step: &PruneStep,
+    r: &Rounds,
     target: f64,
     scope: Scope,
-    index: usize,
-    control: &Control,
     report: &mut ModelPruneReport,
 ) -> Result<(), CompressError> {
+    let Rounds {
+        state,
+        net,
+        names,
+        step,
+        index,
+        control,
+    } = *r;
     let start = report.sparsity_before.min(target);
     let rounds = step.schedule.as_ref().map_or(1, |s| s.steps);
     let mut movement: Option<Masks> = None;
@@ -225,6 +202,46 @@ fn iterate(
             ..ProgressDetail::step(index, "prune")
         });
         report.curve.push(point);
+    }
+    Ok(())
+}
+
+/// A report of a step that has not changed anything yet.
+fn empty_report(step: &PruneStep, sparsity_before: f64) -> ModelPruneReport {
+    ModelPruneReport {
+        op: "prune",
+        method: step.method,
+        criterion: step.criterion,
+        sparsity_before,
+        sparsity_after: sparsity_before,
+        curve: Vec::new(),
+        tensors: Vec::new(),
+        skipped: Vec::new(),
+        structured: None,
+        finetune: Vec::new(),
+        seconds: 0.0,
+    }
+}
+
+/// The sparsity over the selected weights and every weight's density, before and after.
+fn finish_report(
+    net: &Network,
+    step: &PruneStep,
+    before: &[TensorDensity],
+    report: &mut ModelPruneReport,
+) -> Result<(), CompressError> {
+    let selected: Vec<String> = net
+        .weight_names()
+        .into_iter()
+        .filter(|n| step.selection.selects(n, true))
+        .collect();
+    report.sparsity_after = sparsity_of(net, &selected)?;
+    report.tensors = densities(net, &net.weight_names())?;
+    for t in &mut report.tensors {
+        t.density_before = before
+            .iter()
+            .find(|b| b.name == t.name)
+            .map_or(1.0, |b| b.density);
     }
     Ok(())
 }

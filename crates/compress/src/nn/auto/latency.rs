@@ -11,6 +11,7 @@ use super::{
     accepted, below_holdout, below_validation, faster, halves, holdout_bar, mark_frontier,
     AutoInput, AutoReport, Budgeted, Halves, Trial, Winner,
 };
+use crate::nn::data::Dataset;
 use crate::nn::evaluate::{quick_accuracy, speed};
 use crate::nn::network::Network;
 use crate::nn::structured::l1_filter;
@@ -45,43 +46,10 @@ pub fn auto_latency(cx: &AutoInput) -> Result<(AutoReport, Option<Architecture>)
             break;
         }
         cx.control.checkpoint()?;
-        let mut net = Network::load(cx.input, cx.arch)?;
-        l1_filter(
-            &mut net,
-            Sparsity::parse(fraction).map_err(|e| CompressError::InvalidRequest(e.0))?,
-            &TensorSelection::default(),
-        )?;
-        let ctx = TrainContext::on_labels(
-            cx.control,
-            ProgressDetail {
-                objective: Some("latency".into()),
-                fraction: Some(fraction),
-                ..ProgressDetail::op("auto")
-            },
-        );
-        if cx.step.finetune.epochs > 0 {
-            train(&net, &search, &cx.step.finetune, None, None, &ctx)?;
-        }
-        let validation_accuracy = quick_accuracy(&net, &search.test, 512)?;
-        let throughput = speed(&net, &cx.data.test, &timing)?.throughput_samples_per_second;
+        let (mut t, net) = latency_trial(cx, &search, fraction, &timing)?;
         budget.used += 1;
-        let parameters: u64 = net.stored_values();
-        let mut t = Trial {
-            student: false,
-            level: fraction,
-            throughput: Some(throughput),
-            parameters: Some(parameters),
-            bits: 32,
-            sparsities: Vec::new(),
-            overall_sparsity: 0.0,
-            validation_accuracy,
-            holdout_accuracy: None,
-            bytes: parameters * 4,
-            compression_ratio: dense_f32_bytes as f64 / (parameters * 4).max(1) as f64,
-            within_budget: validation_accuracy >= base_val - limit,
-            on_frontier: false,
-            rejected: None,
-        };
+        t.compression_ratio = dense_f32_bytes as f64 / t.bytes.max(1) as f64;
+        t.within_budget = t.validation_accuracy >= base_val - limit;
         let within = t.within_budget;
         if !within {
             t.rejected = Some(below_validation(&t, base_val, limit));
@@ -186,4 +154,51 @@ fn choose(
         });
     }
     Ok(winner)
+}
+
+/// One structured trial: `fraction` of every hidden layer's units removed by L1 norm,
+/// fine-tuned, measured on validation and timed (ratio and budget filled in by the caller).
+fn latency_trial(
+    cx: &AutoInput,
+    search: &Dataset,
+    fraction: f64,
+    timing: &EvaluateStep,
+) -> Result<(Trial, Network), CompressError> {
+    let mut net = Network::load(cx.input, cx.arch)?;
+    l1_filter(
+        &mut net,
+        Sparsity::parse(fraction).map_err(|e| CompressError::InvalidRequest(e.0))?,
+        &TensorSelection::default(),
+    )?;
+    let ctx = TrainContext::on_labels(
+        cx.control,
+        ProgressDetail {
+            objective: Some("latency".into()),
+            fraction: Some(fraction),
+            ..ProgressDetail::op("auto")
+        },
+    );
+    if cx.step.finetune.epochs > 0 {
+        train(&net, search, &cx.step.finetune, None, None, &ctx)?;
+    }
+    let validation_accuracy = quick_accuracy(&net, &search.test, 512)?;
+    let throughput = speed(&net, &cx.data.test, timing)?.throughput_samples_per_second;
+    let parameters: u64 = net.stored_values();
+    let trial = Trial {
+        student: false,
+        level: fraction,
+        throughput: Some(throughput),
+        parameters: Some(parameters),
+        bits: 32,
+        sparsities: Vec::new(),
+        overall_sparsity: 0.0,
+        validation_accuracy,
+        holdout_accuracy: None,
+        bytes: parameters * 4,
+        compression_ratio: 0.0,
+        within_budget: false,
+        on_frontier: false,
+        rejected: None,
+    };
+    Ok((trial, net))
 }

@@ -179,46 +179,7 @@ pub fn export_gguf(
     control.add_work(planned.iter().map(|p| p.entry.byte_len()).sum());
 
     let mut out = BufWriter::with_capacity(8 << 20, File::create(output)?);
-    let mut header = Vec::new();
-    header.extend_from_slice(&MAGIC.to_le_bytes());
-    header.extend_from_slice(&3u32.to_le_bytes());
-    header.extend_from_slice(&(planned.len() as u64).to_le_bytes());
-    let kvs: [(&str, KvValue); 3] = [
-        ("general.architecture", KvValue::Str("compressd")),
-        ("general.name", KvValue::Str(model_name)),
-        ("general.alignment", KvValue::U32(ALIGNMENT as u32)),
-    ];
-    header.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
-    for (key, value) in &kvs {
-        write_str(&mut header, key)?;
-        match value {
-            KvValue::Str(s) => {
-                header.extend_from_slice(&8u32.to_le_bytes());
-                write_str(&mut header, s)?;
-            }
-            KvValue::U32(v) => {
-                header.extend_from_slice(&4u32.to_le_bytes());
-                header.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-    }
-    let mut offset = 0u64;
-    for p in &planned {
-        write_str(&mut header, &p.entry.name)?;
-        header.extend_from_slice(&(p.entry.shape.len().max(1) as u32).to_le_bytes());
-        if p.entry.shape.is_empty() {
-            header.extend_from_slice(&1u64.to_le_bytes());
-        }
-        for d in p.entry.shape.iter().rev() {
-            header.extend_from_slice(&d.to_le_bytes());
-        }
-        header.extend_from_slice(&type_id(p.stored).to_le_bytes());
-        header.extend_from_slice(&offset.to_le_bytes());
-        offset += p.bytes + padding(p.bytes) as u64;
-    }
-    let pad = padding(header.len() as u64);
-    header.extend(std::iter::repeat_n(0u8, pad));
-    out.write_all(&header)?;
+    out.write_all(&header(&planned, model_name)?)?;
 
     let file = File::open(input)?;
     let mut stats = Vec::with_capacity(planned.len());
@@ -227,28 +188,11 @@ pub fn export_gguf(
         control.checkpoint()?;
         let t = p.entry;
         let window = map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?;
-        let (bytes, error) = match p.stored {
-            Stored::Quant(q) => {
-                let values = as_f32(&window, t.dtype);
-                require_finite(t, &values, "GGUF export")?;
-                let cols = *t.shape.last().expect("rank ≥ 1") as usize;
-                let (bytes, sums) = match q {
-                    GgufType::Q8_0 => ggml_blocks::encode(Block::Q8_0, &values),
-                    GgufType::Q4_0 => ggml_blocks::encode(Block::Q4_0, &values),
-                    _ => quantize_rows(&values, cols, ggml_dtype(q))?,
-                };
-                model_error.merge(&sums);
-                (bytes, Some(sums.stats()))
-            }
-            Stored::F32 => (
-                load_f32(&window, t.dtype)
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-                None,
-            ),
-            Stored::F16 | Stored::Int(_) => (window.to_vec(), None),
-        };
+        let (bytes, sums) = tensor_bytes(p, &window)?;
+        if let Some(sums) = &sums {
+            model_error.merge(sums);
+        }
+        let error = sums.map(|s| s.stats());
         debug_assert_eq!(bytes.len() as u64, p.bytes);
         out.write_all(&bytes)?;
         out.write_all(&vec![0u8; padding(bytes.len() as u64)])?;
@@ -267,33 +211,12 @@ pub fn export_gguf(
     out.flush()?;
     drop(out);
     let file_bytes_after = std::fs::metadata(output)?.len();
-    let quantized: Vec<&GgufTensorStats> = stats.iter().filter(|s| s.error.is_some()).collect();
-    let (params, bytes): (u64, u64) = (
-        quantized.iter().map(|s| s.parameters).sum(),
-        quantized.iter().map(|s| s.bytes_after).sum(),
-    );
-    Ok(GgufReport {
-        op: "export",
-        format: "gguf",
-        ggml_type: step.ggml_type,
-        quantized_tensors: quantized.len() as u64,
-        kept_tensors: stats
-            .iter()
-            .filter_map(|s| {
-                s.kept_because
-                    .as_ref()
-                    .map(|why| format!("{} as {}: {why}", s.name, s.stored_as))
-            })
-            .collect(),
-        skipped_tensors: skipped,
-        bits_per_weight: bytes as f64 * 8.0 / params.max(1) as f64,
-        error: model_error.stats(),
-        file_bytes_before: index.file_len,
-        file_bytes_after,
-        compression_ratio: index.file_len as f64 / file_bytes_after.max(1) as f64,
-        tensors: stats,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    let mut report = totals(step, stats, skipped, model_error.stats());
+    report.file_bytes_before = index.file_len;
+    report.file_bytes_after = file_bytes_after;
+    report.compression_ratio = index.file_len as f64 / file_bytes_after.max(1) as f64;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 enum KvValue<'a> {
@@ -335,66 +258,112 @@ fn quantize_rows(
     Ok((bytes, sums))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One 32-value row whose largest magnitude appears first, with its sign.
-    fn row() -> Vec<f32> {
-        (0..32).map(|i| (i as f32 - 15.5) / 16.0).collect()
-    }
-
-    /// ggml's `quantize_row_q8_0_ref`: d = amax / 127 stored as f16, q = round(x / d).
-    #[test]
-    fn q8_0_block_matches_ggml_definition() {
-        let x = row();
-        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let mut expected = half::f16::from_f32(d).to_le_bytes().to_vec();
-        expected.extend(x.iter().map(|v| (v / d).round() as i8 as u8));
-        let (bytes, _) = quantize_rows(&x, 32, GgmlDType::Q8_0).unwrap();
-        assert_eq!(bytes, expected);
-        let (ours, sums) = ggml_blocks::encode(Block::Q8_0, &x);
-        assert_eq!(ours, expected, "compressd's own Q8_0 encoder");
-        assert!(sums.stats().max_abs_error <= d as f64 / 2.0 * 1.01);
-    }
-
-    /// ggml's `quantize_row_q4_0_ref`: d = max / −8 (max: the signed value of largest
-    /// magnitude), q = min(15, (x / d + 8.5) truncated); value j and j + 16 share byte j.
-    #[test]
-    fn q4_0_block_matches_ggml_definition() {
-        let x = row();
-        let max = x
-            .iter()
-            .copied()
-            .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-        let d = max / -8.0;
-        let id = 1.0 / d;
-        let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
-        let mut expected = half::f16::from_f32(d).to_le_bytes().to_vec();
-        expected.extend((0..16).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
-        let (bytes, _) = quantize_rows(&x, 32, GgmlDType::Q4_0).unwrap();
-        assert_eq!(bytes, expected);
-        let (ours, _) = ggml_blocks::encode(Block::Q4_0, &x);
-        assert_eq!(ours, expected, "compressd's own Q4_0 encoder");
-    }
-
-    #[test]
-    fn block_sizes_follow_ggml() {
-        for (t, block, size) in [
-            (GgufType::Q8_0, 32, 34),
-            (GgufType::Q4_0, 32, 18),
-            (GgufType::Q4_1, 32, 20),
-            (GgufType::Q5_0, 32, 22),
-            (GgufType::Q5_1, 32, 24),
-            (GgufType::Q2K, 256, 84),
-            (GgufType::Q3K, 256, 110),
-            (GgufType::Q4K, 256, 144),
-            (GgufType::Q5K, 256, 176),
-            (GgufType::Q6K, 256, 210),
-        ] {
-            let d = ggml_dtype(t);
-            assert_eq!((d.block_size(), d.type_size()), (block, size), "{t:?}");
+/// The GGUF v3 header: magic, version, counts, metadata, and every tensor's name, shape, type
+/// and offset, padded to the alignment.
+fn header(planned: &[Planned], model_name: &str) -> std::io::Result<Vec<u8>> {
+    let mut header = Vec::new();
+    header.extend_from_slice(&MAGIC.to_le_bytes());
+    header.extend_from_slice(&3u32.to_le_bytes());
+    header.extend_from_slice(&(planned.len() as u64).to_le_bytes());
+    let kvs: [(&str, KvValue); 3] = [
+        ("general.architecture", KvValue::Str("compressd")),
+        ("general.name", KvValue::Str(model_name)),
+        ("general.alignment", KvValue::U32(ALIGNMENT as u32)),
+    ];
+    header.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
+    for (key, value) in &kvs {
+        write_str(&mut header, key)?;
+        match value {
+            KvValue::Str(s) => {
+                header.extend_from_slice(&8u32.to_le_bytes());
+                write_str(&mut header, s)?;
+            }
+            KvValue::U32(v) => {
+                header.extend_from_slice(&4u32.to_le_bytes());
+                header.extend_from_slice(&v.to_le_bytes());
+            }
         }
     }
+    let mut offset = 0u64;
+    for p in planned {
+        write_str(&mut header, &p.entry.name)?;
+        header.extend_from_slice(&(p.entry.shape.len().max(1) as u32).to_le_bytes());
+        if p.entry.shape.is_empty() {
+            header.extend_from_slice(&1u64.to_le_bytes());
+        }
+        for d in p.entry.shape.iter().rev() {
+            header.extend_from_slice(&d.to_le_bytes());
+        }
+        header.extend_from_slice(&type_id(p.stored).to_le_bytes());
+        header.extend_from_slice(&offset.to_le_bytes());
+        offset += p.bytes + padding(p.bytes) as u64;
+    }
+    let pad = padding(header.len() as u64);
+    header.extend(std::iter::repeat_n(0u8, pad));
+    Ok(header)
 }
+
+/// A tensor's bytes as stored, and for a quantized one the error sums.
+fn tensor_bytes(p: &Planned, window: &[u8]) -> Result<(Vec<u8>, Option<ErrorSums>), CompressError> {
+    let t = p.entry;
+    Ok(match p.stored {
+        Stored::Quant(q) => {
+            let values = as_f32(window, t.dtype);
+            require_finite(t, &values, "GGUF export")?;
+            let cols = *t.shape.last().expect("rank ≥ 1") as usize;
+            let (bytes, sums) = match q {
+                GgufType::Q8_0 => ggml_blocks::encode(Block::Q8_0, &values),
+                GgufType::Q4_0 => ggml_blocks::encode(Block::Q4_0, &values),
+                _ => quantize_rows(&values, cols, ggml_dtype(q))?,
+            };
+            (bytes, Some(sums))
+        }
+        Stored::F32 => (
+            load_f32(window, t.dtype)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            None,
+        ),
+        Stored::F16 | Stored::Int(_) => (window.to_vec(), None),
+    })
+}
+
+/// The step's report over its tensors (file sizes and time filled in by the caller).
+fn totals(
+    step: &ExportStep,
+    stats: Vec<GgufTensorStats>,
+    skipped: Vec<String>,
+    error: super::quant::ErrorStats,
+) -> GgufReport {
+    let quantized: Vec<&GgufTensorStats> = stats.iter().filter(|s| s.error.is_some()).collect();
+    let (params, bytes): (u64, u64) = (
+        quantized.iter().map(|s| s.parameters).sum(),
+        quantized.iter().map(|s| s.bytes_after).sum(),
+    );
+    GgufReport {
+        op: "export",
+        format: "gguf",
+        ggml_type: step.ggml_type,
+        quantized_tensors: quantized.len() as u64,
+        kept_tensors: stats
+            .iter()
+            .filter_map(|s| {
+                s.kept_because
+                    .as_ref()
+                    .map(|why| format!("{} as {}: {why}", s.name, s.stored_as))
+            })
+            .collect(),
+        skipped_tensors: skipped,
+        bits_per_weight: bytes as f64 * 8.0 / params.max(1) as f64,
+        error,
+        file_bytes_before: 0,
+        file_bytes_after: 0,
+        compression_ratio: 0.0,
+        tensors: stats,
+        seconds: 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests;
