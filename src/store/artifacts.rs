@@ -1,9 +1,71 @@
 //! Finished jobs' output files. Rows are only ever written together with the job's success.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::records::{convert, ArtifactRecord, ArtifactRow};
+use super::rows::{convert, ts, uuid};
+use super::StoreError;
 use super::{now_ms, on_pool, unreferenced, Result, Store, BLOB_REFERENCES};
+
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    pub id: Uuid,
+    pub kind: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub blob_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ArtifactRecord {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub job_id: Uuid,
+    pub kind: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub blob_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ArtifactRow {
+    id: String,
+    tenant_id: String,
+    expires_at: Option<i64>,
+    job_id: String,
+    kind: String,
+    file_name: String,
+    content_type: String,
+    size_bytes: i64,
+    sha256: String,
+    blob_key: String,
+    created_at: i64,
+}
+
+impl TryFrom<ArtifactRow> for ArtifactRecord {
+    type Error = StoreError;
+    fn try_from(r: ArtifactRow) -> Result<Self> {
+        Ok(ArtifactRecord {
+            id: uuid(&r.id)?,
+            tenant_id: r.tenant_id,
+            expires_at: r.expires_at.map(ts),
+            job_id: uuid(&r.job_id)?,
+            kind: r.kind,
+            file_name: r.file_name,
+            content_type: r.content_type,
+            size_bytes: r.size_bytes as u64,
+            sha256: r.sha256,
+            blob_key: r.blob_key,
+            created_at: ts(r.created_at),
+        })
+    }
+}
 
 impl Store {
     pub async fn get_artifact(&self, tenant: &str, id: Uuid) -> Result<Option<ArtifactRecord>> {

@@ -3,8 +3,8 @@
 
 use uuid::Uuid;
 
+use super::job_record::{JobRecord, JobRow};
 use super::jobs::CreateJob;
-use super::records::{JobRecord, JobRow};
 use super::{now_ms, on_pool, unreferenced, Result, Store};
 
 impl Store {

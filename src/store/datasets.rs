@@ -1,9 +1,63 @@
 //! Uploaded datasets, scoped to their tenant like models.
 
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::records::{convert, DatasetRecord, DatasetRow, NewDataset};
-use super::{now_ms, on_pool, unreferenced, Result, Store};
+use super::owned::Owned;
+use super::rows::{json, ts, uuid};
+use super::{now_ms, on_pool, unreferenced, Result, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub summary: Value,
+    pub blob_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatasetRecord {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub summary: Value,
+    pub blob_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct DatasetRow {
+    id: String,
+    tenant_id: String,
+    name: String,
+    size_bytes: i64,
+    sha256: String,
+    summary: String,
+    blob_key: String,
+    created_at: i64,
+}
+
+impl TryFrom<DatasetRow> for DatasetRecord {
+    type Error = StoreError;
+    fn try_from(r: DatasetRow) -> Result<Self> {
+        Ok(DatasetRecord {
+            id: uuid(&r.id)?,
+            tenant_id: r.tenant_id,
+            name: r.name,
+            size_bytes: r.size_bytes as u64,
+            sha256: r.sha256,
+            summary: json(&r.summary)?,
+            blob_key: r.blob_key,
+            created_at: ts(r.created_at),
+        })
+    }
+}
 
 impl Store {
     pub async fn insert_dataset(&self, d: &NewDataset) -> Result<DatasetRecord> {
@@ -25,12 +79,7 @@ impl Store {
     }
 
     pub async fn get_dataset(&self, tenant: &str, id: Uuid) -> Result<Option<DatasetRecord>> {
-        let row: Option<DatasetRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM datasets WHERE id = $1 AND tenant_id = $2")
-            .bind(id.to_string())
-            .bind(tenant)
-            .fetch_optional(pool)
-            .await)?;
-        row.map(TryInto::try_into).transpose()
+        self.get_owned::<DatasetRow>(tenant, id).await
     }
 
     /// Newest first; `after` is the id of the last dataset of the previous page.
@@ -40,25 +89,11 @@ impl Store {
         limit: u32,
         after: Option<Uuid>,
     ) -> Result<Vec<DatasetRecord>> {
-        let rows: Vec<DatasetRow> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT * FROM datasets WHERE tenant_id = $3 AND ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
-        )
-        .bind(after.map(|a| a.to_string()))
-        .bind(limit as i64)
-        .bind(tenant)
-        .fetch_all(pool)
-        .await)?;
-        convert(rows)
+        self.list_owned::<DatasetRow>(tenant, limit, after).await
     }
 
     pub async fn active_jobs_for_dataset(&self, id: Uuid) -> Result<i64> {
-        let (n,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT COUNT(*) FROM jobs WHERE dataset_id = $1 AND status IN ('queued', 'running')",
-        )
-        .bind(id.to_string())
-        .fetch_one(pool)
-        .await)?;
-        Ok(n)
+        self.active_jobs_for::<DatasetRow>(id).await
     }
 
     /// Removes the row. Some(key) when its file is no longer referenced (the caller removes
@@ -81,4 +116,10 @@ impl Store {
             Ok(Some(released))
         })
     }
+}
+
+impl Owned for DatasetRow {
+    type Record = DatasetRecord;
+    const TABLE: &'static str = "datasets";
+    const JOB_COLUMN: &'static str = "dataset_id";
 }

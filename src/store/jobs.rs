@@ -4,7 +4,9 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::records::{convert, JobRecord, JobRow, Lease, NewArtifact};
+use super::artifacts::NewArtifact;
+use super::job_record::{JobRecord, JobRow, Lease};
+use super::rows::convert;
 use super::{is_unique_violation, now_ms, on_pool, Db, Result, Store};
 use crate::domain::results::ProgressDetail;
 use crate::domain::JobStatus;

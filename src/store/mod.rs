@@ -6,9 +6,11 @@ mod artifacts;
 pub mod blobs;
 mod cache;
 mod datasets;
+mod job_record;
 mod jobs;
 mod models;
-mod records;
+mod owned;
+mod rows;
 mod tenants;
 mod uploads;
 mod webhooks;
@@ -21,12 +23,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use artifacts::{ArtifactRecord, NewArtifact};
 pub use blobs::{BlobReader, BlobStore, LocalBlobs, ScratchFile};
+pub use datasets::{DatasetRecord, NewDataset};
+pub use job_record::{JobRecord, Lease, WebhookState};
 pub use jobs::{CreateJob, Created, Finish, JobFilter};
-pub use records::{
-    ArtifactRecord, DatasetRecord, JobRecord, Lease, ModelRecord, NewArtifact, NewDataset,
-    NewModel, WebhookState,
-};
+pub use models::{ModelRecord, NewModel};
 pub use tenants::{hash_key, KeyRecord, Limits, TenantError, TenantRecord, LOCAL_TENANT};
 pub use uploads::{PartRecord, UploadRecord};
 pub use webhooks::Delivery;

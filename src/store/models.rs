@@ -1,11 +1,88 @@
 //! Uploaded models. Every read and delete names the tenant: another tenant's model does not
 //! exist for the caller.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::records::{convert, ModelRecord, ModelRow, NewModel};
-use super::{now_ms, on_pool, unreferenced, Result, Store};
+use super::owned::Owned;
+use super::rows::{json, ts, uuid};
+use super::{now_ms, on_pool, unreferenced, Result, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct NewModel {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub name: String,
+    pub format: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub tensor_count: u64,
+    pub parameter_count: u64,
+    pub tensors: Value,
+    pub metadata: Value,
+    pub blob_key: String,
+    pub architecture: Option<Value>,
+    pub config: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelRecord {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub name: String,
+    pub format: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub tensor_count: u64,
+    pub parameter_count: u64,
+    pub tensors: Value,
+    pub metadata: Value,
+    pub blob_key: String,
+    pub architecture: Option<Value>,
+    pub config: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ModelRow {
+    id: String,
+    tenant_id: String,
+    name: String,
+    format: String,
+    size_bytes: i64,
+    sha256: String,
+    tensor_count: i64,
+    parameter_count: i64,
+    tensors: String,
+    metadata: String,
+    blob_key: String,
+    architecture: Option<String>,
+    config: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<ModelRow> for ModelRecord {
+    type Error = StoreError;
+    fn try_from(r: ModelRow) -> Result<Self> {
+        Ok(ModelRecord {
+            id: uuid(&r.id)?,
+            tenant_id: r.tenant_id,
+            name: r.name,
+            format: r.format,
+            size_bytes: r.size_bytes as u64,
+            sha256: r.sha256,
+            tensor_count: r.tensor_count as u64,
+            parameter_count: r.parameter_count as u64,
+            tensors: json(&r.tensors)?,
+            metadata: json(&r.metadata)?,
+            blob_key: r.blob_key,
+            architecture: r.architecture.as_deref().map(json).transpose()?,
+            config: r.config.as_deref().map(json).transpose()?,
+            created_at: ts(r.created_at),
+        })
+    }
+}
 
 impl Store {
     pub async fn insert_model(&self, m: &NewModel) -> Result<ModelRecord> {
@@ -50,12 +127,7 @@ impl Store {
     }
 
     pub async fn get_model(&self, tenant: &str, id: Uuid) -> Result<Option<ModelRecord>> {
-        let row: Option<ModelRow> = on_pool!(&self.db, pool => sqlx::query_as("SELECT * FROM models WHERE id = $1 AND tenant_id = $2")
-            .bind(id.to_string())
-            .bind(tenant)
-            .fetch_optional(pool)
-            .await)?;
-        row.map(TryInto::try_into).transpose()
+        self.get_owned::<ModelRow>(tenant, id).await
     }
 
     /// Newest first; `after` is the id of the last model of the previous page.
@@ -65,25 +137,11 @@ impl Store {
         limit: u32,
         after: Option<Uuid>,
     ) -> Result<Vec<ModelRecord>> {
-        let rows: Vec<ModelRow> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT * FROM models WHERE tenant_id = $3 AND ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
-        )
-        .bind(after.map(|a| a.to_string()))
-        .bind(limit as i64)
-        .bind(tenant)
-        .fetch_all(pool)
-        .await)?;
-        convert(rows)
+        self.list_owned::<ModelRow>(tenant, limit, after).await
     }
 
     pub async fn active_jobs_for_model(&self, id: Uuid) -> Result<i64> {
-        let (n,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT COUNT(*) FROM jobs WHERE model_id = $1 AND status IN ('queued', 'running')",
-        )
-        .bind(id.to_string())
-        .fetch_one(pool)
-        .await)?;
-        Ok(n)
+        self.active_jobs_for::<ModelRow>(id).await
     }
 
     /// Removes the model and its finished jobs with their artifact rows, in one transaction.
@@ -118,4 +176,10 @@ impl Store {
             Ok(Some(released))
         })
     }
+}
+
+impl Owned for ModelRow {
+    type Record = ModelRecord;
+    const TABLE: &'static str = "models";
+    const JOB_COLUMN: &'static str = "model_id";
 }

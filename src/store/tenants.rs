@@ -6,7 +6,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::records::ts;
+use super::rows::ts;
 use super::{is_unique_violation, now_ms, on_pool, Result, Store};
 
 /// The tenant of a server that runs without keys, and of rows older than tenants.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::records::ts;
+use super::rows::ts;
 use super::{now_ms, on_pool, unreferenced, Result, Store};
 
 #[derive(Debug, Clone)]

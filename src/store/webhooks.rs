@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::records::{JobRecord, JobRow};
+use super::job_record::{JobRecord, JobRow};
 use super::{now_ms, on_pool, Db, Result, Store};
 
 const DUE: &str = "webhook_status = 'pending' AND status IN ('succeeded', 'failed', 'cancelled') AND webhook_next_at <= $2";
