@@ -169,10 +169,10 @@ async fn tenant_named(app: &AppState, name: &str) -> Result<TenantRecord, ApiErr
     request_body = CreateTenant,
     responses(
         (status = 201, description = "Created", body = TenantView),
-        (status = 400, description = "Malformed JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name or limits", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON"),
+        (status = 409, description = "The name is taken"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Invalid name or limits"),
     )
 )]
 pub async fn create_tenant(
@@ -215,10 +215,10 @@ pub async fn list_tenants(
     request_body = LimitsBody,
     responses(
         (status = 200, description = "The tenant", body = TenantView),
-        (status = 400, description = "Malformed JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limits", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON"),
+        (status = 404, description = "No such tenant"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Invalid limits"),
     )
 )]
 pub async fn put_limits(
@@ -242,10 +242,10 @@ pub async fn put_limits(
     request_body = CreateKey,
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = CreatedKey),
-        (status = 400, description = "Malformed JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON"),
+        (status = 404, description = "No such tenant"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Invalid fields"),
     )
 )]
 pub async fn create_key(
@@ -300,7 +300,7 @@ pub struct KeyListQuery {
     params(KeyListQuery),
     responses(
         (status = 200, description = "Keys, newest first", body = Vec<KeyView>),
-        (status = 400, description = "Bad query", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad query"),
     )
 )]
 pub async fn list_keys(
@@ -320,7 +320,7 @@ pub async fn list_keys(
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 404, description = "No such key", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key"),
     )
 )]
 pub async fn revoke_key(

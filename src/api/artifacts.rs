@@ -29,7 +29,7 @@ async fn find(app: &AppState, caller: &Caller, raw: &str) -> Result<ArtifactReco
     params(("id" = String, Path, description = "Artifact id")),
     responses(
         (status = 200, description = "The artifact", body = ArtifactView),
-        (status = 404, description = "No such artifact", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such artifact"),
     )
 )]
 pub async fn get_artifact(
@@ -60,8 +60,8 @@ pub async fn get_artifact(
             (String = "image/svg+xml"),
         )),
         (status = 304, description = "Unchanged (If-None-Match)"),
-        (status = 404, description = "No such artifact", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 416, description = "Range not satisfiable", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such artifact"),
+        (status = 416, description = "Range not satisfiable"),
     )
 )]
 pub async fn download_artifact(

@@ -35,10 +35,10 @@ use crate::store::{DatasetRecord, NewDataset};
     ),
     responses(
         (status = 201, description = "Stored", body = DatasetView),
-        (status = 400, description = "Malformed request", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither multipart nor octet-stream", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a usable dataset: missing tensors, mismatched counts, labels out of range", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request"),
+        (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES"),
+        (status = 415, description = "Neither multipart nor octet-stream"),
+        (status = 422, description = "Not a usable dataset: missing tensors, mismatched counts, labels out of range"),
     )
 )]
 pub async fn upload_dataset(
@@ -114,7 +114,7 @@ pub(super) async fn store_dataset(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of datasets", body = Page<DatasetView>),
-        (status = 400, description = "Bad paging parameters", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad paging parameters"),
     )
 )]
 pub async fn list_datasets(
@@ -150,7 +150,7 @@ async fn find(app: &AppState, caller: &Caller, raw: &str) -> Result<DatasetRecor
     params(("id" = String, Path, description = "Dataset id")),
     responses(
         (status = 200, description = "The dataset", body = DatasetView),
-        (status = 404, description = "No such dataset", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dataset"),
     )
 )]
 pub async fn get_dataset(
@@ -169,8 +169,8 @@ pub async fn get_dataset(
     params(("id" = String, Path, description = "Dataset id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such dataset", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Jobs still use the dataset", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dataset"),
+        (status = 409, description = "Jobs still use the dataset"),
     )
 )]
 pub async fn delete_dataset(

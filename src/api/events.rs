@@ -39,7 +39,7 @@ pub struct SseEvent {
     params(("id" = String, Path, description = "Job id")),
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = SseEvent),
-        (status = 404, description = "No such job", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job"),
     )
 )]
 pub async fn job_events(

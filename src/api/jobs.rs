@@ -65,11 +65,11 @@ fn yes() -> bool {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same body returns the same job")),
     responses(
         (status = 202, description = "Queued (or, for a repeated Idempotency-Key, the job created the first time)", body = JobView),
-        (status = 400, description = "Malformed JSON or header", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The tenant's queue is full (`limit`: queued_jobs)", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid pipeline, unknown model, or Idempotency-Key reused with another body", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or header"),
+        (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)"),
+        (status = 409, description = "The tenant's queue is full (`limit`: queued_jobs)"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Invalid pipeline, unknown model, or Idempotency-Key reused with another body"),
     )
 )]
 pub async fn create_job(
@@ -211,7 +211,7 @@ pub async fn find_job(
     params(("id" = String, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 404, description = "No such job", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job"),
     )
 )]
 pub async fn get_job(
@@ -232,8 +232,8 @@ pub async fn get_job(
     params(("id" = String, Path, description = "Job id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such job", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job is still queued or running", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job"),
+        (status = 409, description = "The job is still queued or running"),
     )
 )]
 pub async fn delete_job(
@@ -278,7 +278,7 @@ pub struct JobListQuery {
     params(JobListQuery),
     responses(
         (status = 200, description = "A page of jobs", body = Page<JobView>),
-        (status = 400, description = "Bad filter or paging parameters", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad filter or paging parameters"),
     )
 )]
 pub async fn list_jobs(
@@ -324,8 +324,8 @@ pub async fn list_jobs(
     params(("id" = String, Path, description = "Job id")),
     responses(
         (status = 202, description = "Cancelled, or cancellation requested", body = JobView),
-        (status = 404, description = "No such job", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job already finished", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job"),
+        (status = 409, description = "The job already finished"),
     )
 )]
 pub async fn cancel_job(

@@ -62,6 +62,40 @@ struct ApiDoc;
 /// Bearer keys on every `/v1` route, and the answers any authenticated route can give.
 struct Security;
 
+/// Every error answer is `application/problem+json` with a `Problem` body: added here once, so
+/// the routes' annotations give only the status and what it means.
+struct ProblemBodies;
+
+impl utoipa::Modify for ProblemBodies {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+        for item in doc.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (status, response) in op.responses.responses.iter_mut() {
+                    let error = status.starts_with('4') || status.starts_with('5');
+                    if let (true, RefOr::T(r)) = (error, response) {
+                        if r.content.is_empty() {
+                            r.content.insert(
+                                "application/problem+json".into(),
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("Problem")))
+                                    .build(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl utoipa::Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{
@@ -168,6 +202,7 @@ fn api_router() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_router().into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    utoipa::Modify::modify(&ProblemBodies, &mut doc);
     utoipa::Modify::modify(&Security, &mut doc);
     open_tagged_variants(&mut doc);
     doc

@@ -42,10 +42,10 @@ use crate::domain::{ArchitectureWire, Code};
     ),
     responses(
         (status = 201, description = "Stored", body = ModelView),
-        (status = 400, description = "Malformed request", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither multipart nor octet-stream", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a valid safetensors file, an invalid architecture, or weights that do not fit it", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request"),
+        (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES"),
+        (status = 415, description = "Neither multipart nor octet-stream"),
+        (status = 422, description = "Not a valid safetensors file, an invalid architecture, or weights that do not fit it"),
     )
 )]
 pub async fn upload_model(
@@ -111,10 +111,10 @@ async fn find_model(
     request_body = ArchitectureWire,
     responses(
         (status = 200, description = "The model with its architecture", body = ModelView),
-        (status = 400, description = "Malformed JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such model", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid architecture, or weights that do not fit it", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON"),
+        (status = 404, description = "No such model"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Invalid architecture, or weights that do not fit it"),
     )
 )]
 pub async fn put_architecture(
@@ -144,7 +144,7 @@ pub async fn put_architecture(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of models", body = Page<ModelView>),
-        (status = 400, description = "Bad paging parameters", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad paging parameters"),
     )
 )]
 pub async fn list_models(
@@ -175,7 +175,7 @@ pub async fn list_models(
     params(("id" = String, Path, description = "Model id")),
     responses(
         (status = 200, description = "The model", body = ModelView),
-        (status = 404, description = "No such model", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such model"),
     )
 )]
 pub async fn get_model(
@@ -198,8 +198,8 @@ pub async fn get_model(
         (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 304, description = "Unchanged (If-None-Match)"),
-        (status = 404, description = "No such model", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 416, description = "Range not satisfiable", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such model"),
+        (status = 416, description = "Range not satisfiable"),
     )
 )]
 pub async fn download_model(
@@ -231,8 +231,8 @@ pub async fn download_model(
     params(("id" = String, Path, description = "Model id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such model", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Jobs still use the model", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such model"),
+        (status = 409, description = "Jobs still use the model"),
     )
 )]
 pub async fn delete_model(

@@ -23,7 +23,7 @@ pub async fn healthz() -> Json<Value> {
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Object),
-        (status = 503, description = "The database is unreachable", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable"),
     )
 )]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {

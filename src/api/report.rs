@@ -20,7 +20,7 @@ use crate::domain::Code;
     params(("id" = String, Path, description = "Job id")),
     responses(
         (status = 200, description = "The report page", content_type = "text/html", body = String),
-        (status = 404, description = "No such job, or it has no report (yet)", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job, or it has no report (yet)"),
     )
 )]
 pub async fn job_report(

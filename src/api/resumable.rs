@@ -120,9 +120,9 @@ async fn find(app: &AppState, caller: &Caller, raw: &str) -> Result<UploadRecord
     request_body(content = CreateUpload, description = "Optional; `{}` for the defaults"),
     responses(
         (status = 201, description = "Created", body = UploadView),
-        (status = 400, description = "Malformed JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Invalid fields"),
     )
 )]
 pub async fn create_upload(
@@ -144,7 +144,7 @@ pub async fn create_upload(
     params(("id" = String, Path, description = "Upload id")),
     responses(
         (status = 200, description = "The upload", body = UploadView),
-        (status = 404, description = "No such upload (or it expired)", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such upload (or it expired)"),
     )
 )]
 pub async fn get_upload(
@@ -165,7 +165,7 @@ pub async fn get_upload(
     params(("id" = String, Path, description = "Upload id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 404, description = "No such upload", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such upload"),
     )
 )]
 pub async fn abort_upload(
@@ -198,11 +198,11 @@ pub async fn remove_upload(app: &AppState, id: Uuid) -> Result<(), ApiError> {
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "Stored", body = PartView),
-        (status = 400, description = "Bad part number or an interrupted body", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such upload (or it expired)", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body stalled", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad part number or an interrupted body"),
+        (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)"),
+        (status = 404, description = "No such upload (or it expired)"),
+        (status = 408, description = "The body stalled"),
+        (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES"),
     )
 )]
 pub async fn put_part(
@@ -274,13 +274,13 @@ pub async fn put_part(
     request_body = CompleteUpload,
     responses(
         (status = 201, description = "Stored; a model or a dataset", body = Completed),
-        (status = 400, description = "Malformed JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such upload (or it expired)", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Parts are missing", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The joined file is larger than COMPRESSD_MAX_UPLOAD_BYTES", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::domain::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "SHA-256 mismatch, or not a valid model or dataset", body = crate::domain::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON"),
+        (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)"),
+        (status = 404, description = "No such upload (or it expired)"),
+        (status = 409, description = "Parts are missing"),
+        (status = 413, description = "The joined file is larger than COMPRESSD_MAX_UPLOAD_BYTES"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "SHA-256 mismatch, or not a valid model or dataset"),
     )
 )]
 pub async fn complete_upload(
