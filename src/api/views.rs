@@ -51,7 +51,8 @@ pub struct TensorView {
 }
 
 impl ModelView {
-    pub fn new(m: ModelRecord, with_tensors: bool) -> Self {
+    pub fn new(record: ModelRecord, with_tensors: bool) -> Self {
+        let m = record.model;
         ModelView {
             file_url: format!("/v1/models/{}/file", m.id),
             id: m.id,
@@ -65,7 +66,7 @@ impl ModelView {
             tensors: with_tensors.then_some(m.tensors),
             architecture: m.architecture,
             config: m.config,
-            created_at: m.created_at,
+            created_at: record.created_at,
         }
     }
 }

@@ -26,22 +26,19 @@ pub struct NewModel {
     pub config: Option<Value>,
 }
 
+/// A stored model: what was inserted, and when. Reads its fields through `Deref`.
 #[derive(Debug, Clone)]
 pub struct ModelRecord {
-    pub id: Uuid,
-    pub tenant_id: String,
-    pub name: String,
-    pub format: String,
-    pub size_bytes: u64,
-    pub sha256: String,
-    pub tensor_count: u64,
-    pub parameter_count: u64,
-    pub tensors: Value,
-    pub metadata: Value,
-    pub blob_key: String,
-    pub architecture: Option<Value>,
-    pub config: Option<Value>,
+    pub model: NewModel,
     pub created_at: DateTime<Utc>,
+}
+
+impl std::ops::Deref for ModelRecord {
+    type Target = NewModel;
+
+    fn deref(&self) -> &NewModel {
+        &self.model
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -65,7 +62,7 @@ pub(super) struct ModelRow {
 impl TryFrom<ModelRow> for ModelRecord {
     type Error = StoreError;
     fn try_from(r: ModelRow) -> Result<Self> {
-        Ok(ModelRecord {
+        let model = NewModel {
             id: uuid(&r.id)?,
             tenant_id: r.tenant_id,
             name: r.name,
@@ -79,6 +76,9 @@ impl TryFrom<ModelRow> for ModelRecord {
             blob_key: r.blob_key,
             architecture: r.architecture.as_deref().map(json).transpose()?,
             config: r.config.as_deref().map(json).transpose()?,
+        };
+        Ok(ModelRecord {
+            model,
             created_at: ts(r.created_at),
         })
     }
