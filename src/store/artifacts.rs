@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::rows::{convert, ts, uuid};
 use super::StoreError;
-use super::{now_ms, on_pool, unreferenced, Result, Store, BLOB_REFERENCES};
+use super::{now_ms, on_pool, unreferenced, BeginWrite, Result, Store, BLOB_REFERENCES};
 
 #[derive(Debug, Clone)]
 pub struct NewArtifact {
@@ -92,7 +92,7 @@ impl Store {
     pub async fn expire_artifacts(&self, limit: i64) -> Result<Vec<String>> {
         let now = now_ms();
         on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let gone: Vec<(String,)> = sqlx::query_as(
                 "DELETE FROM artifacts WHERE id IN (SELECT id FROM artifacts WHERE expires_at < $1 LIMIT $2) RETURNING blob_key",
             )

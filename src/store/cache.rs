@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::job_record::{JobRecord, JobRow};
 use super::jobs::CreateJob;
-use super::{now_ms, on_pool, unreferenced, Result, Store};
+use super::{now_ms, on_pool, unreferenced, BeginWrite, Result, Store};
 
 impl Store {
     /// The newest succeeded job with this cache key whose artifacts are all still kept.
@@ -33,7 +33,7 @@ impl Store {
         let now = now_ms();
         let (id, source_id) = (job.id.to_string(), source.id.to_string());
         let row: JobRow = on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row: JobRow = sqlx::query_as(
                 "INSERT INTO jobs (id, model_id, pipeline, status, progress, max_attempts, request_hash, run_after, created_at, updated_at,
                                    started_at, finished_at, dataset_id, tenant_id, cache_key, cached_from, metrics, webhook_url,
@@ -96,7 +96,7 @@ impl Store {
     pub async fn delete_job(&self, tenant: &str, id: Uuid) -> Result<Option<Vec<String>>> {
         let id = id.to_string();
         on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let found: Option<(String,)> = sqlx::query_as(
                 "SELECT id FROM jobs WHERE id = $1 AND tenant_id = $2 AND status IN ('succeeded', 'failed', 'cancelled')",
             )

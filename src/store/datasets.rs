@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::owned::Owned;
 use super::rows::{json, ts, uuid};
-use super::{now_ms, on_pool, unreferenced, Result, Store, StoreError};
+use super::{now_ms, on_pool, unreferenced, BeginWrite, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct NewDataset {
@@ -100,7 +100,7 @@ impl Store {
     /// it), Some(None) when another row shares the bytes, None when there was no such dataset.
     pub async fn delete_dataset(&self, tenant: &str, id: Uuid) -> Result<Option<Option<String>>> {
         on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let gone: Option<(String,)> = sqlx::query_as(
                 "DELETE FROM datasets WHERE id = $1 AND tenant_id = $2 RETURNING blob_key",
             )

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::artifacts::NewArtifact;
 use super::job_record::{JobRecord, JobRow, Lease};
 use super::rows::convert;
-use super::{is_unique_violation, now_ms, on_pool, Db, Result, Store};
+use super::{is_unique_violation, now_ms, on_pool, BeginWrite, Db, Result, Store};
 use crate::domain::results::ProgressDetail;
 use crate::domain::JobStatus;
 
@@ -299,7 +299,7 @@ impl Store {
         let (id_s, token_s) = (id.to_string(), token.to_string());
         let updated = on_pool!(&self.db, pool => match &finish {
             Finish::Succeeded { metrics, artifacts } => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let n = sqlx::query(&format!(
                     "UPDATE jobs SET status = 'succeeded', progress = 1, metrics = $3, error = NULL, finished_at = $4, updated_at = $4, {UNLEASE} {FENCE}"
                 ))

@@ -65,6 +65,29 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// A transaction that will write. SQLite starts it with `BEGIN IMMEDIATE`, taking the write lock
+/// up front: a deferred transaction that reads and then writes cannot wait for a concurrent
+/// writer (SQLite answers "database is locked" at once instead of using the busy timeout).
+/// PostgreSQL's row locks need nothing of the kind.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Self::Db>>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.begin().await
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::owned::Owned;
 use super::rows::{json, ts, uuid};
-use super::{now_ms, on_pool, unreferenced, Result, Store, StoreError};
+use super::{now_ms, on_pool, unreferenced, BeginWrite, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct NewModel {
@@ -149,7 +149,7 @@ impl Store {
     pub async fn delete_model(&self, tenant: &str, id: Uuid) -> Result<Option<Vec<String>>> {
         let id = id.to_string();
         on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model: Option<(String,)> = sqlx::query_as(
                 "DELETE FROM models WHERE id = $1 AND tenant_id = $2 RETURNING blob_key",
             )

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::rows::ts;
-use super::{now_ms, on_pool, unreferenced, Result, Store};
+use super::{now_ms, on_pool, unreferenced, BeginWrite, Result, Store};
 
 #[derive(Debug, Clone)]
 pub struct UploadRecord {
@@ -79,7 +79,7 @@ impl Store {
     ) -> Result<Option<Option<String>>> {
         let upload = upload.to_string();
         on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let live: Option<(String,)> = sqlx::query_as("SELECT id FROM uploads WHERE id = $1")
                 .bind(&upload)
                 .fetch_optional(&mut *tx)
@@ -124,7 +124,7 @@ impl Store {
     pub async fn delete_upload(&self, id: Uuid) -> Result<Option<Vec<String>>> {
         let id = id.to_string();
         on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let parts: Vec<(String,)> = sqlx::query_as("DELETE FROM upload_parts WHERE upload_id = $1 RETURNING blob_key")
                 .bind(&id)
                 .fetch_all(&mut *tx)

@@ -3,6 +3,7 @@
 
 #[path = "../common/blobs.rs"]
 mod blobs;
+mod concurrency;
 mod helpers;
 mod models;
 
