@@ -12,8 +12,8 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use compressd::compress::gguf::export_gguf;
-use compressd::compress::quantize::quantize_file;
+use compressd::compress::format::gguf::export_gguf;
+use compressd::compress::quant::file::quantize_file;
 use compressd::compress::{prune_file, Control};
 use compressd::domain::{Pipeline, Step};
 use serde_json::json;

@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::compress::nn::{check_fit, DatasetSummary};
 use crate::compress::prune::select_tensors;
-use crate::compress::quantize::check_groups;
+use crate::compress::quant::file::check_groups;
 use crate::compress::TensorEntry;
 use crate::domain::{Architecture, Code, Pipeline, QatStep, Step};
 use crate::store::ModelRecord;

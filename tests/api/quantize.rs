@@ -20,7 +20,7 @@ fn read_back(bytes: &[u8]) -> std::collections::BTreeMap<String, (Vec<u64>, Vec<
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
     std::fs::write(&path, bytes).unwrap();
-    compressd::compress::reader::read_dense(&path).unwrap()
+    compressd::compress::format::reader::read_dense(&path).unwrap()
 }
 
 async fn run(app: &TestApp, model: &str, pipeline: Value) -> Value {

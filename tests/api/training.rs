@@ -129,7 +129,7 @@ fn read_weights(bytes: &[u8]) -> std::collections::BTreeMap<String, (Vec<usize>,
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
     std::fs::write(&path, bytes).unwrap();
-    compressd::compress::reader::read_dense(&path)
+    compressd::compress::format::reader::read_dense(&path)
         .unwrap()
         .into_iter()
         .map(|(k, (s, v))| (k, (s.into_iter().map(|d| d as usize).collect(), v)))

@@ -1,11 +1,11 @@
 //! `auto` under deliberately tiny budgets: it stops when the budget runs out, and whatever it
 //! returns keeps to the accuracy budget on the evaluation split, re-measured from the file.
 
+use compressd::compress::format::reader::read_dense;
 use compressd::compress::nn::auto::{auto_step, AutoInput};
 use compressd::compress::nn::data::Split;
 use compressd::compress::nn::train::{train, TrainContext};
 use compressd::compress::nn::{load_dataset, Network};
-use compressd::compress::reader::read_dense;
 use compressd::compress::Control;
 use compressd::domain::{Architecture, AutoStep, TrainStep};
 use proptest::prelude::*;

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use compressd::compress::format::reader::read_dense;
 use compressd::compress::nn::Network;
-use compressd::compress::reader::read_dense;
 use compressd::compress::SafetensorsIndex;
 use compressd::domain::Architecture;
 

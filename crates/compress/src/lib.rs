@@ -3,31 +3,19 @@
 //! Its own crate so that the compiler keeps it that way: nothing here can reach tokio, sqlx,
 //! axum or utoipa, because none of them is a dependency.
 
-pub mod chunked_io;
 pub mod control;
-pub mod cut;
-pub mod dtype;
-pub mod entropy;
-pub mod gguf;
+pub mod format;
 pub mod nn;
 pub mod pipeline;
 pub mod prune;
-#[cfg(test)]
-mod prune_props;
 pub mod quant;
-pub mod quantize;
-pub mod reader;
-pub mod report;
-pub mod safetensors_index;
-pub mod sparse;
-pub mod st_writer;
 pub mod steps;
 
 pub use control::{Control, Interrupt};
+pub use format::safetensors_index::{FormatError, OpenError, SafetensorsIndex, TensorEntry};
 pub use pipeline::{run_pipeline, Evaluation, PipelineRun};
 pub use prune::prune_file;
-pub use report::{PruneReport, TensorStats, Totals};
-pub use safetensors_index::{FormatError, OpenError, SafetensorsIndex, TensorEntry};
+pub use prune::report::{PruneReport, TensorStats, Totals};
 pub use steps::{Format, OutputFile, StepReport};
 
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::control::Control;
+use crate::format::reader::read_dense;
 use crate::nn::{EvalReport, ModelState, Network};
-use crate::reader::read_dense;
 use crate::steps::{run_step, Format, OutputFile, StepContext, StepReport};
 use crate::CompressError;
 pub use domain::results::metrics::Evaluation;

@@ -9,11 +9,11 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::super::chunked_io::map_chunk;
-use super::super::dtype::Dtype;
-use super::super::quantize::load_f32;
-use super::super::safetensors_index::{SafetensorsIndex, TensorEntry};
-use super::super::CompressError;
+use crate::format::chunked_io::map_chunk;
+use crate::format::dtype::Dtype;
+use crate::format::safetensors_index::{SafetensorsIndex, TensorEntry};
+use crate::quant::file::load_f32;
+use crate::CompressError;
 use domain::Architecture;
 
 pub const MAX_CLASSES: usize = 100_000;

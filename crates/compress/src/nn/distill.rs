@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor, D};
 use candle_nn::ops::log_softmax;
 
-use super::network::Network;
+use crate::nn::network::Network;
 
 /// The teacher a student trains against.
 pub struct Teacher<'a> {
@@ -27,7 +27,7 @@ impl Teacher<'_> {
         labels: &Tensor,
         rng: &mut rand::rngs::StdRng,
     ) -> std::result::Result<(Tensor, Tensor), crate::CompressError> {
-        use super::network::nn_error;
+        use crate::nn::network::nn_error;
         let (t_names, s_names): (Vec<String>, Vec<String>) = self.features.iter().cloned().unzip();
         let (s_logits, s_feats) = student.logits_capturing(x, Some(rng), &s_names)?;
         let (t_logits, t_feats) = self.net.logits_capturing(x, None, &t_names)?;

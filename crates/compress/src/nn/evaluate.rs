@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use super::super::CompressError;
-use super::data::Split;
-use super::network::{nn_error, Network};
+use crate::nn::data::Split;
+use crate::nn::network::{nn_error, Network};
+use crate::CompressError;
 pub use domain::results::model::ClassReport;
 pub use domain::results::model::Cost;
 pub use domain::results::model::EvalReport;

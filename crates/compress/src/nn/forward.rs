@@ -5,7 +5,7 @@ use candle_core::{Tensor, D};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::network::{nn_error, Network};
+use crate::nn::network::{nn_error, Network};
 use crate::CompressError;
 use domain::LayerKind;
 
@@ -88,7 +88,7 @@ impl Network {
             LayerKind::Conv2d {
                 stride, padding, ..
             } => {
-                let y = super::unfold::conv2d_unfolded(x, &weight()?, *padding, *stride)?;
+                let y = crate::nn::unfold::conv2d_unfolded(x, &weight()?, *padding, *stride)?;
                 if has("bias") {
                     let b = p("bias");
                     let c = b.dims1()?;

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use candle_core::Tensor;
 
-use super::super::CompressError;
-use super::data::Dataset;
-use super::network::{nn_error, Network};
-use super::train::Masks;
+use crate::nn::data::Dataset;
+use crate::nn::network::{nn_error, Network};
+use crate::nn::train::Masks;
+use crate::CompressError;
 use domain::{Criterion, Scope};
 
 pub type Scores = BTreeMap<String, Vec<f32>>;
@@ -247,10 +247,10 @@ pub fn solo_accuracy(
     name: &str,
     original: &[f32],
     sparsity: f64,
-    split: &super::data::Split,
+    split: &crate::nn::data::Split,
 ) -> Result<f64, CompressError> {
     prune_one(net, name, sparsity)?;
-    let accuracy = super::evaluate::quick_accuracy(net, split, 512);
+    let accuracy = crate::nn::evaluate::quick_accuracy(net, split, 512);
     net.set_values(name, original.to_vec())?;
     accuracy
 }

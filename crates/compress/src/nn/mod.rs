@@ -18,10 +18,10 @@ pub mod unfold;
 
 use std::path::Path;
 
-use super::quantize::store_f32;
-use super::safetensors_index::SafetensorsIndex;
-use super::st_writer::SpooledWriter;
-use super::CompressError;
+use crate::format::safetensors_index::SafetensorsIndex;
+use crate::format::st_writer::SpooledWriter;
+use crate::quant::file::store_f32;
+use crate::CompressError;
 use domain::{PruneStep, PruneTarget};
 
 pub use data::{check_fit, inspect_dataset, load_dataset, Dataset, DatasetSummary};
@@ -43,13 +43,14 @@ pub fn nm_file(
         ));
     };
     let index = SafetensorsIndex::open(input)?;
-    let selected = super::prune::select_tensors(&index.tensors, &step.selection, "prune")?;
+    let selected = crate::prune::select_tensors(&index.tensors, &step.selection, "prune")?;
     let mut out = SpooledWriter::new(&output.with_extension("spool"))?;
     let (mut skipped, mut zeros, mut total) = (Vec::new(), 0u64, 0u64);
     let file = std::fs::File::open(input)?;
     let mut bytes = Vec::new();
     for (t, sel) in index.tensors.iter().zip(selected) {
-        let raw = super::chunked_io::map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?;
+        let raw =
+            crate::format::chunked_io::map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?;
         let row: u64 = t.shape.iter().skip(1).product();
         if !sel || row % m as u64 != 0 {
             if sel {
@@ -58,8 +59,8 @@ pub fn nm_file(
             out.add(&t.name, t.dtype.name(), &t.shape, &raw)?;
             continue;
         }
-        let mut w = super::quantize::load_f32(&raw, t.dtype);
-        super::require_finite(t, &w, "pruning")?;
+        let mut w = crate::quant::file::load_f32(&raw, t.dtype);
+        crate::require_finite(t, &w, "pruning")?;
         let scores: Vec<f32> = w.iter().map(|v| v.abs()).collect();
         importance::apply(&mut w, &importance::nm_mask(&scores, n, m));
         zeros += w.iter().filter(|v| **v == 0.0).count() as u64;

@@ -9,13 +9,13 @@ use candle_core::{Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::super::dtype::Dtype;
-use super::super::quantize::store_f32;
-use super::super::reader::DenseTensors;
-use super::super::safetensors_index::SafetensorsIndex;
-use super::super::st_writer::SpooledWriter;
-use super::super::CompressError;
-use super::fake_quant::FakeQuant;
+use crate::format::dtype::Dtype;
+use crate::format::reader::DenseTensors;
+use crate::format::safetensors_index::SafetensorsIndex;
+use crate::format::st_writer::SpooledWriter;
+use crate::nn::fake_quant::FakeQuant;
+use crate::quant::file::store_f32;
+use crate::CompressError;
 use domain::{Architecture, LayerKind, ParamRole, ParamSpec};
 
 pub struct Param {
@@ -161,7 +161,7 @@ impl Network {
             .iter()
             .map(|t| (t.name.clone(), t.dtype))
             .collect();
-        let dense = super::super::reader::read_dense(path)?;
+        let dense = crate::format::reader::read_dense(path)?;
         Self::from_dense(arch.clone(), dense, dtypes, index.metadata)
     }
 

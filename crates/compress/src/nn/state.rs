@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use super::data::Dataset;
-use super::evaluate::{evaluate, EvalReport};
-use super::network::Network;
+use crate::nn::data::Dataset;
+use crate::nn::evaluate::{evaluate, EvalReport};
+use crate::nn::network::Network;
 use crate::CompressError;
 pub use domain::results::tensors::TensorDensity;
 use domain::{Architecture, EvaluateStep, TensorSelection};

@@ -5,8 +5,8 @@
 
 use candle_core::{Device, Tensor};
 
-use super::super::CompressError;
-use super::network::{nn_error, Network, Param};
+use crate::nn::network::{nn_error, Network, Param};
+use crate::CompressError;
 pub use domain::results::prune::LayerCut;
 pub use domain::results::prune::StructuredReport;
 use domain::{Architecture, ArchitectureWire, LayerKind, Sparsity, TensorSelection};

@@ -11,12 +11,12 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::super::control::Control;
-use super::super::CompressError;
-use super::data::{Dataset, Split};
-use super::distill::Teacher;
-use super::evaluate::quick_accuracy;
-use super::network::{nn_error, Network};
+use crate::control::Control;
+use crate::nn::data::{Dataset, Split};
+use crate::nn::distill::Teacher;
+use crate::nn::evaluate::quick_accuracy;
+use crate::nn::network::{nn_error, Network};
+use crate::CompressError;
 pub use domain::results::model::EpochReport;
 pub use domain::results::model::TrainReport;
 use domain::{OptimizerKind, ParamRole, TrainStep};

@@ -1,8 +1,8 @@
 //! One tensor through one scheme: the tensors to store (compressed-tensors names and dtypes)
 //! and the dequantized values, for measuring the error and for the dense copy.
 
-use super::{fp8, int, kmeans, ErrorSums};
-use crate::sparse::i64_bytes;
+use crate::format::sparse::i64_bytes;
+use crate::quant::{fp8, int, kmeans, ErrorSums};
 use domain::{Granularity, Scheme};
 
 /// A tensor to write: name suffix (appended to the weight's name), dtype, shape, bytes.

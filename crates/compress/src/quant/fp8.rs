@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use super::ErrorSums;
+use crate::quant::ErrorSums;
 
 pub const MAX: f32 = 448.0;
 
@@ -70,7 +70,7 @@ pub fn quantize_measured(
         }
         sums
     };
-    let sums = super::in_chunks(values, &mut codes, restored, kernel);
+    let sums = crate::quant::in_chunks(values, &mut codes, restored, kernel);
     (codes, scales, sums)
 }
 
@@ -124,7 +124,7 @@ fn encode_finite(x: f32) -> u8 {
     let sign = ((x.to_bits() >> 24) & 0x80) as u8;
     let a = x.abs().min(MAX);
     if a < MIN_NORMAL {
-        return sign | super::int::round_even(a * 512.0) as u8;
+        return sign | crate::quant::int::round_even(a * 512.0) as u8;
     }
     let bits = a.to_bits();
     let exp = (bits >> 23) as i32 - 127;

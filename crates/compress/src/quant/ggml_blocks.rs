@@ -6,7 +6,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::ErrorSums;
+use crate::quant::ErrorSums;
 
 pub const BLOCK: usize = 32;
 

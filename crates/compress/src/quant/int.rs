@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::ErrorSums;
+use crate::quant::ErrorSums;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {
@@ -100,7 +100,7 @@ pub fn quantize_measured(
         }
         sums
     };
-    let sums = super::in_chunks(values, &mut codes, restored, kernel);
+    let sums = crate::quant::in_chunks(values, &mut codes, restored, kernel);
     let q = Quantized {
         codes,
         scales: params.iter().map(|p| p.0).collect(),

@@ -4,6 +4,7 @@
 
 pub mod encode;
 pub mod error;
+pub mod file;
 pub mod fp8;
 pub mod ggml_blocks;
 pub mod int;

@@ -3,8 +3,8 @@
 
 use domain::{AutoStep, Objective};
 
-use super::{Format, StepContext, StepOutput, StepReport};
 use crate::nn::auto::{auto_latency, auto_step, AutoInput};
+use crate::steps::{Format, StepContext, StepOutput, StepReport};
 use crate::CompressError;
 
 pub fn run(step: &AutoStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::format::Format;
-use super::StepReport;
 use crate::control::Control;
 use crate::nn::ModelState;
+use crate::steps::artifact::Format;
+use crate::steps::StepReport;
 
 pub struct StepContext<'a> {
     /// The file the previous step wrote, or the job's model before the first.

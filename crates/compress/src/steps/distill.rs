@@ -8,13 +8,13 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::{Format, StepContext, StepOutput, StepReport};
 use crate::control::Control;
 use crate::nn::distill::Teacher;
 use crate::nn::evaluate::quick_accuracy;
 use crate::nn::network::Network;
 use crate::nn::train::{train, TrainContext};
 use crate::nn::ModelState;
+use crate::steps::{Format, StepContext, StepOutput, StepReport};
 use crate::CompressError;
 pub use domain::results::distill::DistillReport;
 pub use domain::results::distill::ModelFigures;

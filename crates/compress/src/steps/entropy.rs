@@ -2,8 +2,8 @@
 
 use domain::EntropyStep;
 
-use super::{Format, StepContext, StepOutput, StepReport};
-use crate::entropy::compress_file;
+use crate::format::entropy::compress_file;
+use crate::steps::{Format, StepContext, StepOutput, StepReport};
 use crate::CompressError;
 
 pub fn run(step: &EntropyStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::{StepContext, StepOutput, StepReport};
 use crate::nn::ModelState;
+use crate::steps::{StepContext, StepOutput, StepReport};
 use crate::CompressError;
 pub use domain::results::model::EvaluateStepReport;
 use domain::EvaluateStep;

@@ -2,8 +2,8 @@
 
 use domain::ExportStep;
 
-use super::{Format, StepContext, StepOutput, StepReport};
-use crate::gguf::export_gguf;
+use crate::format::gguf::export_gguf;
+use crate::steps::{Format, StepContext, StepOutput, StepReport};
 use crate::CompressError;
 
 pub fn run(step: &ExportStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {

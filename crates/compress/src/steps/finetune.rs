@@ -2,8 +2,8 @@
 
 use domain::FinetuneStep;
 
-use super::train::train_step;
-use super::{Format, StepContext, StepOutput, StepReport};
+use crate::steps::train::train_step;
+use crate::steps::{Format, StepContext, StepOutput, StepReport};
 use crate::CompressError;
 
 pub fn run(step: &FinetuneStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {

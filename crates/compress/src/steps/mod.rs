@@ -6,6 +6,7 @@
 use crate::CompressError;
 use domain::Step;
 
+mod artifact;
 mod auto;
 mod context;
 mod distill;
@@ -13,7 +14,6 @@ mod entropy;
 mod evaluate;
 mod export;
 mod finetune;
-mod format;
 mod prune;
 mod prune_model;
 mod qat;
@@ -21,11 +21,11 @@ mod quantize;
 mod sensitivity;
 mod train;
 
+pub use artifact::Format;
 pub use context::{OutputFile, StepContext, StepOutput};
 pub use distill::{DistillReport, ModelFigures};
 pub use domain::results::metrics::StepReport;
 pub use evaluate::EvaluateStepReport;
-pub use format::Format;
 pub use prune_model::{CurvePoint, ModelPruneReport};
 pub use qat::QatReport;
 pub use sensitivity::{LayerSensitivity, SensitivityPoint, SensitivityReport};

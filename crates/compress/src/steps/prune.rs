@@ -6,13 +6,13 @@ use std::path::Path;
 
 use domain::{PruneStep, StepNeeds, Storage};
 
-use super::prune_model::prune_step as model_prune;
-use super::{Format, StepContext, StepOutput, StepReport};
-use crate::chunked_io::map_chunk;
+use crate::format::chunked_io::map_chunk;
+use crate::format::safetensors_index::SafetensorsIndex;
+use crate::format::sparse::write_sparse;
+use crate::format::st_writer::SpooledWriter;
 use crate::prune::{prune_file, select_tensors};
-use crate::safetensors_index::SafetensorsIndex;
-use crate::sparse::write_sparse;
-use crate::st_writer::SpooledWriter;
+use crate::steps::prune_model::prune_step as model_prune;
+use crate::steps::{Format, StepContext, StepOutput, StepReport};
 use crate::CompressError;
 
 pub fn run(step: &PruneStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {

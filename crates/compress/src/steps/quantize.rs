@@ -1,9 +1,9 @@
-//! `quantize`: fewer bits per weight, streamed tensor by tensor (crate::quantize does the work).
+//! `quantize`: fewer bits per weight, streamed tensor by tensor (crate::quant::file does the work).
 
 use domain::{QuantizeStep, Storage};
 
-use super::{Format, OutputFile, StepContext, StepOutput, StepReport};
-use crate::quantize::quantize_file;
+use crate::quant::file::quantize_file;
+use crate::steps::{Format, OutputFile, StepContext, StepOutput, StepReport};
 use crate::CompressError;
 
 pub fn run(step: &QuantizeStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {

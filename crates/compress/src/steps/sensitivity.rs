@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::{StepContext, StepOutput, StepReport};
 use crate::control::Control;
 use crate::nn::evaluate::quick_accuracy;
 use crate::nn::importance::solo_accuracy;
 use crate::nn::state::selected;
 use crate::nn::ModelState;
+use crate::steps::{StepContext, StepOutput, StepReport};
 use crate::CompressError;
 pub use domain::results::model::LayerSensitivity;
 pub use domain::results::model::SensitivityPoint;

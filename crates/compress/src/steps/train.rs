@@ -7,11 +7,11 @@ use std::path::Path;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::{Format, StepContext, StepOutput, StepReport};
 use crate::control::Control;
 use crate::nn::network::Network;
 use crate::nn::train::{masks_of, train, TrainContext};
 use crate::nn::ModelState;
+use crate::steps::{Format, StepContext, StepOutput, StepReport};
 use crate::CompressError;
 pub use domain::results::model::TrainStepReport;
 use domain::{Init, TrainStep};

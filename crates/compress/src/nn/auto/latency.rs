@@ -7,7 +7,7 @@ use std::time::Instant;
 use domain::results::ProgressDetail;
 use domain::{Architecture, EvaluateStep, Sparsity, TensorSelection};
 
-use super::{
+use crate::nn::auto::{
     accepted, below_holdout, below_validation, faster, halves, holdout_bar, mark_frontier,
     AutoInput, AutoReport, Budgeted, Halves, Trial, Winner,
 };

@@ -17,8 +17,8 @@ mod trial;
 use std::path::Path;
 use std::time::Instant;
 
-use super::data::{Dataset, Split};
 use crate::control::Control;
+use crate::nn::data::{Dataset, Split};
 pub use domain::results::auto::{AutoReport, Trial, Winner};
 use domain::{Architecture, AutoStep};
 pub use latency::auto_latency;

@@ -13,8 +13,8 @@ use std::time::Instant;
 use domain::results::ProgressDetail;
 use domain::Architecture;
 
-use super::trial::{run_trial, sensitivities, verify};
-use super::{
+use crate::nn::auto::trial::{run_trial, sensitivities, verify};
+use crate::nn::auto::{
     below_validation, halves, mark_frontier, smaller, AutoInput, AutoReport, Budgeted, Halves,
     Trial,
 };

@@ -7,18 +7,18 @@ use domain::results::ProgressDetail;
 use domain::{Codec, EntropyStep, QuantizeStep};
 use serde_json::json;
 
-use super::size::LADDER;
-use super::{below_holdout, holdout_bar, AutoInput, Trial, Winner};
 use crate::control::Control;
-use crate::entropy::compress_file;
+use crate::format::entropy::compress_file;
+use crate::format::reader::read_dense;
+use crate::nn::auto::size::LADDER;
+use crate::nn::auto::{below_holdout, holdout_bar, AutoInput, Trial, Winner};
 use crate::nn::data::{Dataset, Split};
 use crate::nn::evaluate::quick_accuracy;
 use crate::nn::importance::{prune_one, solo_accuracy, sparsity_of};
 use crate::nn::network::Network;
 use crate::nn::train::{masks_of, train, TrainContext};
+use crate::quant::file::quantize_file;
 use crate::quant::kmeans;
-use crate::quantize::quantize_file;
-use crate::reader::read_dense;
 use crate::CompressError;
 
 /// Writes `net` as the artifact (k-means codes stored sparse, then zstd) and returns its

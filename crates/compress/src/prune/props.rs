@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 use serde_json::json;
 
-use super::control::Control;
-use super::prune::prune_file;
+use crate::control::Control;
+use crate::prune::prune_file;
 use domain::{Pipeline, Step};
 
 #[derive(Debug, Clone, Copy)]

@@ -10,9 +10,9 @@ use std::thread::JoinHandle;
 
 use memmap2::{Mmap, MmapOptions};
 
-use super::control::Control;
-use super::safetensors_index::{SafetensorsIndex, TensorEntry};
-use super::CompressError;
+use crate::control::Control;
+use crate::format::safetensors_index::{SafetensorsIndex, TensorEntry};
+use crate::CompressError;
 
 pub const CHUNK_BYTES: usize = 16 << 20;
 

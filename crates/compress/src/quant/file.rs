@@ -9,16 +9,16 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::chunked_io::{copy_header, map_chunk, PipelinedWriter};
-use super::control::Control;
-use super::dtype::Dtype;
-use super::prune::select_tensors;
-use super::quant::encode::{encode, Encoded};
-use super::quant::{ErrorStats, ErrorSums};
-use super::safetensors_index::{SafetensorsIndex, TensorEntry};
-use super::sparse::write_sparse;
-use super::st_writer::SpooledWriter;
-use super::{require_finite, CompressError};
+use crate::control::Control;
+use crate::format::chunked_io::{copy_header, map_chunk, PipelinedWriter};
+use crate::format::dtype::Dtype;
+use crate::format::safetensors_index::{SafetensorsIndex, TensorEntry};
+use crate::format::sparse::write_sparse;
+use crate::format::st_writer::SpooledWriter;
+use crate::prune::select_tensors;
+use crate::quant::encode::{encode, Encoded};
+use crate::quant::{ErrorStats, ErrorSums};
+use crate::{require_finite, CompressError};
 pub use domain::results::quantize::QuantTensorStats;
 pub use domain::results::quantize::QuantizeReport;
 use domain::{Granularity, QuantizeStep, Scheme, Storage};

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::dtype::Dtype;
+use crate::format::dtype::Dtype;
 
 /// Headers larger than this are refused; real ones are kilobytes to a few megabytes.
 pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;

@@ -1,7 +1,7 @@
 //! What a step did, in numbers a user can check: per tensor and for the whole model (the types
 //! are the domain's; this fills them from the file's index).
 
-use super::safetensors_index::TensorEntry;
+use crate::format::safetensors_index::TensorEntry;
 pub use domain::results::prune::PruneReport;
 pub use domain::results::tensors::{TensorStats, Totals};
 

@@ -5,8 +5,8 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use super::control::Control;
-use super::CompressError;
+use crate::control::Control;
+use crate::CompressError;
 pub use domain::results::quantize::EntropyReport;
 use domain::EntropyStep;
 

@@ -1,6 +1,6 @@
 //! GGUF files as written, reopened.
 
-use super::*;
+use crate::format::gguf::*;
 
 /// One 32-value row whose largest magnitude appears first, with its sign.
 fn row() -> Vec<f32> {

@@ -2,7 +2,7 @@
 //! becomes `N.mask` (U8, one bit per element, least significant bit first, 1 = stored),
 //! `N.values` (the stored elements in order, original dtype) and `N.shape` (I64).
 
-use super::st_writer::SpooledWriter;
+use crate::format::st_writer::SpooledWriter;
 
 /// A shape as the little-endian I64 tensor that stores it.
 pub fn i64_bytes(dims: &[u64]) -> Vec<u8> {

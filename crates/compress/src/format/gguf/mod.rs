@@ -12,15 +12,15 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::chunked_io::map_chunk;
-use super::control::Control;
-use super::dtype::Dtype;
-use super::prune::select_tensors;
-use super::quant::ggml_blocks::{self, Block};
-use super::quant::ErrorSums;
-use super::quantize::{as_f32, load_f32};
-use super::safetensors_index::{SafetensorsIndex, TensorEntry};
-use super::{require_finite, CompressError};
+use crate::control::Control;
+use crate::format::chunked_io::map_chunk;
+use crate::format::dtype::Dtype;
+use crate::format::safetensors_index::{SafetensorsIndex, TensorEntry};
+use crate::prune::select_tensors;
+use crate::quant::file::{as_f32, load_f32};
+use crate::quant::ggml_blocks::{self, Block};
+use crate::quant::ErrorSums;
+use crate::{require_finite, CompressError};
 pub use domain::results::quantize::GgufReport;
 pub use domain::results::quantize::GgufTensorStats;
 use domain::{ExportStep, GgufType};
@@ -334,7 +334,7 @@ fn totals(
     step: &ExportStep,
     stats: Vec<GgufTensorStats>,
     skipped: Vec<String>,
-    error: super::quant::ErrorStats,
+    error: crate::quant::ErrorStats,
 ) -> GgufReport {
     let quantized: Vec<&GgufTensorStats> = stats.iter().filter(|s| s.error.is_some()).collect();
     let (params, bytes): (u64, u64) = (

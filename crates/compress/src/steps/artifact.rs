@@ -1,5 +1,5 @@
-//! What kind of file a step leaves, in the words the artifact listing uses: a description, the
-//! tools that read it, and the suffix its artifact's file name takes.
+//! What kind of file a step leaves (the artifact a user downloads): a description, the
+//! tools that read it, and the suffix its file name takes.
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Format {

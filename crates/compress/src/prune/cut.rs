@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::dtype::{Key, KeyReader, INFINITY_KEY};
+use crate::format::dtype::{Key, KeyReader, INFINITY_KEY};
 
 pub const BUCKETS: usize = 1 << 16;
 const BLOCK_BYTES: usize = 256 << 10;

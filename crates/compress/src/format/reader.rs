@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::Path;
 
-use super::chunked_io::map_chunk;
-use super::dtype::Dtype;
-use super::quant::{fp8, int, kmeans};
-use super::quantize::load_f32;
-use super::safetensors_index::SafetensorsIndex;
-use super::sparse::densify;
-use super::CompressError;
+use crate::format::chunked_io::map_chunk;
+use crate::format::dtype::Dtype;
+use crate::format::safetensors_index::SafetensorsIndex;
+use crate::format::sparse::densify;
+use crate::quant::file::load_f32;
+use crate::quant::{fp8, int, kmeans};
+use crate::CompressError;
 
 struct Raw {
     dtype: Dtype,
@@ -29,10 +29,10 @@ pub type DenseTensors = BTreeMap<String, (Vec<u64>, Vec<f32>)>;
 
 /// Every logical tensor of the file, dequantized to f32, with its shape.
 pub fn read_dense(path: &Path) -> Result<DenseTensors, CompressError> {
-    if super::entropy::is_zstd(path)? {
+    if crate::format::entropy::is_zstd(path)? {
         let dir = tempfile::tempdir_in(path.parent().unwrap_or(Path::new(".")))?;
         let plain = dir.path().join("restored.safetensors");
-        super::entropy::decompress_file(path, &plain)
+        crate::format::entropy::decompress_file(path, &plain)
             .map_err(|e| bad(format!("the zstd stream is damaged: {e}")))?;
         return read_dense(&plain);
     }

@@ -3,19 +3,24 @@
 //! The output keeps the input's header byte for byte, so names, shapes, dtypes, offsets and
 //! metadata are unchanged.
 
+pub mod cut;
+#[cfg(test)]
+mod props;
+pub mod report;
+
 use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::chunked_io::{chunks, copy_header, for_each_chunk, map_chunk, PipelinedWriter};
-use super::control::Control;
-use super::cut::{self, Cut, Histogram, BUCKETS};
-use super::dtype::{count_nonzero, threshold_key, Key, KeyReader, INFINITY_KEY};
-use super::report::{PruneReport, TensorStats, Totals};
-use super::safetensors_index::{SafetensorsIndex, TensorEntry};
-use super::{non_finite_error, CompressError};
+use crate::control::Control;
+use crate::format::chunked_io::{chunks, copy_header, for_each_chunk, map_chunk, PipelinedWriter};
+use crate::format::dtype::{count_nonzero, threshold_key, Key, KeyReader, INFINITY_KEY};
+use crate::format::safetensors_index::{SafetensorsIndex, TensorEntry};
+use crate::prune::report::{PruneReport, TensorStats, Totals};
+use crate::{non_finite_error, CompressError};
+use cut::{Cut, Histogram, BUCKETS};
 use domain::{PruneStep, PruneTarget, Scope, TensorSelection};
 
 const BLOCK_BYTES: usize = 64 << 10;
@@ -273,7 +278,7 @@ impl Plan<'_> {
             if bad > 0 {
                 return Err(non_finite_error(t, bad, "magnitude pruning"));
             }
-            stats.push(super::report::tensor_stats(t, sel, before, after));
+            stats.push(crate::prune::report::tensor_stats(t, sel, before, after));
         }
         writer.finish()?;
         Ok(stats)
