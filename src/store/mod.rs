@@ -81,6 +81,30 @@ impl BeginWrite for SqlitePool {
     }
 }
 
+/// Serialises the transactions that touch one key (a blob's references, one part of an
+/// upload): PostgreSQL takes a transaction-scoped advisory lock on it, so a count taken after
+/// the lock sees every earlier holder's commit; SQLite's `BEGIN IMMEDIATE` already admits one
+/// writer at a time.
+pub(crate) trait KeyLock {
+    async fn lock_key(&mut self, key: &str) -> sqlx::Result<()>;
+}
+
+impl KeyLock for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn lock_key(&mut self, _key: &str) -> sqlx::Result<()> {
+        Ok(())
+    }
+}
+
+impl KeyLock for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn lock_key(&mut self, key: &str) -> sqlx::Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(&mut **self)
+            .await
+            .map(drop)
+    }
+}
+
 impl BeginWrite for PgPool {
     type Db = sqlx::Postgres;
     async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -163,7 +187,11 @@ pub(crate) const BLOB_REFERENCES: &str = "SELECT (SELECT COUNT(*) FROM models WH
 macro_rules! unreferenced {
     ($tx:expr, $keys:expr) => {{
         let mut released: Vec<String> = Vec::new();
-        for (key,) in IntoIterator::into_iter($keys) {
+        let mut keys: Vec<(String,)> = IntoIterator::into_iter($keys).collect();
+        // One order for everyone, so two transactions never wait on each other's keys.
+        keys.sort();
+        for (key,) in keys {
+            $crate::store::KeyLock::lock_key(&mut $tx, &key).await?;
             let (refs,): (i64,) = sqlx::query_as($crate::store::BLOB_REFERENCES)
                 .bind(&key)
                 .fetch_one(&mut *$tx)

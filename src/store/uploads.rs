@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::rows::ts;
-use super::{now_ms, on_pool, unreferenced, BeginWrite, Result, Store};
+use super::{now_ms, on_pool, unreferenced, BeginWrite, KeyLock, Result, Store};
 
 #[derive(Debug, Clone)]
 pub struct UploadRecord {
@@ -80,6 +80,8 @@ impl Store {
         let upload = upload.to_string();
         on_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
+            // Two sends of the same part would each find no row and both insert one.
+            KeyLock::lock_key(&mut tx, &format!("upload-part:{upload}:{}", part.number)).await?;
             let live: Option<(String,)> = sqlx::query_as("SELECT id FROM uploads WHERE id = $1")
                 .bind(&upload)
                 .fetch_optional(&mut *tx)

@@ -3,13 +3,14 @@
 
 #[path = "../common/blobs.rs"]
 mod blobs;
-mod concurrency;
 mod helpers;
 mod models;
 
+mod concurrency;
 mod export;
 mod faults;
 mod flow;
+mod hostile;
 mod jobs;
 mod lifecycle;
 mod openapi;

@@ -70,7 +70,8 @@ pub fn read_dense(path: &Path) -> Result<DenseTensors, CompressError> {
             )));
         };
         let shape = dims(&shape);
-        let n = shape.iter().product::<u64>() as usize;
+        // One mask bit per value: the mask's bytes bound how many values there can be.
+        let n = count(&name, &shape, mask.bytes.len() as u64 * 8)?;
         let bytes = densify(&mask.bytes, &values.bytes, values.dtype.size(), n)
             .ok_or_else(|| bad(format!("sparse tensor '{name}': mask and values disagree")))?;
         raw.insert(
@@ -113,6 +114,17 @@ fn is_auxiliary(name: &str, raw: &HashMap<String, Raw>) -> bool {
         })
 }
 
+/// The number of values `shape` holds, refused (before anything is allocated for them) when
+/// the product overflows or exceeds `room`, the most the bytes that hold them can describe.
+fn count(name: &str, shape: &[u64], room: u64) -> Result<usize, CompressError> {
+    match shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d)) {
+        Some(n) if n <= room => Ok(n as usize),
+        _ => Err(bad(format!(
+            "tensor '{name}': its stored shape {shape:?} holds more values than its data can describe ({room} at most); the file is damaged, or its tensor names only look like compressd's sparse or k-means layout"
+        ))),
+    }
+}
+
 /// An I64 shape tensor's values.
 fn dims(r: &Raw) -> Vec<u64> {
     r.bytes
@@ -139,12 +151,13 @@ fn decode_tensor(
         let shape =
             get("_shape").ok_or_else(|| bad(format!("'{base}' has indices but no _shape")))?;
         let shape = dims(shape);
-        let n = shape.iter().product::<u64>() as usize;
-        let bits = kmeans_bits.ok_or_else(|| {
+        let bits = kmeans_bits.filter(|b| (1..=8).contains(b)).ok_or_else(|| {
             bad(format!(
-                "'{base}' has indices but the file names no compressd.kmeans_bits"
+                "'{base}' has indices but the file names no compressd.kmeans_bits from 1 to 8"
             ))
         })?;
+        // `bits` per value: the packed indices bound how many values there can be.
+        let n = count(base, &shape, t.bytes.len() as u64 * 8 / u64::from(bits))?;
         let codes = kmeans::unpack_bits(&t.bytes, bits, n);
         let values = codes
             .iter()
@@ -212,3 +225,6 @@ fn grouped(codes: &[i8], scale: Option<&Raw>, zero: Option<&Raw>) -> Vec<f32> {
     };
     int::dequantize(&q, group.max(1))
 }
+
+#[cfg(test)]
+mod tests;
