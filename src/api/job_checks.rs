@@ -10,7 +10,7 @@ use crate::compress::nn::{check_fit, DatasetSummary};
 use crate::compress::prune::select_tensors;
 use crate::compress::quant::file::check_groups;
 use crate::compress::TensorEntry;
-use crate::domain::{Architecture, Code, Pipeline, QatStep, Step};
+use crate::domain::{Architecture, Code, Pipeline};
 use crate::store::ModelRecord;
 
 const MAX_WEBHOOK_URL: usize = 2048;
@@ -109,38 +109,46 @@ fn check_runnable(pipeline: &Pipeline, arch: &Architecture) -> Result<(), String
             "a batch of {batch} samples would hold {values} activation values at one layer (at most {MAX_BATCH_ACTIVATION}); lower batch_size"
         ));
     }
+    if let Some((layer, per_sample)) = arch.largest_unfold() {
+        let values = batch.saturating_mul(per_sample);
+        if values > MAX_BATCH_ACTIVATION {
+            return Err(format!(
+                "layer '{layer}' (conv2d) unfolds one sample into {per_sample} values (output positions × input channels × kernel area), {values} for a batch of {batch}; at most {MAX_BATCH_ACTIVATION} fit a job's memory: lower batch_size, or shrink the kernel, padding or input"
+            ));
+        }
+    }
     Ok(())
 }
 
-/// Refuses, before queueing, a pipeline that cannot apply to the model's tensors.
-pub(super) fn check_against_model(
+/// Refuses, before queueing, a pipeline whose steps select tensors the model does not have
+/// (or whose quantization groups do not divide the rows). Runs on a blocking thread: a model
+/// may have many tensors and a step many patterns.
+pub(super) async fn check_against_model(
     pipeline: &Pipeline,
     model: &ModelRecord,
 ) -> Result<(), ApiError> {
-    let tensors: Vec<TensorEntry> =
-        serde_json::from_value(model.tensors.clone()).map_err(ApiError::internal)?;
-    for (i, step) in pipeline.steps().iter().enumerate() {
-        match step {
-            Step::Prune(p) => select_tensors(&tensors, &p.selection, "prune").map(drop),
-            Step::Quantize(q) | Step::Qat(QatStep { quantize: q, .. }) => {
-                select_tensors(&tensors, &q.selection, "quantize")
-                    .and_then(|selected| check_groups(&tensors, &selected, q.scheme))
-            }
-            Step::Export(e) => select_tensors(&tensors, &e.selection, "export").map(drop),
-            Step::Train(_)
-            | Step::Finetune(_)
-            | Step::Evaluate(_)
-            | Step::Sensitivity(_)
-            | Step::Entropy(_)
-            | Step::Distill(_)
-            | Step::Auto(_) => Ok(()),
+    let (pipeline, tensors) = (pipeline.clone(), model.tensors.clone());
+    tokio::task::spawn_blocking(move || {
+        let tensors: Vec<TensorEntry> =
+            serde_json::from_value(tensors).map_err(ApiError::internal)?;
+        for (i, step) in pipeline.steps().iter().enumerate() {
+            let Some(s) = step.needs().selects() else {
+                continue;
+            };
+            select_tensors(&tensors, s.selection, step.op())
+                .and_then(|selected| match s.scheme {
+                    Some(scheme) => check_groups(&tensors, &selected, scheme),
+                    None => Ok(()),
+                })
+                .map_err(|e| {
+                    ApiError::new(
+                        Code::PipelineNotApplicable,
+                        format!("pipeline[{i}] ({}): {e}", step.op()),
+                    )
+                })?;
         }
-        .map_err(|e| {
-            ApiError::new(
-                Code::PipelineNotApplicable,
-                format!("pipeline[{i}] ({}): {e}", step.op()),
-            )
-        })?;
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
+    .map_err(ApiError::internal)?
 }

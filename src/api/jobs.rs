@@ -99,7 +99,7 @@ pub async fn create_job(
                 ),
             )
         })?;
-    check_against_model(&pipeline, &model)?;
+    check_against_model(&pipeline, &model).await?;
     let dataset_sha = check_model_inputs(&app, &caller, &pipeline, &model, req.dataset_id).await?;
     let canonical = json!({
         "model_id": req.model_id, "dataset_id": req.dataset_id, "pipeline": pipeline.to_json(),
@@ -108,8 +108,15 @@ pub async fn create_job(
     let request_hash = hex::encode(Sha256::digest(canonical.to_string()));
     // serde_json's maps are sorted, so equal pipelines give equal text.
     let cache_key = hex::encode(Sha256::digest(
-        json!({ "model": model.sha256, "dataset": dataset_sha, "pipeline": pipeline.to_json() })
-            .to_string(),
+        json!({
+            "model": model.sha256,
+            // The architecture and config change what a job measures and writes.
+            "architecture": model.architecture,
+            "config": model.config,
+            "dataset": dataset_sha,
+            "pipeline": pipeline.to_json(),
+        })
+        .to_string(),
     ));
     let new = CreateJob {
         id: Uuid::now_v7(),

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::helpers::{Backend, TestApp};
 use crate::models::{f32_tensor, safetensors, values, T};
+use crate::training::{dataset_bytes, upload_architecture, upload_dataset, MLP};
 
 fn raw(name: &'static str, dtype: Dtype, shape: &[usize], data: Vec<u8>) -> T {
     T {
@@ -55,4 +56,110 @@ async fn a_forged_sparse_shape_does_not_take_the_server_down(backend: Backend) {
     app.finish().await;
 }
 
-crate::on_each_backend!(a_forged_sparse_shape_does_not_take_the_server_down);
+/// A valid architecture whose one conv layer would unfold each sample into 4.4·10^12 values
+/// (kernel 1030, padding 1024 on a 1×1 input): refused before queueing, naming the layer,
+/// instead of a job that asks for terabytes.
+async fn a_conv_that_unfolds_into_terabytes_is_refused_at_submission(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let arch = r#"{"input_shape":[1,1,1],"layers":[
+        {"type":"conv2d","in_channels":1,"out_channels":1,"kernel_size":1030,"padding":1024},
+        {"type":"flatten"},{"type":"linear","in_features":1040400,"out_features":2}]}"#;
+    let res = upload_architecture(&app, arch, None).await;
+    assert_eq!(res.status(), 201);
+    let model: serde_json::Value = res.json().await.unwrap();
+    let one = |name: &'static str, label: u8| {
+        [
+            f32_tensor(name, &[2, 1, 1, 1], &[0.0, 1.0]),
+            raw(
+                if name == "train_inputs" {
+                    "train_labels"
+                } else {
+                    "test_labels"
+                },
+                Dtype::U8,
+                &[2],
+                vec![label, 1 - label],
+            ),
+        ]
+    };
+    let mut tensors = Vec::new();
+    tensors.extend(one("train_inputs", 0));
+    tensors.extend(one("test_inputs", 1));
+    let res = upload_dataset(&app, safetensors(&tensors, None)).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let data: serde_json::Value = res.json().await.unwrap();
+    let res = app
+        .post_job(json!({"model_id": model["id"], "dataset_id": data["id"], "pipeline": [{"op":"evaluate"}]}))
+        .await;
+    assert_eq!(res.status(), 422);
+    let problem: serde_json::Value = res.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("layer '0' (conv2d) unfolds"), "{detail}");
+    app.finish().await;
+}
+
+/// The results cache answers only for the same bytes, architecture, config, dataset and
+/// pipeline: after the architecture changes, the same job runs again.
+async fn a_new_architecture_is_not_answered_from_the_cache(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let data: serde_json::Value = upload_dataset(&app, dataset_bytes())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let model: serde_json::Value = upload_architecture(&app, MLP, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let evaluate = || json!({"model_id": model["id"], "dataset_id": data["id"], "pipeline": [{"op":"evaluate"}]});
+    let first = app
+        .post_job(evaluate())
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    app.run_jobs().await;
+    assert_eq!(
+        app.job(first["id"].as_str().unwrap()).await["status"],
+        "succeeded"
+    );
+    let again = app
+        .post_job(evaluate())
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(again["cache_hit"], true, "same inputs: {again:#}");
+    let tanh = MLP.replace("relu", "tanh");
+    let res = app
+        .http
+        .put(app.url(&format!(
+            "/v1/models/{}/architecture",
+            model["id"].as_str().unwrap()
+        )))
+        .header("content-type", "application/json")
+        .body(tanh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let changed = app
+        .post_job(evaluate())
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(changed["cache_hit"], false, "{changed:#}");
+    app.finish().await;
+}
+
+crate::on_each_backend!(
+    a_forged_sparse_shape_does_not_take_the_server_down,
+    a_conv_that_unfolds_into_terabytes_is_refused_at_submission,
+    a_new_architecture_is_not_answered_from_the_cache,
+);

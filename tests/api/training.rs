@@ -9,7 +9,7 @@ use crate::blobs::blobs;
 use crate::helpers::{Backend, TestApp};
 use crate::models::{f32_tensor, safetensors, zeros, T};
 
-const MLP: &str = r#"{"input_shape":[8],"layers":[
+pub(crate) const MLP: &str = r#"{"input_shape":[8],"layers":[
   {"type":"linear","in_features":8,"out_features":32},{"type":"relu"},
   {"type":"linear","in_features":32,"out_features":16},{"type":"relu"},
   {"type":"linear","in_features":16,"out_features":4}]}"#;
@@ -57,7 +57,7 @@ fn dataset(image: bool) -> Vec<u8> {
     )
 }
 
-async fn upload_dataset(app: &TestApp, bytes: Vec<u8>) -> reqwest::Response {
+pub(crate) async fn upload_dataset(app: &TestApp, bytes: Vec<u8>) -> reqwest::Response {
     let form = multipart::Form::new().text("name", "blobs").part(
         "file",
         multipart::Part::bytes(bytes).file_name("blobs.safetensors"),
@@ -70,7 +70,7 @@ async fn upload_dataset(app: &TestApp, bytes: Vec<u8>) -> reqwest::Response {
         .unwrap()
 }
 
-async fn upload_architecture(
+pub(crate) async fn upload_architecture(
     app: &TestApp,
     arch: &str,
     weights: Option<Vec<u8>>,

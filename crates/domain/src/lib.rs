@@ -27,7 +27,7 @@ pub use job::{JobStatus, UnknownStatus};
 pub use parse_error::ParseError;
 pub use pipeline::{Pipeline, MAX_STEPS};
 pub use problem::Problem;
-pub use selection::{NamePattern, TensorSelection};
+pub use selection::{NamePattern, TensorSelection, MAX_PATTERNS};
 #[cfg(feature = "openapi")]
 pub use steps::PipelineStepDoc;
 pub use steps::{
@@ -45,5 +45,5 @@ pub use steps::{
     schedule::{Ramp, Schedule},
     sensitivity::SensitivityStep,
     train::{Init, OptimizerKind, TrainStep, TrainWire},
-    Operation, Step, StepNeeds, SUPPORTED_OPS,
+    Operation, Selects, Step, StepNeeds, SUPPORTED_OPS,
 };

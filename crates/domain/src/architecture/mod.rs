@@ -144,6 +144,30 @@ impl Architecture {
             .fold(per(&self.input_shape), u64::max)
     }
 
+    /// The largest buffer one sample's pass unfolds a layer into (im2col for conv2d: output
+    /// positions × input channels × kernel area), with the layer's name. Saturates rather
+    /// than overflows: the caller compares it with a budget.
+    pub fn largest_unfold(&self) -> Option<(&str, u64)> {
+        self.layers
+            .iter()
+            .filter_map(|l| match &l.kind {
+                LayerKind::Conv2d {
+                    in_channels,
+                    kernel_size,
+                    ..
+                } => {
+                    let (kh, kw) = kernel_size.get();
+                    let positions: u64 = l.output_shape[1..].iter().map(|&d| d as u64).product();
+                    let per = [*in_channels as u64, kh as u64, kw as u64]
+                        .iter()
+                        .fold(positions, |a, &b| a.saturating_mul(b));
+                    Some((l.name.as_str(), per))
+                }
+                _ => None,
+            })
+            .max_by_key(|(_, per)| *per)
+    }
+
     /// Why the model cannot be trained, if it cannot: candle differentiates max-pooling only
     /// when the stride equals the kernel.
     pub fn check_trainable(&self) -> Result<(), String> {

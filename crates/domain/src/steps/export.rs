@@ -70,10 +70,7 @@ impl TryFrom<ExportWire> for ExportStep {
         Ok(ExportStep {
             format: w.format,
             ggml_type: w.ggml_type,
-            selection: TensorSelection {
-                include: w.include,
-                exclude: w.exclude,
-            },
+            selection: TensorSelection::new(w.include, w.exclude)?,
         })
     }
 }
@@ -92,6 +89,12 @@ impl From<ExportStep> for ExportWire {
 impl StepNeeds for ExportStep {
     fn writes_dense(&self) -> bool {
         false
+    }
+    fn selects(&self) -> Option<super::Selects<'_>> {
+        Some(super::Selects {
+            selection: &self.selection,
+            scheme: None,
+        })
     }
     fn needs_architecture(&self) -> bool {
         false

@@ -46,10 +46,21 @@ pub trait StepNeeds {
     fn compresses(&self) -> bool {
         true
     }
+    /// The tensors the step works on by name, checked against the model's before the job is
+    /// queued (with the quantization scheme, whose group sizes must divide the rows).
+    fn selects(&self) -> Option<Selects<'_>> {
+        None
+    }
     /// The largest batch the step runs the model with (0 when it does not run the model).
     fn batch_size(&self) -> usize {
         0
     }
+}
+
+/// A step's tensor selection, and the scheme it stores them with, if it quantizes.
+pub struct Selects<'a> {
+    pub selection: &'a crate::TensorSelection,
+    pub scheme: Option<quantize::Scheme>,
 }
 
 /// An operation as it is named and parsed in a pipeline.

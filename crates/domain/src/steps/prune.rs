@@ -258,10 +258,7 @@ impl TryFrom<PruneWire> for PruneStep {
         Ok(PruneStep {
             method: w.method,
             target,
-            selection: TensorSelection {
-                include: w.include,
-                exclude: w.exclude,
-            },
+            selection: TensorSelection::new(w.include, w.exclude)?,
             store: w.store,
             criterion: w.criterion,
             schedule,
@@ -354,6 +351,12 @@ impl StepNeeds for PruneStep {
     }
     fn batch_size(&self) -> usize {
         self.schedule.as_ref().map_or(64, |s| s.recipe().batch_size)
+    }
+    fn selects(&self) -> Option<super::Selects<'_>> {
+        Some(super::Selects {
+            selection: &self.selection,
+            scheme: None,
+        })
     }
 }
 

@@ -65,6 +65,9 @@ impl StepNeeds for QatStep {
     fn batch_size(&self) -> usize {
         self.train.batch_size
     }
+    fn selects(&self) -> Option<super::Selects<'_>> {
+        self.quantize.selects()
+    }
 }
 
 impl Operation for QatStep {

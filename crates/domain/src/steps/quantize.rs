@@ -207,10 +207,7 @@ impl TryFrom<QuantizeWire> for QuantizeStep {
         }
         Ok(QuantizeStep {
             scheme,
-            selection: TensorSelection {
-                include: w.include,
-                exclude: w.exclude,
-            },
+            selection: TensorSelection::new(w.include, w.exclude)?,
             store: w.store,
             dequantized_copy: w.dequantized_copy,
         })
@@ -286,6 +283,12 @@ impl From<QuantizeStep> for QuantizeWire {
 impl StepNeeds for QuantizeStep {
     fn writes_dense(&self) -> bool {
         false
+    }
+    fn selects(&self) -> Option<super::Selects<'_>> {
+        Some(super::Selects {
+            selection: &self.selection,
+            scheme: Some(self.scheme),
+        })
     }
     fn needs_architecture(&self) -> bool {
         false

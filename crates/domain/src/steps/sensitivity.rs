@@ -60,6 +60,7 @@ impl Operation for SensitivityStep {
                 "sparsities must list 1–32 fractions in [0, 1]".into(),
             ));
         }
+        TensorSelection::new(self.include.clone(), self.exclude.clone())?;
         Ok(self)
     }
 }
