@@ -35,12 +35,28 @@ pub(super) fn parse_architecture(text: &str) -> Result<Architecture, ApiError> {
     Architecture::parse_json(text).map_err(|e| ApiError::new(Code::InvalidArchitecture, e.0))
 }
 
-/// Fresh weights for an architecture-only upload, written like an uploaded file.
+/// Fresh weights for an architecture-only upload, written like an uploaded file. They count
+/// like an upload: refused before they are made when they would pass the upload limit or the
+/// tenant's storage.
 pub(super) async fn initial_weights(
     app: &AppState,
+    caller: &Caller,
     arch: &Architecture,
     seed: Option<String>,
 ) -> Result<TempUpload, ApiError> {
+    let bytes: u64 = arch
+        .params()
+        .iter()
+        .map(|p| p.shape.iter().map(|&d| d as u64).product::<u64>() * 4)
+        .sum();
+    let limit = app.config.max_upload_bytes;
+    if bytes > limit {
+        return Err(ApiError::new(
+            Code::UploadTooLarge,
+            format!("the architecture's weights take {bytes} bytes as f32, over the upload limit of {limit} bytes (COMPRESSD_MAX_UPLOAD_BYTES): generated weights count like uploaded ones"),
+        ));
+    }
+    super::stored::check_room(app, caller, bytes).await?;
     let seed = match seed {
         Some(s) => s.trim().parse::<u64>().map_err(|_| {
             ApiError::new(

@@ -62,7 +62,7 @@ pub async fn upload_model(
         .transpose()?;
     let upload = match (upload, &architecture) {
         (Some(u), _) => u,
-        (None, Some(arch)) => initial_weights(&app, arch, texts.remove("seed")).await?,
+        (None, Some(arch)) => initial_weights(&app, &caller, arch, texts.remove("seed")).await?,
         (None, None) => {
             return Err(ApiError::new(Code::InvalidMultipart, "the multipart body has no 'file' part (send weights, or an 'architecture' part to start from a fresh initialisation)",
             ))

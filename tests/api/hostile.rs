@@ -158,7 +158,31 @@ async fn a_new_architecture_is_not_answered_from_the_cache(backend: Backend) {
     app.finish().await;
 }
 
+/// A 200-byte architecture asks for 4 MiB of generated weights on a server whose uploads stop
+/// at 1 MiB: refused before anything is generated, like the same weights uploaded.
+async fn generated_weights_count_against_the_upload_limit(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |c| c.max_upload_bytes = 1 << 20).await else {
+        return;
+    };
+    let arch = r#"{"input_shape":[1024],"layers":[{"type":"linear","in_features":1024,"out_features":1024}]}"#;
+    let res = upload_architecture(&app, arch, None).await;
+    assert_eq!(res.status(), 413);
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("generated weights count"),
+        "{problem}"
+    );
+    let small =
+        r#"{"input_shape":[64],"layers":[{"type":"linear","in_features":64,"out_features":64}]}"#;
+    assert_eq!(upload_architecture(&app, small, None).await.status(), 201);
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    generated_weights_count_against_the_upload_limit,
     a_forged_sparse_shape_does_not_take_the_server_down,
     a_conv_that_unfolds_into_terabytes_is_refused_at_submission,
     a_new_architecture_is_not_answered_from_the_cache,

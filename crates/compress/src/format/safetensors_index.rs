@@ -12,7 +12,12 @@ use serde_json::Value;
 use crate::format::dtype::Dtype;
 
 /// Headers larger than this are refused; real ones are kilobytes to a few megabytes.
-pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
+/// The largest models people deploy have headers of a few hundred KiB per file; parsing a
+/// header costs many times its size in memory, so a bound here bounds every upload.
+pub const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
+/// Tensors in one file: far above any model (a 70B-parameter transformer has under a thousand
+/// per shard), and a bound on every per-tensor list the service keeps and shows.
+pub const MAX_TENSORS: usize = 65_536;
 const MAX_RANK: usize = 16;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -120,6 +125,12 @@ impl SafetensorsIndex {
         let root: serde_json::Map<String, Value> = serde_json::from_str(text)
             .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
 
+        let listed = root.len() - usize::from(root.contains_key("__metadata__"));
+        if listed > MAX_TENSORS {
+            return Err(bad(format!(
+                "the header lists {listed} tensors; at most {MAX_TENSORS} are accepted in one file"
+            )));
+        }
         let mut metadata = BTreeMap::new();
         let mut tensors = Vec::with_capacity(root.len());
         for (name, value) in root {
@@ -294,6 +305,28 @@ mod tests {
 
     fn parse(header: &str, data_len: u64) -> Result<SafetensorsIndex, FormatError> {
         SafetensorsIndex::parse(header.as_bytes(), data_len, 8 + header.len() as u64, 0)
+    }
+
+    /// A header listing more tensors than any model has is refused before the entries are
+    /// turned into tensors (an 800 000-tensor header once cost gigabytes per upload).
+    #[test]
+    fn refuses_more_tensors_than_any_model_has() {
+        let entries = |n: usize| {
+            let body: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(
+                        r#""t{i}":{{"dtype":"U8","shape":[1],"data_offsets":[{i},{}]}}"#,
+                        i + 1
+                    )
+                })
+                .collect();
+            format!("{{{}}}", body.join(","))
+        };
+        assert!(parse(&entries(MAX_TENSORS), MAX_TENSORS as u64).is_ok());
+        match parse(&entries(MAX_TENSORS + 1), MAX_TENSORS as u64 + 1) {
+            Err(err) => assert!(err.0.contains("at most 65536"), "{err}"),
+            Ok(index) => panic!("{} tensors accepted", index.tensors.len()),
+        }
     }
 
     #[test]
