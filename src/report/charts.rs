@@ -17,7 +17,7 @@ pub(super) fn charts(metrics: &JobMetrics) -> Result<Vec<Chart>, String> {
     if let Some(e) = &metrics.evaluation {
         let measured = [("before", Some(&e.before)), ("after", e.after.as_ref())];
         for (when, report) in measured {
-            if let Some(r) = report {
+            if let Some(r) = report.filter(|r| !r.confusion_matrix.is_empty()) {
                 out.push((
                     format!("confusion-{when}"),
                     heatmap(&format!("Confusion matrix, {when}"), &r.confusion_matrix)?,

@@ -6,6 +6,7 @@ mod auto;
 mod blobs;
 mod data;
 mod distill;
+mod evaluate;
 mod helpers;
 mod layers;
 mod pruning;

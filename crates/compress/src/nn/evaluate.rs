@@ -116,6 +116,26 @@ pub fn speed(net: &Network, split: &Split, opts: &EvaluateStep) -> Result<Speed,
     })
 }
 
+/// Classes up to which the confusion matrix is kept and drawn.
+pub const MAX_CONFUSION_CLASSES: usize = 256;
+
+fn class_report(class: usize, tp: u64, support: u64, predicted: u64) -> ClassReport {
+    let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+    let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    ClassReport {
+        class,
+        support,
+        precision,
+        recall,
+        f1,
+    }
+}
+
 pub fn evaluate(
     net: &Network,
     split: &Split,
@@ -125,45 +145,33 @@ pub fn evaluate(
 ) -> Result<EvalReport, CompressError> {
     let classes = classes.max(net.arch.classes().unwrap_or(0));
     let (preds, loss) = predict(net, split, opts.batch_size)?;
-    let mut confusion = vec![vec![0u64; classes]; classes];
+    // Per-class counts in O(samples + classes); the full matrix only where it is small enough
+    // to read (it grows with the square of the classes).
+    let (mut tp, mut support, mut predicted) = (
+        vec![0u64; classes],
+        vec![0u64; classes],
+        vec![0u64; classes],
+    );
+    let keep_matrix = classes <= MAX_CONFUSION_CLASSES;
+    let side = if keep_matrix { classes } else { 0 };
+    let mut confusion = vec![vec![0u64; side]; side];
     for (&p, &l) in preds.iter().zip(&split.labels) {
-        confusion[l as usize][p as usize] += 1;
-    }
-    let mut per_class = Vec::new();
-    for c in 0..classes {
-        let tp = confusion[c][c] as f64;
-        let support: u64 = confusion[c].iter().sum();
-        let predicted: u64 = confusion.iter().map(|row| row[c]).sum();
-        if support == 0 && predicted == 0 {
-            continue;
+        let (p, l) = (p as usize, l as usize);
+        support[l] += 1;
+        predicted[p] += 1;
+        tp[l] += u64::from(p == l);
+        if keep_matrix {
+            confusion[l][p] += 1;
         }
-        let precision = if predicted > 0 {
-            tp / predicted as f64
-        } else {
-            0.0
-        };
-        let recall = if support > 0 {
-            tp / support as f64
-        } else {
-            0.0
-        };
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
-        per_class.push(ClassReport {
-            class: c,
-            support,
-            precision,
-            recall,
-            f1,
-        });
     }
+    let per_class: Vec<ClassReport> = (0..classes)
+        .filter(|&c| support[c] > 0 || predicted[c] > 0)
+        .map(|c| class_report(c, tp[c], support[c], predicted[c]))
+        .collect();
     let mean = |f: fn(&ClassReport) -> f64| {
         per_class.iter().map(f).sum::<f64>() / per_class.len().max(1) as f64
     };
-    let correct: u64 = (0..classes).map(|c| confusion[c][c]).sum();
+    let correct: u64 = tp.iter().sum();
     let n = split.len().max(1) as f64;
     Ok(EvalReport {
         data: data.to_owned(),

@@ -47,7 +47,8 @@ pub struct EvalReport {
     pub f1_macro: f64,
     pub mean_loss: f64,
     pub per_class: Vec<ClassReport>,
-    /// rows: true class, columns: predicted class.
+    /// rows: true class, columns: predicted class; empty above 256 classes (it grows with the
+    /// square of the classes; `per_class` has every class's figures).
     pub confusion_matrix: Vec<Vec<u64>>,
     pub cost: Cost,
     pub speed: Speed,
