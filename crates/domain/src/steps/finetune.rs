@@ -42,18 +42,19 @@ impl Deref for FinetuneStep {
     }
 }
 
+/// Needs what `train` needs.
 impl StepNeeds for FinetuneStep {
     fn compresses(&self) -> bool {
-        false
+        self.0.compresses()
     }
     fn writes_dense(&self) -> bool {
-        true
+        self.0.writes_dense()
     }
     fn trains(&self) -> bool {
-        true
+        self.0.trains()
     }
     fn batch_size(&self) -> usize {
-        self.0.batch_size
+        self.0.batch_size()
     }
 }
 
