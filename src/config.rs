@@ -132,6 +132,12 @@ pub struct Config {
     /// connection is closed (slow-loris).
     #[arg(long, env = "COMPRESSD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+    /// Open connections in all; past it a new connection is answered 503 and closed.
+    #[arg(long, env = "COMPRESSD_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Open connections from one address; past it a new one is answered 429 and closed.
+    #[arg(long, env = "COMPRESSD_MAX_CONNECTIONS_PER_IP", default_value_t = 512)]
+    pub max_connections_per_ip: usize,
     /// A request body that sends nothing for this long is cut off (slow clients).
     #[arg(long, env = "COMPRESSD_BODY_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_idle_timeout_ms: u64,

@@ -93,7 +93,12 @@ impl Application {
         let app = api::router(state);
         let stop = shutdown.clone();
         let header_timeout = Duration::from_millis(config.header_timeout_ms.max(100));
-        let server = tokio::spawn(crate::serve::serve(listener, app, header_timeout, stop));
+        let limits = crate::serve::Limits {
+            header_timeout,
+            connections: config.max_connections.max(1),
+            per_ip: config.max_connections_per_ip.max(1),
+        };
+        let server = tokio::spawn(crate::serve::serve(listener, app, limits, stop));
         tracing::info!(
             %address,
             store = store.backend(),

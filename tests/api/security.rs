@@ -168,7 +168,51 @@ async fn hostile_names_stay_names(backend: Backend) {
     app.finish().await;
 }
 
+/// Connections that send nothing are closed once the header timeout has passed since they were
+/// accepted, and one address holds at most its share of connections: those over it are
+/// answered 429 at once and closed. (1 100 silent connections once locked everyone out.)
+async fn silent_and_surplus_connections_are_closed(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |c| {
+        c.header_timeout_ms = 300;
+        c.max_connections_per_ip = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let (mut refused, mut closed) = (0, 0);
+    for stream in &mut silent {
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("every silent connection is answered or closed")
+            .unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        if n == 0 {
+            closed += 1;
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+            assert!(answer.contains("too-many-connections"), "{answer}");
+            refused += 1;
+        }
+    }
+    // The test's own HTTP client may hold one pooled connection from the same address.
+    assert!(
+        refused >= 4 - 1 && closed >= 4 - 1,
+        "{refused} refused, {closed} closed"
+    );
+    drop(silent);
+    assert_eq!(app.get_json("/healthz").await["status"], "ok");
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    silent_and_surplus_connections_are_closed,
     stalled_uploads_are_cut_off,
     trickled_headers_are_cut_off,
     oversized_headers_are_refused_and_the_server_keeps_serving,
