@@ -34,7 +34,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            ApiError::unauthorized(Code::MissingApiKey, "send Authorization: Bearer <API key>")
+            ApiError::new(Code::MissingApiKey, "send Authorization: Bearer <API key>")
         })
     }
 }
@@ -48,7 +48,7 @@ fn bearer(req: &Request) -> Result<Option<String>, ApiError> {
         Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => {
             Ok(Some(key.trim().to_owned()))
         }
-        _ => Err(ApiError::unauthorized(
+        _ => Err(ApiError::new(
             Code::InvalidApiKey,
             "the Authorization header must be 'Bearer <API key>'",
         )),
@@ -93,7 +93,7 @@ async fn resolve(app: &AppState, presented: Option<String>) -> Result<Caller, Ap
                 tenant,
                 key: Some(key),
             }),
-            None => Err(ApiError::unauthorized(Code::InvalidApiKey, "this API key is not valid (unknown or revoked)",
+            None => Err(ApiError::new(Code::InvalidApiKey, "this API key is not valid (unknown or revoked)",
             )),
         },
         None if app.open && !app.store.live_keys_exist().await? => {
@@ -102,7 +102,7 @@ async fn resolve(app: &AppState, presented: Option<String>) -> Result<Caller, Ap
             })?;
             Ok(Caller { tenant, key: None })
         }
-        None => Err(ApiError::unauthorized(Code::MissingApiKey, "send Authorization: Bearer <API key> (keys come from `compressd keys create --tenant NAME` or the admin API)",
+        None => Err(ApiError::new(Code::MissingApiKey, "send Authorization: Bearer <API key> (keys come from `compressd keys create --tenant NAME` or the admin API)",
         )),
     }
 }
@@ -129,7 +129,7 @@ impl FromRequestParts<AppState> for Admin {
         let digest = |s: &str| Sha256::digest(s.as_bytes());
         match given {
             Some(key) if digest(key) == digest(expected) => Ok(Admin),
-            _ => Err(ApiError::unauthorized(
+            _ => Err(ApiError::new(
                 Code::InvalidAdminKey,
                 "admin routes need Authorization: Bearer <COMPRESSD_ADMIN_KEY>",
             )),

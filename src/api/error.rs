@@ -3,7 +3,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::compress::CompressError;
 use crate::domain::{Code, Problem};
 use crate::store::StoreError;
 
@@ -58,11 +57,6 @@ impl ApiError {
         }
     }
 
-    /// 401: the caller must present a valid key.
-    pub fn unauthorized(code: Code, detail: impl Into<String>) -> Self {
-        Self::new(code, detail)
-    }
-
     /// A rate limit (429, with Retry-After) or a quota: names the limit.
     pub fn over_limit(code: Code, limit: &'static str, detail: impl Into<String>) -> Self {
         let mut e = Self::new(code, detail);
@@ -79,21 +73,6 @@ impl ApiError {
         let mut p = self.code.problem(self.detail.clone());
         p.limit = self.limit.map(str::to_owned);
         p
-    }
-}
-
-/// What the compression core refuses, as the API says it (the upload checks run the core's
-/// readers on the request's file).
-impl From<CompressError> for ApiError {
-    fn from(e: CompressError) -> Self {
-        match e {
-            CompressError::InvalidModel(d) => ApiError::new(Code::InvalidModel, d),
-            CompressError::InvalidRequest(d) => ApiError::new(Code::PipelineNotApplicable, d),
-            CompressError::Interrupted(why) => {
-                ApiError::unavailable(format!("the work was stopped: {why:?}"))
-            }
-            CompressError::Io(e) => ApiError::internal(e),
-        }
     }
 }
 

@@ -30,9 +30,13 @@ pub async fn store_outputs(
     workdir: &Path,
 ) -> io::Result<JobOutputs> {
     // A pipeline that only measures leaves no model file: the model is as it was uploaded.
-    let written = run.outputs.iter().find(|o| o.kind == "model").cloned();
+    let written = run
+        .outputs
+        .iter()
+        .find(|o| o.kind == "model")
+        .map(|o| o.path.clone());
     let main_bytes = match &written {
-        Some(o) => std::fs::metadata(&o.path)?.len(),
+        Some(path) => std::fs::metadata(path)?.len(),
         None => model.size_bytes,
     };
     let PipelineRun {
@@ -48,7 +52,7 @@ pub async fn store_outputs(
         .config
         .as_ref()
         .zip(written.as_ref())
-        .map(|(c, o)| config_beside(c, &o.path));
+        .map(|(c, path)| config_beside(c, path));
     let mut put = Putter {
         blobs,
         prefix: format!("artifacts/{}/{}", lease.job.id, lease.token.simple()),

@@ -92,8 +92,7 @@ pub fn run_pipeline(
     control: &Control,
 ) -> Result<PipelineRun, CompressError> {
     let count = pipeline.steps().len();
-    let measured = state.arch.is_some() && state.data.is_some();
-    let mut before = if measured {
+    let mut before = if state.measured() {
         Some(state.evaluate(&state.load(input)?, &EvaluateStep::default())?)
     } else {
         None

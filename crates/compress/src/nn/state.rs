@@ -34,6 +34,11 @@ impl ModelState {
         })
     }
 
+    /// Whether the model can be measured: it has an architecture and the job a dataset.
+    pub fn measured(&self) -> bool {
+        self.arch.is_some() && self.data.is_some()
+    }
+
     pub fn load(&self, path: &Path) -> Result<Network, CompressError> {
         Network::load(path, self.arch()?)
     }

@@ -30,7 +30,7 @@ impl StepContext<'_> {
     /// Whether the model is measured before and after the pipeline (it has an architecture
     /// and the job a dataset), so a dense copy of a sparse result is worth keeping.
     pub fn measured(&self) -> bool {
-        self.state.arch.is_some() && self.state.data.is_some()
+        self.state.measured()
     }
 }
 

@@ -12,10 +12,7 @@ pub fn run(step: &ExportStep, cx: &mut StepContext) -> Result<StepOutput, Compre
     if report.quantized_tensors == 0 && !report.kept_tensors.is_empty() {
         // A file with every tensor left as it was is not what was asked for; say why instead.
         let _ = std::fs::remove_file(&output);
-        let name = serde_json::to_value(step.ggml_type)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let name = step.ggml_type.name();
         let shown: Vec<&str> = report
             .kept_tensors
             .iter()

@@ -32,6 +32,24 @@ pub enum GgufType {
     Q6K,
 }
 
+impl GgufType {
+    /// The name ggml and llama.cpp give the type (and requests use).
+    pub fn name(self) -> &'static str {
+        match self {
+            GgufType::Q8_0 => "Q8_0",
+            GgufType::Q4_0 => "Q4_0",
+            GgufType::Q4_1 => "Q4_1",
+            GgufType::Q5_0 => "Q5_0",
+            GgufType::Q5_1 => "Q5_1",
+            GgufType::Q2K => "Q2_K",
+            GgufType::Q3K => "Q3_K",
+            GgufType::Q4K => "Q4_K",
+            GgufType::Q5K => "Q5_K",
+            GgufType::Q6K => "Q6_K",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

@@ -148,10 +148,7 @@ fn stored_name(s: Stored) -> String {
     match s {
         Stored::F32 => "F32".into(),
         Stored::F16 => "F16".into(),
-        Stored::Quant(q) => serde_json::to_value(q)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        Stored::Quant(q) => q.name().into(),
         Stored::Int(d) => d.name().into(),
     }
 }
