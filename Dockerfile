@@ -12,7 +12,7 @@ COPY crates/domain/Cargo.toml crates/domain/Cargo.toml
 COPY crates/compress/Cargo.toml crates/compress/Cargo.toml
 RUN mkdir -p src benches crates/domain/src crates/compress/src \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs crates/domain/src/lib.rs crates/compress/src/lib.rs \
- && for b in throughput mnist load; do echo 'fn main() {}' > "benches/$b.rs"; done \
+ && for b in throughput mnist load transformers; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && cargo build --release --locked --bin compressd \
  && rm -rf src benches crates/domain/src crates/compress/src
 COPY crates crates

@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             config.workers = Some(env("LOAD_WORKERS", 1));
             config.max_queued_jobs = u32::MAX;
             config.sweep_ms = 3_600_000;
+            config.job_runner = Some(env!("CARGO_BIN_EXE_compressd").into());
             let app = Application::build(config).await?;
             (format!("http://{}", app.address()), Some(app))
         }

@@ -29,6 +29,9 @@ pub enum Command {
     /// Exit 0 if the server at COMPRESSD_BIND answers /readyz with 200 (for container
     /// health checks, where no curl is installed).
     Healthcheck,
+    /// Run one job attempt described by SPEC (started by a worker; not for people).
+    #[command(hide = true)]
+    RunJob { spec: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +77,11 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "COMPRESSD_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
+    /// A second address serving only /metrics, /healthz and /readyz, without keys: for a
+    /// Prometheus scraper inside the cluster. Unset: /metrics is on the main address and needs
+    /// the admin key unless the server runs open.
+    #[arg(long, env = "COMPRESSD_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
     /// sqlite://PATH (created if missing) or postgres://…
     #[arg(
         long,
@@ -150,6 +158,18 @@ pub struct Config {
     /// How often expired uploads and artifacts are swept.
     #[arg(long, env = "COMPRESSD_SWEEP_MS", default_value_t = 60_000)]
     pub sweep_ms: u64,
+    /// How often blob storage and scratch are searched for files a killed process left
+    /// behind (lists every stored file).
+    #[arg(long, env = "COMPRESSD_ORPHAN_SWEEP_MS", default_value_t = 3_600_000)]
+    pub orphan_sweep_ms: u64,
+    /// Heap limit of each job's process, in bytes; a job that needs more fails saying so.
+    /// Default: three quarters of the machine's (or container's) memory, shared among this
+    /// process's workers, and at least 1 GiB.
+    #[arg(long, env = "COMPRESSD_JOB_MEMORY_BYTES")]
+    pub job_memory_bytes: Option<u64>,
+    /// The executable that runs each job attempt (`compressd run-job`). Default: this binary.
+    #[arg(long, env = "COMPRESSD_JOB_RUNNER", hide = true)]
+    pub job_runner: Option<PathBuf>,
     /// Testing aid: sleep this long between chunks of every job.
     #[arg(
         long,
@@ -164,6 +184,21 @@ impl Config {
     pub fn workers(&self) -> usize {
         self.workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn job_memory_budget(&self) -> u64 {
+        self.job_memory_bytes.unwrap_or_else(|| {
+            let share = available_memory().saturating_mul(3) / 4 / self.workers().max(1) as u64;
+            share.max(1 << 30)
+        })
+    }
+
+    /// The executable that runs job attempts.
+    pub fn job_runner(&self) -> std::io::Result<PathBuf> {
+        match &self.job_runner {
+            Some(p) => Ok(p.clone()),
+            None => std::env::current_exe(),
+        }
     }
 
     pub fn lease(&self) -> Duration {
@@ -185,5 +220,29 @@ impl Config {
     /// Defaults, as `compressd` with no flags and no environment would run.
     pub fn defaults() -> Config {
         Cli::parse_from(["compressd"]).config
+    }
+}
+
+/// The memory this process may use: the machine's, or less where a container's cgroup caps it.
+fn available_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .filter_map(|v| v.trim().parse::<u64>().ok())
+    .min();
+    match (meminfo, cgroup) {
+        (Some(m), Some(c)) => m.min(c),
+        (Some(m), None) => m,
+        (None, Some(c)) => c,
+        (None, None) => 8 << 30,
     }
 }

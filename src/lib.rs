@@ -14,6 +14,7 @@ pub mod notify;
 pub mod report;
 pub mod serve;
 pub mod startup;
+pub mod storage_health;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;

@@ -6,9 +6,18 @@ use clap::Parser;
 use compressd::config::{Cli, Command};
 use compressd::startup::{Application, ShutdownSignal};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    // A job process runs the math alone: no async runtime, no database, no listener.
+    if let Some(Command::RunJob { spec }) = &cli.command {
+        return Ok(compressd::worker::job_process::main(spec));
+    }
+    tokio::runtime::Runtime::new()?
+        .block_on(serve_or_manage(cli))
+        .map(|()| std::process::ExitCode::SUCCESS)
+}
+
+async fn serve_or_manage(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Openapi) => {
             print!("{}", compressd::api::openapi().to_yaml()?);
@@ -17,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Healthcheck) => healthcheck(&cli.config.bind),
         Some(Command::Keys(c)) => compressd::cli::keys(&cli.config.database_url, c).await,
         Some(Command::Tenants(c)) => compressd::cli::tenants(&cli.config.database_url, c).await,
+        Some(Command::RunJob { .. }) => unreachable!("handled before the runtime starts"),
         Some(Command::Serve) | None => {
             let signal = ShutdownSignal::install();
             compressd::telemetry::init_logging(&cli.config.log_format);

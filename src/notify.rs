@@ -25,6 +25,9 @@ pub struct WebhookSettings {
 /// A claimed delivery stays with its sender this long before another may retry it.
 const CLAIM_MS: i64 = 60_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deliveries this process sends at once, and per tenant across every replica.
+const IN_FLIGHT: usize = 32;
+const PER_TENANT: i64 = 4;
 
 /// The signature header's value for `body` sent at `timestamp`.
 pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
@@ -49,25 +52,38 @@ pub async fn run(store: Store, settings: WebhookSettings, stop: CancellationToke
             return;
         }
     };
+    let settings = std::sync::Arc::new(settings);
+    let mut sending = tokio::task::JoinSet::new();
     while !stop.is_cancelled() {
-        let sent = match store.claim_webhook(CLAIM_MS).await {
-            Ok(Some(job)) => {
-                deliver(&store, &client, &settings, job).await;
-                true
-            }
-            Ok(None) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook queue unreachable");
-                false
-            }
-        };
-        if !sent {
-            tokio::select! {
-                _ = tokio::time::sleep(settings.poll) => {}
-                _ = stop.cancelled() => {}
+        // Claim while there is room; each delivery runs on its own, so a slow receiver holds
+        // up only its own tenant's (at most PER_TENANT of them).
+        let mut claimed = false;
+        while sending.len() < IN_FLIGHT {
+            match store.claim_webhook(CLAIM_MS, PER_TENANT).await {
+                Ok(Some(job)) => {
+                    let (store, client, settings) =
+                        (store.clone(), client.clone(), settings.clone());
+                    sending.spawn(async move { deliver(&store, &client, &settings, job).await });
+                    claimed = true;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook queue unreachable");
+                    break;
+                }
             }
         }
+        if claimed {
+            continue;
+        }
+        tokio::select! {
+            Some(_) = sending.join_next(), if !sending.is_empty() => {}
+            _ = tokio::time::sleep(settings.poll) => {}
+            _ = stop.cancelled() => {}
+        }
     }
+    // Deliveries under way finish (each is bounded by its request timeout).
+    while sending.join_next().await.is_some() {}
 }
 
 async fn deliver(
@@ -137,7 +153,8 @@ async fn payload(store: &Store, job: JobRecord) -> Result<(String, Vec<u8>), Str
         .artifacts_of_job(job.id)
         .await
         .map_err(|e| e.to_string())?;
-    let view = JobView::new(job, artifacts, true);
+    let metrics = store.job_metrics(job.id).await.map_err(|e| e.to_string())?;
+    let view = JobView::new(job, artifacts, metrics);
     let body = serde_json::to_vec(&view).map_err(|e| e.to_string())?;
     Ok((tenant.webhook_secret, body))
 }

@@ -16,6 +16,7 @@ use crate::worker::{Worker, WorkerPool, WorkerSettings};
 
 pub struct Application {
     address: std::net::SocketAddr,
+    metrics_address: Option<std::net::SocketAddr>,
     server: JoinHandle<std::io::Result<()>>,
     pool: WorkerPool,
     worker: Worker,
@@ -48,9 +49,13 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let address = listener.local_addr()?;
-        let open = address.ip().is_loopback();
+        // Open (no keys, everyone is tenant `local`) only on loopback and only while no admin
+        // key is set: an operator who set one means keys to be needed, also once the last
+        // tenant key is revoked.
+        let loopback = address.ip().is_loopback();
+        let open = loopback && config.admin_key.is_none();
         let keys = store.live_keys_exist().await?;
-        if !open && !keys && config.admin_key.is_none() {
+        if !loopback && !keys && config.admin_key.is_none() {
             anyhow::bail!(
                 "refusing to serve on {address} with no API keys: anyone who can reach it could use it. \
                  Create a key first (`compressd keys create --tenant NAME`), set COMPRESSD_ADMIN_KEY, \
@@ -60,9 +65,15 @@ impl Application {
         if open && !keys {
             tracing::warn!(%address, "no API keys exist: serving without authentication, as tenant 'local', because the address is loopback");
         }
+        let storage = Arc::new(crate::storage_health::StorageHealth::new(vec![
+            config.tmp_dir(),
+            config.scratch_dir(),
+            config.blob_dir(),
+        ]));
         let worker = Worker::new(
             store.clone(),
             blobs.clone(),
+            storage.clone(),
             WorkerSettings {
                 lease: config.lease(),
                 max_attempts: config.max_attempts.max(1),
@@ -71,6 +82,11 @@ impl Application {
                 scratch_dir: config.scratch_dir(),
                 chunk_delay: Duration::from_millis(config.test_chunk_delay_ms),
                 max_running_per_tenant: i64::from(config.max_running_jobs),
+                job_runner: config
+                    .job_runner()
+                    .context("finding the executable that runs jobs")?,
+                memory_budget: config.job_memory_budget(),
+                log_format: config.log_format.clone(),
             },
         );
         let pool = WorkerPool::start(
@@ -89,7 +105,9 @@ impl Application {
             shutdown: shutdown.clone(),
             open,
             rate_limits: Default::default(),
+            storage,
         };
+        let state_for_metrics = state.clone();
         let app = api::router(state);
         let stop = shutdown.clone();
         let header_timeout = Duration::from_millis(config.header_timeout_ms.max(100));
@@ -98,9 +116,31 @@ impl Application {
             connections: config.max_connections.max(1),
             per_ip: config.max_connections_per_ip.max(1),
         };
-        let server = tokio::spawn(crate::serve::serve(listener, app, limits, stop));
+        let metrics_listener = match &config.metrics_bind {
+            Some(bind) => Some(
+                TcpListener::bind(bind)
+                    .await
+                    .with_context(|| format!("binding the metrics listener {bind}"))?,
+            ),
+            None => None,
+        };
+        let metrics_address = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let server = tokio::spawn(crate::serve::serve(listener, app, limits, stop.clone()));
+        let mut background = background;
+        if let Some(listener) = metrics_listener {
+            let router = api::metrics_router(state_for_metrics);
+            background.push(tokio::spawn(async move {
+                if let Err(e) = crate::serve::serve(listener, router, limits, stop).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            }));
+        }
         tracing::info!(
             %address,
+            metrics_address = metrics_address.map(|a| a.to_string()),
             store = store.backend(),
             workers = config.workers(),
             worker_id = worker.id(),
@@ -108,6 +148,7 @@ impl Application {
         );
         Ok(Application {
             address,
+            metrics_address,
             server,
             pool,
             worker,
@@ -120,6 +161,11 @@ impl Application {
 
     pub fn address(&self) -> std::net::SocketAddr {
         self.address
+    }
+
+    /// Where `/metrics` is served without a key, when `COMPRESSD_METRICS_BIND` is set.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_address
     }
 
     pub fn port(&self) -> u16 {
@@ -225,6 +271,8 @@ fn background_tasks(
                 store: store.clone(),
                 blobs: blobs.clone(),
                 tmp_dir: config.tmp_dir(),
+                scratch_dir: config.scratch_dir(),
+                orphans_every: Duration::from_millis(config.orphan_sweep_ms.max(1000)),
             }
             .run(
                 Duration::from_millis(config.sweep_ms.max(50)),

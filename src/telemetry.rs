@@ -15,6 +15,19 @@ pub fn init_logging(format: &str) {
     };
 }
 
+/// Logs of a job process: on stderr, which its worker passes on (stdout speaks to the worker).
+pub fn init_logging_to_stderr(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.with_ansi(false).try_init()
+    };
+}
+
 /// The process-wide recorder; installed once, shared by every app in the process.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -38,3 +38,21 @@ fn architecture_inputs() {
 fn pipeline_inputs() {
     replay("pipeline", compressd::fuzz_checks::pipeline);
 }
+
+#[test]
+fn compressed_reader_inputs() {
+    replay(
+        "compressed_reader",
+        compressd::fuzz_checks::compressed_reader,
+    );
+}
+
+#[test]
+fn glob_inputs() {
+    replay("glob", compressd::fuzz_checks::glob);
+}
+
+#[test]
+fn gguf_header_inputs() {
+    replay("gguf_header", compressd::fuzz_checks::gguf_header);
+}

@@ -107,6 +107,24 @@ async fn resolve(app: &AppState, presented: Option<String>) -> Result<Caller, Ap
     }
 }
 
+/// Extractor for the operator's routes that tell about every tenant (`/metrics`): anyone on a
+/// server that runs open, otherwise the admin key. A scraper that holds no key reads the
+/// metrics listener instead (`COMPRESSD_METRICS_BIND`), which only the cluster reaches.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        if app.open && !app.store.live_keys_exist().await? {
+            return Ok(Operator);
+        }
+        Admin::from_request_parts(parts, app)
+            .await
+            .map(|_| Operator)
+    }
+}
+
 /// Extractor that admits only the admin key (`COMPRESSD_ADMIN_KEY`).
 pub struct Admin;
 

@@ -13,8 +13,10 @@ use super::upload::{receive_upload, validate_name, UploadQuery};
 use super::views::{next_cursor, DatasetView, Page, PageQuery};
 use super::AppState;
 use crate::compress::nn::inspect_dataset;
-use crate::compress::CompressError;
+use crate::compress::transformer::text::{inspect_text, TextSplit};
+use crate::compress::{CompressError, SafetensorsIndex};
 use crate::domain::Code;
+use crate::store::Removal;
 use crate::store::{DatasetRecord, NewDataset};
 
 /// Upload a dataset: one safetensors file with `train_images` (or `train_inputs`) and
@@ -36,6 +38,7 @@ use crate::store::{DatasetRecord, NewDataset};
     responses(
         (status = 201, description = "Stored", body = DatasetView),
         (status = 400, description = "Malformed request"),
+        (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)"),
         (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES"),
         (status = 415, description = "Neither multipart nor octet-stream"),
         (status = 422, description = "Not a usable dataset: missing tensors, mismatched counts, labels out of range"),
@@ -48,8 +51,11 @@ pub async fn upload_dataset(
     request: Request,
 ) -> Result<(StatusCode, Json<DatasetView>), ApiError> {
     let limit = app.config.max_upload_bytes;
-    let (upload, mut texts, file_name) =
-        receive_upload(&app, request, limit, &[("name", 4096)]).await?;
+    let received = receive_upload(&app, request, limit, &[("name", 4096), ("split", 4096)]).await?;
+    let (upload, mut texts, file_name) = (received.file, received.texts, received.file_name);
+    if !received.folder.is_empty() || received.tar.is_some() {
+        return Err(ApiError::new(Code::InvalidMultipart, "a dataset is one file (safetensors tensors, UTF-8 text or JSON Lines): send it as the 'file' part"));
+    }
     let upload = upload.ok_or_else(|| {
         ApiError::new(
             Code::InvalidMultipart,
@@ -64,30 +70,52 @@ pub async fn upload_dataset(
     }
     let stem = file_name.map(|f| f.trim_end_matches(".safetensors").to_owned());
     let name = validate_name(texts.remove("name").or(query.name).or(stem))?;
-    let dataset = store_dataset(&app, &caller, upload, name).await?;
+    let dataset = store_dataset(&app, &caller, upload, name, texts.remove("split")).await?;
     Ok((StatusCode::CREATED, Json(dataset.into())))
 }
 
+/// A safetensors file of tensors (train and evaluation splits), or text (UTF-8 or JSON Lines,
+/// for transformer models) with its `split`.
 pub(super) async fn store_dataset(
     app: &AppState,
     caller: &Caller,
     upload: TempUpload,
     name: String,
+    split: Option<String>,
 ) -> Result<DatasetRecord, ApiError> {
+    let split = split
+        .map(|s| serde_json::from_str::<TextSplit>(&s))
+        .transpose()
+        .map_err(|e| ApiError::new(Code::InvalidDataset, format!("the 'split' part: {e} (give {{\"by\": \"bytes\"|\"documents\", \"evaluation\": [start, end], \"calibration\": [start, end]}})")))?;
     let path = upload.path().to_owned();
-    let summary = tokio::task::spawn_blocking(move || inspect_dataset(&path))
+    let summary =
+        tokio::task::spawn_blocking(move || -> Result<serde_json::Value, CompressError> {
+            if SafetensorsIndex::open(&path).is_ok() {
+                return Ok(
+                    serde_json::to_value(inspect_dataset(&path)?).map_err(std::io::Error::other)?
+                );
+            }
+            let text = inspect_text(&path, split).map_err(|e| match e {
+                CompressError::InvalidModel(m) => CompressError::InvalidModel(format!(
+                    "not a safetensors dataset, nor usable text: {m}"
+                )),
+                other => other,
+            })?;
+            let mut v = serde_json::to_value(text).map_err(std::io::Error::other)?;
+            v["kind"] = "text".into();
+            Ok(v)
+        })
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
-            CompressError::Io(io) => ApiError::internal(io),
+            CompressError::Io(io) => ApiError::from(io),
             other => ApiError::new(
                 Code::InvalidDataset,
                 format!("the upload is not a usable dataset: {other}"),
             ),
         })?;
-    let summary = serde_json::to_value(&summary).map_err(ApiError::internal)?;
     let (size_bytes, sha256) = (upload.size, upload.sha256.clone());
-    let blob_key = super::stored::keep(app, caller, upload).await?;
+    let kept = super::stored::keep(app, caller, upload).await?;
     let new = NewDataset {
         id: Uuid::now_v7(),
         tenant_id: caller.tenant_id().to_owned(),
@@ -95,12 +123,15 @@ pub(super) async fn store_dataset(
         size_bytes,
         sha256,
         summary,
-        blob_key: blob_key.clone(),
+        blob_key: kept.key.clone(),
     };
     match app.store.insert_dataset(&new).await {
-        Ok(d) => Ok(d),
+        Ok(d) => {
+            kept.named(app).await;
+            Ok(d)
+        }
         Err(e) => {
-            super::stored::forget(app, &blob_key).await;
+            kept.abandon(app).await;
             Err(e.into())
         }
     }
@@ -179,17 +210,13 @@ pub async fn delete_dataset(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let dataset = find(&app, &caller, &id).await?;
-    let active = app.store.active_jobs_for_dataset(dataset.id).await?;
-    if active > 0 {
-        return Err(ApiError::new(Code::DatasetInUse, format!("{active} queued or running jobs use this dataset; cancel them or wait for them to finish"),
-        ));
+    match app.store.delete_dataset(caller.tenant_id(), dataset.id).await? {
+        Removal::Removed(keys) => {
+            super::stored::release(&app, &keys).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Removal::InUse(active) => Err(ApiError::new(Code::DatasetInUse, format!("{active} queued or running jobs use this dataset; cancel them or wait for them to finish"),
+        )),
+        Removal::Missing => Err(ApiError::not_found("dataset", &id)),
     }
-    if let Some(Some(key)) = app
-        .store
-        .delete_dataset(caller.tenant_id(), dataset.id)
-        .await?
-    {
-        super::stored::release(&app, &[key]).await;
-    }
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -87,9 +87,28 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A full or read-only disk is the server's condition, not a bug: 507 or 503 with a retry
+/// hint, so clients back off instead of reporting an internal error.
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
-        ApiError::internal(e)
+        let (code, detail, retry) = match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => (
+                Code::StorageFull,
+                "the server's storage is full; nothing was kept. Retry later, or ask the operator for room",
+                60,
+            ),
+            Some(libc::EROFS) => (
+                Code::IoError,
+                "the server's storage is read-only at the moment; nothing was kept. Retry shortly",
+                10,
+            ),
+            _ => return ApiError::internal(e),
+        };
+        ApiError {
+            source: Some(e.into()),
+            ..ApiError::new(code, detail)
+        }
+        .retry_after(retry)
     }
 }
 

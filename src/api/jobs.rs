@@ -133,10 +133,11 @@ pub async fn create_job(
     };
     if req.cache && new.idempotency_key.is_none() {
         if let Some(source) = app.store.cache_source(tenant, &new.cache_key).await? {
-            let job = app.store.insert_cached_job(&new, &source).await?;
-            tracing::info!(job_id = %job.id, cached_from = %source.id, "job answered from the results cache");
-            metrics::counter!("compressd_cache_hits_total").increment(1);
-            return accepted(&app, job, false).await;
+            if let Some(job) = app.store.insert_cached_job(&new, &source).await? {
+                tracing::info!(job_id = %job.id, cached_from = %source.id, "job answered from the results cache");
+                metrics::counter!("compressd_cache_hits_total").increment(1);
+                return accepted(&app, job, false).await;
+            }
         }
     }
     check_queue_room(&app, &caller).await?;
@@ -148,6 +149,12 @@ pub async fn create_job(
             (job, false)
         }
         Created::Replayed(job) => (job, true),
+        Created::InputGone => {
+            return Err(ApiError::new(
+                Code::ModelNotFound,
+                "the model or dataset was deleted while the job was being submitted",
+            ))
+        }
         Created::KeyReused => {
             return Err(ApiError::new(Code::IdempotencyKeyReused, "this Idempotency-Key was already used with a different request body; use a new key for a new job",
             ))
@@ -190,12 +197,16 @@ pub async fn job_view(
     job: JobRecord,
     with_metrics: bool,
 ) -> Result<JobView, ApiError> {
-    let artifacts = if job.status == JobStatus::Succeeded {
-        app.store.artifacts_of_job(job.id).await?
+    let (artifacts, metrics) = if job.status == JobStatus::Succeeded {
+        let metrics = match with_metrics {
+            true => app.store.job_metrics(job.id).await?,
+            false => None,
+        };
+        (app.store.artifacts_of_job(job.id).await?, metrics)
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
-    Ok(JobView::new(job, artifacts, with_metrics))
+    Ok(JobView::new(job, artifacts, metrics))
 }
 
 pub async fn find_job(

@@ -12,11 +12,13 @@ mod extract;
 mod job_checks;
 mod jobs;
 mod model_files;
+mod model_folder;
 mod models;
 mod ops;
 pub mod rate_limit;
 mod report;
 mod resumable;
+mod sniff;
 mod state;
 mod stored;
 mod upload;
@@ -273,6 +275,22 @@ pub fn router(state: AppState) -> Router {
                 .map_or(req.uri().path(), MatchedPath::as_str);
             tracing::info_span!("http", method = %req.method(), path)
         }))
+        .with_state(state)
+}
+
+/// The metrics listener: the operator's view, for a scraper inside the cluster (no key).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(app): axum::extract::State<AppState>| async move {
+                    ops::render_metrics(&app).await
+                },
+            ),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .with_state(state)
 }
 

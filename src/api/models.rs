@@ -14,13 +14,16 @@ use serde_json::Value;
 
 use super::extract::{parse_id, ApiJson, ApiQuery};
 use super::model_files::{
-    check_fit, initial_weights, parse_architecture, parse_config, store_model,
+    check_fit, initial_weights, parse_architecture, parse_config, store_gguf, store_model,
 };
+use super::model_folder::{store_folder, untar};
+use super::sniff::{sniff, FileKind};
 use super::upload::{receive_upload, validate_name, UploadQuery};
 use super::views::{next_cursor, ModelView, Page, PageQuery};
 use super::AppState;
 use crate::compress::TensorEntry;
 use crate::domain::{ArchitectureWire, Code};
+use crate::store::Removal;
 
 /// Upload a model (safetensors). Send `multipart/form-data` with a `file` part, an optional
 /// `name` part and an optional `architecture` part (JSON; the weights must then fit it
@@ -43,6 +46,7 @@ use crate::domain::{ArchitectureWire, Code};
     responses(
         (status = 201, description = "Stored", body = ModelView),
         (status = 400, description = "Malformed request"),
+        (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)"),
         (status = 413, description = "Larger than COMPRESSD_MAX_UPLOAD_BYTES"),
         (status = 415, description = "Neither multipart nor octet-stream"),
         (status = 422, description = "Not a valid safetensors file, an invalid architecture, or weights that do not fit it"),
@@ -55,7 +59,33 @@ pub async fn upload_model(
     request: Request,
 ) -> Result<(StatusCode, Json<ModelView>), ApiError> {
     let limit = app.config.max_upload_bytes;
-    let (upload, mut texts, file_name) = receive_upload(&app, request, limit, MODEL_PARTS).await?;
+    let received = receive_upload(&app, request, limit, MODEL_PARTS).await?;
+    let mut texts = received.texts;
+    let folder = match received.tar {
+        Some(tar) => untar(&app, tar, limit).await?,
+        None => received.folder,
+    };
+    if !folder.is_empty() {
+        if texts.contains_key("architecture") || texts.contains_key("config") {
+            return Err(ApiError::new(Code::InvalidMultipart, "a folder carries its own config.json; send 'architecture' and 'config' parts only with a single safetensors file"));
+        }
+        let name = validate_name(texts.remove("name").or(query.name))?;
+        let model = store_folder(&app, &caller, folder, name).await?;
+        return Ok((StatusCode::CREATED, Json(ModelView::new(model, true))));
+    }
+    let (upload, file_name) = (received.file, received.file_name);
+    if let Some(u) = &upload {
+        if u.size > 0 && sniff(u.path(), file_name.as_deref())? == FileKind::Gguf {
+            let name = validate_name(
+                texts
+                    .remove("name")
+                    .or(query.name)
+                    .or(file_name.map(|f| f.trim_end_matches(".gguf").to_owned())),
+            )?;
+            let model = store_gguf(&app, &caller, upload.expect("checked"), name).await?;
+            return Ok((StatusCode::CREATED, Json(ModelView::new(model, true))));
+        }
+    }
     let architecture = texts
         .remove("architecture")
         .map(|a| parse_architecture(&a))
@@ -241,14 +271,13 @@ pub async fn delete_model(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id("model", &id)?;
-    find_model(&app, &caller, id).await?;
-    let active = app.store.active_jobs_for_model(id).await?;
-    if active > 0 {
-        return Err(ApiError::new(Code::ModelInUse, format!("{active} queued or running jobs use this model; cancel them or wait for them to finish"),
-        ));
+    match app.store.delete_model(caller.tenant_id(), id).await? {
+        Removal::Removed(released) => {
+            super::stored::release(&app, &released).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Removal::InUse(active) => Err(ApiError::new(Code::ModelInUse, format!("{active} queued or running jobs use this model; cancel them or wait for them to finish"),
+        )),
+        Removal::Missing => Err(ApiError::not_found("model", &id.to_string())),
     }
-    if let Some(released) = app.store.delete_model(caller.tenant_id(), id).await? {
-        super::stored::release(&app, &released).await;
-    }
-    Ok(StatusCode::NO_CONTENT)
 }

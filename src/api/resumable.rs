@@ -63,6 +63,9 @@ pub struct UploadView {
 pub enum UploadTarget {
     Model,
     Dataset,
+    /// A Hugging Face folder: the joined parts are a tar of it (multi-GB shards in one
+    /// resumable upload).
+    Folder,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -70,7 +73,8 @@ pub enum UploadTarget {
 pub struct CompleteUpload {
     /// Hex SHA-256 of the whole file; the joined parts must match it.
     pub sha256: String,
-    /// `model` (default) or `dataset`.
+    /// `model` (default), `dataset`, or `folder` (the parts make a tar of a Hugging Face
+    /// folder).
     #[serde(default, rename = "as")]
     pub target: Option<UploadTarget>,
     pub name: Option<String>,
@@ -80,7 +84,7 @@ pub struct CompleteUpload {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Completed {
-    Model(ModelView),
+    Model(Box<ModelView>),
     Dataset(DatasetView),
 }
 
@@ -231,7 +235,6 @@ pub async fn put_part(
     )
     .await
     .map_err(|e| e.into_api(limit))?;
-    super::stored::check_room(&app, &caller, received.size).await?;
     let key = format!("uploads/{}/{number}-{}", upload.id, Uuid::new_v4().simple());
     let part = PartRecord {
         number,
@@ -239,10 +242,10 @@ pub async fn put_part(
         sha256: received.sha256.clone(),
         blob_key: key.clone(),
     };
-    app.blobs.put(&key, received.path()).await?;
-    received.keep();
+    let kept = super::stored::put_reserved(&app, &caller, received, key).await?;
     match app.store.put_part(upload.id, &part).await {
         Ok(Some(replaced)) => {
+            kept.named(&app).await;
             if let Some(old) = replaced {
                 super::stored::release(&app, &[old]).await;
             }
@@ -253,11 +256,11 @@ pub async fn put_part(
             }))
         }
         Ok(None) => {
-            super::stored::release(&app, &[key]).await;
+            kept.abandon(&app).await;
             Err(ApiError::not_found("upload", &id))
         }
         Err(e) => {
-            super::stored::release(&app, &[key]).await;
+            kept.abandon(&app).await;
             Err(e.into())
         }
     }
@@ -277,7 +280,7 @@ pub async fn put_part(
         (status = 400, description = "Malformed JSON"),
         (status = 403, description = "The tenant's storage is full (`limit`: stored_bytes)"),
         (status = 404, description = "No such upload (or it expired)"),
-        (status = 409, description = "Parts are missing"),
+        (status = 409, description = "Parts are missing, or another request is completing the upload"),
         (status = 413, description = "The joined file is larger than COMPRESSD_MAX_UPLOAD_BYTES"),
         (status = 415, description = "Not JSON"),
         (status = 422, description = "SHA-256 mismatch, or not a valid model or dataset"),
@@ -318,6 +321,42 @@ pub async fn complete_upload(
     if total > limit {
         return Err(ApiError::too_large(limit));
     }
+    if !app
+        .store
+        .begin_completion(caller.tenant_id(), upload.id, COMPLETION_HOLD_MS)
+        .await?
+    {
+        return Err(ApiError::new(
+            Code::UploadCompleting,
+            "another request is completing this upload; wait for its answer (GET /v1/uploads/{id} answers 404 once it is done)",
+        ));
+    }
+    let done = join_and_store(&app, &caller, parts, limit, &expected, name, body.target).await;
+    match done {
+        Ok(completed) => {
+            remove_upload(&app, upload.id).await?;
+            Ok((StatusCode::CREATED, Json(completed)))
+        }
+        Err(e) => {
+            app.store.end_completion(upload.id).await?;
+            Err(e)
+        }
+    }
+}
+
+/// How long one completion holds the upload (a completion that dies lets go after this).
+const COMPLETION_HOLD_MS: i64 = 30 * 60 * 1000;
+
+/// Joins the parts into one file, checks its hash and stores it as asked.
+async fn join_and_store(
+    app: &AppState,
+    caller: &Caller,
+    parts: Vec<PartRecord>,
+    limit: u64,
+    expected: &str,
+    name: String,
+    target: Option<UploadTarget>,
+) -> Result<Completed, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let blobs = app.blobs.clone();
     tokio::spawn(async move {
@@ -346,17 +385,22 @@ pub async fn complete_upload(
         return Err(ApiError::new(Code::ChecksumMismatch, format!("the joined parts ({} bytes) hash to {}, not {expected}; check and resend the parts, then complete again", file.size, file.sha256),
         ));
     }
-    let completed = match body.target.unwrap_or(UploadTarget::Model) {
-        UploadTarget::Model => Completed::Model(ModelView::new(
-            store_model(&app, &caller, file, name, None, None).await?,
+    Ok(match target.unwrap_or(UploadTarget::Model) {
+        UploadTarget::Model => Completed::Model(Box::new(ModelView::new(
+            store_model(app, caller, file, name, None, None).await?,
             true,
-        )),
+        ))),
+        UploadTarget::Folder => {
+            let files = super::model_folder::untar(app, file, limit).await?;
+            Completed::Model(Box::new(ModelView::new(
+                super::model_folder::store_folder(app, caller, files, name).await?,
+                true,
+            )))
+        }
         UploadTarget::Dataset => Completed::Dataset(
-            super::datasets::store_dataset(&app, &caller, file, name)
+            super::datasets::store_dataset(app, caller, file, name, None)
                 .await?
                 .into(),
         ),
-    };
-    remove_upload(&app, upload.id).await?;
-    Ok((StatusCode::CREATED, Json(completed)))
+    })
 }

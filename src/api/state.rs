@@ -18,9 +18,11 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Cancelled when the server begins to shut down; long-lived streams end then.
     pub shutdown: CancellationToken,
-    /// Bound to loopback: with no live API key, requests run as the `local` tenant.
+    /// Bound to loopback with no admin key: with no live API key, requests run as the
+    /// `local` tenant.
     pub open: bool,
     pub rate_limits: Arc<rate_limit::RateLimits>,
+    pub storage: Arc<crate::storage_health::StorageHealth>,
 }
 
 impl AppState {

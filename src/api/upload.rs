@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use axum::body::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use std::collections::HashMap;
@@ -35,15 +34,27 @@ impl TempUpload {
         &self.path
     }
 
-    /// Adopts a file the server wrote itself (e.g. generated weights).
+    /// Adopts a file the server wrote itself (e.g. generated weights), hashing it as it reads.
     pub fn adopt(path: PathBuf) -> std::io::Result<TempUpload> {
-        let bytes = std::fs::read(&path)?;
-        Ok(TempUpload {
-            size: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(&bytes)),
+        let mut upload = TempUpload {
             path,
+            size: 0,
+            sha256: String::new(),
             kept: false,
-        })
+        };
+        let mut file = std::fs::File::open(&upload.path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            upload.size += n as u64;
+        }
+        upload.sha256 = hex::encode(hasher.finalize());
+        Ok(upload)
     }
 
     /// The file now belongs elsewhere (it was moved); do not delete it.
@@ -77,7 +88,7 @@ impl ReceiveError {
             ),
             ReceiveError::Body(msg) => ApiError::new(Code::UploadInterrupted, format!("reading the upload failed: {msg}"),
             ),
-            ReceiveError::Io(e) => ApiError::internal(e),
+            ReceiveError::Io(e) => ApiError::from(e),
         }
     }
 }
@@ -98,6 +109,61 @@ where
             Ok(Some(Ok(bytes))) => seen += bytes.len(),
             _ => break,
         }
+    }
+}
+
+/// Bytes gathered before a write: a blocking thread is borrowed only to write (and hash) a
+/// full batch, never to wait for a slow client.
+const WRITE_BATCH: usize = 4 << 20;
+
+/// The file being written and the hash of what it holds so far, handed to a blocking thread
+/// for each batch and back.
+struct Sink {
+    file: std::fs::File,
+    hasher: Sha256,
+}
+
+impl Sink {
+    fn write(mut self, batch: Vec<Bytes>) -> std::io::Result<Sink> {
+        for chunk in &batch {
+            self.hasher.update(chunk);
+            self.file.write_all(chunk)?;
+        }
+        Ok(self)
+    }
+}
+
+/// Writes batches one at a time, each on a blocking thread, the next gathered meanwhile.
+struct Writer {
+    idle: Option<Sink>,
+    busy: Option<tokio::task::JoinHandle<std::io::Result<Sink>>>,
+}
+
+impl Writer {
+    async fn sink(&mut self) -> std::io::Result<Sink> {
+        match (self.idle.take(), self.busy.take()) {
+            (Some(sink), _) => Ok(sink),
+            (None, Some(task)) => task.await.map_err(std::io::Error::other)?,
+            (None, None) => Err(std::io::Error::other("the upload's file was lost")),
+        }
+    }
+
+    async fn write(&mut self, batch: Vec<Bytes>) -> std::io::Result<()> {
+        let sink = self.sink().await?;
+        self.busy = Some(tokio::task::spawn_blocking(move || sink.write(batch)));
+        Ok(())
+    }
+
+    /// Writes what is left, makes the file durable and returns its hash.
+    async fn finish(mut self, batch: Vec<Bytes>) -> std::io::Result<String> {
+        let sink = self.sink().await?;
+        tokio::task::spawn_blocking(move || {
+            let sink = sink.write(batch)?;
+            sink.file.sync_all()?;
+            Ok(hex::encode(sink.hasher.finalize()))
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 }
 
@@ -122,65 +188,79 @@ where
         sha256: String::new(),
         kept: false,
     };
-    let file = std::fs::File::create(&path).map_err(ReceiveError::Io)?;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(32);
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = Sha256::new();
-        while let Some(chunk) = rx.blocking_recv() {
-            hasher.update(&chunk);
-            file.write_all(&chunk)?;
-        }
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        Ok(hex::encode(hasher.finalize()))
-    });
-
+    let file = tokio::fs::File::create(&path)
+        .await
+        .map_err(ReceiveError::Io)?
+        .into_std()
+        .await;
+    let mut writer = Writer {
+        idle: Some(Sink {
+            file,
+            hasher: Sha256::new(),
+        }),
+        busy: None,
+    };
+    let (mut batch, mut batched) = (Vec::new(), 0usize);
     let mut body = std::pin::pin!(body);
-    let mut failure = None;
     loop {
         let chunk = match tokio::time::timeout(idle, body.next()).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
-            Err(_) => {
-                failure = Some(ReceiveError::Stalled(idle));
-                break;
-            }
+            Err(_) => return Err(ReceiveError::Stalled(idle)),
         };
-        match chunk {
-            Ok(bytes) => {
-                upload.size += bytes.len() as u64;
-                if upload.size > limit {
-                    failure = Some(ReceiveError::TooLarge);
-                    drain(body.as_mut()).await;
-                    break;
-                }
-                metrics::counter!("compressd_upload_bytes_total").increment(bytes.len() as u64);
-                if tx.send(bytes).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                failure = Some(ReceiveError::Body(e.to_string()));
-                break;
-            }
+        let bytes = chunk.map_err(|e| ReceiveError::Body(e.to_string()))?;
+        upload.size += bytes.len() as u64;
+        if upload.size > limit {
+            drain(body.as_mut()).await;
+            return Err(ReceiveError::TooLarge);
+        }
+        metrics::counter!("compressd_upload_bytes_total").increment(bytes.len() as u64);
+        batched += bytes.len();
+        batch.push(bytes);
+        if batched >= WRITE_BATCH {
+            writer
+                .write(std::mem::take(&mut batch))
+                .await
+                .map_err(ReceiveError::Io)?;
+            batched = 0;
         }
     }
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| ReceiveError::Io(std::io::Error::other(e)))?;
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    upload.sha256 = written.map_err(ReceiveError::Io)?;
+    upload.sha256 = writer.finish(batch).await.map_err(ReceiveError::Io)?;
     Ok(upload)
 }
 
-/// A multipart form: at most one `file` part streamed to disk, plus short text parts.
+/// A multipart form: at most one `file` part, or the `files` of a folder (each named by its
+/// path inside the folder), streamed to disk, plus short text parts.
 pub struct Form {
     pub file: Option<TempUpload>,
     pub file_name: Option<String>,
+    pub files: Vec<(String, TempUpload)>,
     pub texts: std::collections::HashMap<String, String>,
+}
+
+/// Files in one uploaded folder.
+pub const MAX_FOLDER_FILES: usize = 1000;
+
+/// A path inside an uploaded folder, as its part's file name gives it: relative, `/`-separated,
+/// no `.` or `..`, at most 8 levels and 255 characters, no control characters or backslashes.
+pub fn folder_path(name: &str) -> Result<String, ApiError> {
+    let name = name.trim_start_matches("./");
+    let parts: Vec<&str> = name.split('/').collect();
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && parts.len() <= 8
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && *p != "." && *p != "..")
+        && !name.chars().any(|c| c.is_control() || c == '\\');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(ApiError::new(
+            Code::InvalidMultipart,
+            format!("'{name}' is not a path inside a folder: use a relative path of at most 8 parts and 255 characters, '/'-separated, without '.' or '..'"),
+        ))
+    }
 }
 
 /// Reads a multipart body whose text parts are `texts` (name, size limit in bytes).
@@ -215,12 +295,17 @@ pub async fn receive_form(
     let mut out = Form {
         file: None,
         file_name: None,
+        files: Vec::new(),
         texts: Default::default(),
     };
     let expected = || {
         let names: Vec<&str> = texts.iter().map(|(n, _)| *n).collect();
-        format!("'file' and optionally {names:?}")
+        format!(
+            "'file' (or a folder's 'files', each named by its path), and optionally {}",
+            names.join(", ")
+        )
     };
+    let mut received = 0u64;
     let stalled = |_| ReceiveError::Stalled(idle).into_api(limit);
     while let Some(field) = tokio::time::timeout(idle, form.next_field())
         .await
@@ -235,6 +320,12 @@ pub async fn receive_form(
                     "send exactly one 'file' part",
                 ));
             }
+            Some("file") if !out.files.is_empty() => {
+                return Err(ApiError::new(
+                    Code::InvalidMultipart,
+                    "send either one 'file' or a folder's 'files', not both",
+                ));
+            }
             Some("file") => {
                 out.file_name = field.file_name().map(str::to_owned);
                 let stream = field.map_err(|e| e.to_string());
@@ -243,6 +334,25 @@ pub async fn receive_form(
                         .await
                         .map_err(|e| e.into_api(limit))?,
                 );
+            }
+            Some("files") => {
+                if out.file.is_some() || out.files.len() >= MAX_FOLDER_FILES {
+                    return Err(ApiError::new(Code::InvalidMultipart, format!("send either one 'file' or at most {MAX_FOLDER_FILES} 'files' of a folder")));
+                }
+                let path = folder_path(field.file_name().unwrap_or_default())?;
+                if out.files.iter().any(|(p, _)| *p == path) {
+                    return Err(ApiError::new(
+                        Code::InvalidMultipart,
+                        format!("'{path}' is sent twice"),
+                    ));
+                }
+                let stream = field.map_err(|e| e.to_string());
+                let left = limit.saturating_sub(received);
+                let file = receive(stream, tmp_dir, left, idle)
+                    .await
+                    .map_err(|e| e.into_api(limit))?;
+                received += file.size;
+                out.files.push((path, file));
             }
             Some(n) if texts.iter().any(|(t, _)| *t == n) => {
                 if out.texts.contains_key(n) {
@@ -258,10 +368,14 @@ pub async fn receive_form(
                 out.texts.insert(n.to_owned(), text);
             }
             other => {
+                let part = other.map_or_else(
+                    || "a part without a name".to_owned(),
+                    |n| format!("unexpected part '{n}'"),
+                );
                 return Err(ApiError::new(
                     Code::InvalidMultipart,
-                    format!("unexpected part {other:?}; send {}", expected()),
-                ))
+                    format!("{part}; send {}", expected()),
+                ));
             }
         }
     }
@@ -277,13 +391,26 @@ pub struct UploadQuery {
     pub name: Option<String>,
 }
 
-/// Receives a raw or multipart upload: the file (if any), the text parts, the file's name.
+/// What an upload request carried.
+pub struct Received {
+    /// One file: a multipart `file` part, or a raw body.
+    pub file: Option<TempUpload>,
+    /// The files of a folder, by path: multipart `files` parts.
+    pub folder: Vec<(String, TempUpload)>,
+    /// A tar stream of a folder (`application/x-tar`), not yet unpacked.
+    pub tar: Option<TempUpload>,
+    pub texts: HashMap<String, String>,
+    /// The `file` part's file name.
+    pub file_name: Option<String>,
+}
+
+/// Receives a raw, tar or multipart upload.
 pub(super) async fn receive_upload(
     app: &AppState,
     request: Request,
     limit: u64,
     parts: &[(&str, u64)],
-) -> Result<(Option<TempUpload>, HashMap<String, String>, Option<String>), ApiError> {
+) -> Result<Received, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -300,6 +427,13 @@ pub(super) async fn receive_upload(
         drain(std::pin::pin!(request.into_body().into_data_stream())).await;
         return Err(ApiError::too_large(limit));
     }
+    let mut received = Received {
+        file: None,
+        folder: Vec::new(),
+        tar: None,
+        texts: HashMap::new(),
+        file_name: None,
+    };
     if content_type.starts_with("multipart/form-data") {
         let form = receive_form(
             &app.config.tmp_dir(),
@@ -310,17 +444,28 @@ pub(super) async fn receive_upload(
             parts,
         )
         .await?;
-        Ok((form.file, form.texts, form.file_name))
-    } else if content_type.starts_with("application/octet-stream") {
-        let stream = request.into_body().into_data_stream();
-        let upload = receive(stream, &app.config.tmp_dir(), limit, app.body_idle())
-            .await
-            .map_err(|e| e.into_api(limit))?;
-        Ok((Some(upload), HashMap::new(), None))
-    } else {
-        Err(ApiError::new(Code::UnsupportedMediaType, format!("Content-Type '{content_type}' is not accepted: send multipart/form-data with a 'file' part, or application/octet-stream"),
-        ))
+        received.file = form.file;
+        received.folder = form.files;
+        received.texts = form.texts;
+        received.file_name = form.file_name;
+        return Ok(received);
     }
+    let tar = content_type.starts_with("application/x-tar")
+        || content_type.starts_with("application/tar");
+    if !tar && !content_type.starts_with("application/octet-stream") {
+        return Err(ApiError::new(Code::UnsupportedMediaType, format!("Content-Type '{content_type}' is not accepted: send multipart/form-data with a 'file' part (or a folder's 'files'), application/octet-stream, or a folder as application/x-tar"),
+        ));
+    }
+    let stream = request.into_body().into_data_stream();
+    let upload = receive(stream, &app.config.tmp_dir(), limit, app.body_idle())
+        .await
+        .map_err(|e| e.into_api(limit))?;
+    if tar {
+        received.tar = Some(upload);
+    } else {
+        received.file = Some(upload);
+    }
+    Ok(received)
 }
 
 /// A model or dataset name: trimmed, at most 200 characters, no control characters.

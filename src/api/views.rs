@@ -17,7 +17,7 @@ pub const MAX_PAGE: u32 = 200;
 pub struct ModelView {
     pub id: Uuid,
     pub name: String,
-    /// Always `safetensors` for now.
+    /// `safetensors` (one file), `hf` (a Hugging Face folder) or `gguf`.
     pub format: String,
     pub size_bytes: u64,
     /// Hex SHA-256 of the file as uploaded.
@@ -34,12 +34,40 @@ pub struct ModelView {
     /// The layers the service runs the model with, if the model has one.
     #[schema(value_type = Option<ArchitectureWire>)]
     pub architecture: Option<Value>,
-    /// The `config.json` uploaded with the model, if any.
+    /// The `config.json` uploaded with the model, if any (for a GGUF file, the one its
+    /// metadata describes).
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
+    /// A Hugging Face folder's other files (tokenizer and the like), kept with the model and
+    /// returned with its compressed artifacts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ModelFileView>,
+    /// For a Hugging Face folder or a GGUF file: the architecture and whether compressd runs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<TransformerView>,
     pub created_at: DateTime<Utc>,
-    /// Where to download the file.
+    /// Where to download the file (a folder's weights, joined into one safetensors file).
     pub file_url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelFileView {
+    pub path: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransformerView {
+    /// `architectures[0]` of the config.
+    pub architecture: String,
+    /// `decoder` (Llama, Mistral, Qwen2), `encoder` (BERT), or null: weights only.
+    pub family: Option<String>,
+    /// Whether evaluate and fidelity figures apply (a family compressd runs, with its tokenizer).
+    pub runs: bool,
+    pub has_tokenizer: bool,
+    /// What a user should know (weights only, a tokenizer that could not be rebuilt).
+    pub note: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -53,6 +81,7 @@ pub struct TensorView {
 impl ModelView {
     pub fn new(record: ModelRecord, with_tensors: bool) -> Self {
         let m = record.model;
+        let transformer = transformer_view(&m.format, m.config.as_ref(), &m.files, &m.metadata);
         ModelView {
             file_url: format!("/v1/models/{}/file", m.id),
             id: m.id,
@@ -64,11 +93,49 @@ impl ModelView {
             parameter_count: m.parameter_count,
             metadata: m.metadata,
             tensors: with_tensors.then_some(m.tensors),
+            transformer,
+            files: m
+                .files
+                .iter()
+                .map(|f| ModelFileView {
+                    path: f.path.clone(),
+                    size_bytes: f.size_bytes,
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
             architecture: m.architecture,
             config: m.config,
             created_at: record.created_at,
         }
     }
+}
+
+fn transformer_view(
+    format: &str,
+    config: Option<&Value>,
+    files: &[crate::store::ModelFile],
+    metadata: &Value,
+) -> Option<TransformerView> {
+    use crate::compress::transformer::{ModelConfig, TransformerConfig};
+    if !matches!(format, "hf" | "gguf") {
+        return None;
+    }
+    let parsed = ModelConfig::parse(config?).ok()?;
+    let family = parsed.runs.as_ref().map(|r| match r {
+        TransformerConfig::Decoder(_) => "decoder".to_owned(),
+        TransformerConfig::Encoder(_) => "encoder".to_owned(),
+    });
+    let has_tokenizer = files.iter().any(|f| f.path == "tokenizer.json");
+    Some(TransformerView {
+        architecture: parsed.architecture,
+        runs: family.is_some() && has_tokenizer,
+        family,
+        has_tokenizer,
+        note: metadata
+            .get("compressd.note")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,7 +169,9 @@ impl From<DatasetRecord> for DatasetView {
 pub struct ArtifactView {
     pub id: Uuid,
     pub job_id: Uuid,
-    /// `model` or `report`.
+    /// `model` (the result), `report` (HTML or JSON), `config` (a folder's config.json),
+    /// `model_file` (a folder's other files), `model_folder` (the folder as one tar),
+    /// `model_dequantized`, `architecture`, or `imatrix` (llama.cpp's importance matrix).
     pub kind: String,
     pub file_name: String,
     pub content_type: String,
@@ -151,8 +220,6 @@ pub struct JobView {
     pub attempts: u32,
     pub max_attempts: u32,
     pub cancel_requested: bool,
-    /// The worker that holds or last held the job (`host/pid/id`).
-    pub worker: Option<String>,
     /// Before/after figures per tensor and for the model (single-job responses only).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::domain::results::JobMetrics>)]
@@ -171,7 +238,8 @@ pub struct JobView {
 }
 
 impl JobView {
-    pub fn new(j: JobRecord, artifacts: Vec<ArtifactRecord>, with_metrics: bool) -> Self {
+    /// `metrics`: the job's metrics when the view shows them (single-job answers).
+    pub fn new(j: JobRecord, artifacts: Vec<ArtifactRecord>, metrics: Option<Value>) -> Self {
         JobView {
             id: j.id,
             model_id: j.model_id,
@@ -184,8 +252,7 @@ impl JobView {
             attempts: j.attempts,
             max_attempts: j.max_attempts,
             cancel_requested: j.cancel_requested,
-            worker: j.worker,
-            metrics: if with_metrics { j.metrics } else { None },
+            metrics,
             artifacts: artifacts.into_iter().map(ArtifactView::from).collect(),
             cache_hit: j.cached_from.is_some(),
             cached_from: j.cached_from,

@@ -59,12 +59,30 @@ fn step_charts(i: usize, step: &StepReport, out: &mut Vec<Chart>) -> Result<(), 
                 .map(|t| (t.name.clone(), t.density_before, t.density));
             density_chart(i, densities.collect(), out)
         }
+        StepReport::Quantize(q) => {
+            let errors: Vec<(String, f64)> = q
+                .tensors
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), relative_error(t.error.as_ref()?))))
+                .collect();
+            error_chart(i, errors, &WEIGHT_ERROR, out)?;
+            reconstruction_chart(i, &q.layers, out)
+        }
+        StepReport::Export(e) => {
+            let errors: Vec<(String, f64)> = e
+                .tensors
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), relative_error(t.error.as_ref()?))))
+                .collect();
+            error_chart(i, errors, &WEIGHT_ERROR, out)
+        }
         StepReport::Prune(p) => {
             let densities = p
                 .tensors
                 .iter()
                 .map(|t| (t.name.clone(), t.density_before, t.density_after));
-            density_chart(i, densities.collect(), out)
+            density_chart(i, densities.collect(), out)?;
+            reconstruction_chart(i, &p.layers, out)
         }
         StepReport::Sensitivity(s) => {
             let series = s
@@ -113,20 +131,99 @@ fn step_charts(i: usize, step: &StepReport, out: &mut Vec<Chart>) -> Result<(), 
     }
 }
 
+/// ‖W − Ŵ‖ / ‖W‖ from a tensor's signal-to-noise ratio (exact tensors are 0).
+fn relative_error(e: &crate::domain::results::tensors::ErrorStats) -> f64 {
+    if e.sqnr_db.is_finite() {
+        10f64.powf(-e.sqnr_db / 20.0)
+    } else {
+        0.0
+    }
+}
+
+/// What an error chart shows: its title, its axis and the chart's id suffix.
+struct ErrorKind {
+    title: &'static str,
+    axis: &'static str,
+    id: &'static str,
+}
+
+/// The relative weight error of each layer a step quantized, beside the fidelity figures of
+/// the summary: where the error went.
+const WEIGHT_ERROR: ErrorKind = ErrorKind {
+    title: "Relative weight error per layer",
+    axis: "‖W − Ŵ‖ / ‖W‖",
+    id: "error",
+};
+
+/// How far each layer a calibrated method rewrote moved its outputs on the calibration inputs.
+const OUTPUT_ERROR: ErrorKind = ErrorKind {
+    title: "Output error per layer on the calibration text",
+    axis: "‖XWᵀ − XŴᵀ‖² / ‖XWᵀ‖²",
+    id: "reconstruction",
+};
+
+fn reconstruction_chart(
+    i: usize,
+    layers: &[crate::domain::results::prune::LayerReconstruction],
+    out: &mut Vec<Chart>,
+) -> Result<(), String> {
+    let errors = layers
+        .iter()
+        .map(|l| (l.name.clone(), l.reconstruction_error))
+        .collect();
+    error_chart(i, errors, &OUTPUT_ERROR, out)
+}
+
+fn error_chart(
+    i: usize,
+    mut errors: Vec<(String, f64)>,
+    kind: &ErrorKind,
+    out: &mut Vec<Chart>,
+) -> Result<(), String> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let all = errors.len();
+    let title = if all > MAX_BARS {
+        errors.sort_by(|a, b| b.1.total_cmp(&a.1));
+        errors.truncate(MAX_BARS);
+        format!("{} ({MAX_BARS} of {all} with the most)", kind.title)
+    } else {
+        kind.title.to_owned()
+    };
+    let names: Vec<String> = errors.iter().map(|e| e.0.clone()).collect();
+    let values = errors.iter().map(|e| e.1).collect();
+    let svg = bars(&title, kind.axis, &names, &[("error", values)])?;
+    out.push((format!("step{i}-{}", kind.id), svg));
+    Ok(())
+}
+
+/// Bars for this many layers at most; a larger model shows the ones that changed most (the
+/// metrics keep every tensor).
+const MAX_BARS: usize = 64;
+
 /// (tensor, density before, density after) as grouped bars.
 fn density_chart(
     i: usize,
-    tensors: Vec<(String, f64, f64)>,
+    mut tensors: Vec<(String, f64, f64)>,
     out: &mut Vec<Chart>,
 ) -> Result<(), String> {
     if tensors.is_empty() {
         return Ok(());
     }
+    let all = tensors.len();
+    let title = if all > MAX_BARS {
+        tensors.sort_by(|a, b| (b.1 - b.2).abs().total_cmp(&(a.1 - a.2).abs()));
+        tensors.truncate(MAX_BARS);
+        format!("Density per layer ({MAX_BARS} of {all} that changed most)")
+    } else {
+        "Density per layer".to_owned()
+    };
     let names: Vec<String> = tensors.iter().map(|t| t.0.clone()).collect();
     let before = tensors.iter().map(|t| t.1).collect();
     let after = tensors.iter().map(|t| t.2).collect();
     let svg = bars(
-        "Density per layer",
+        &title,
         "density (non-zeros / weights)",
         &names,
         &[("before", before), ("after", after)],

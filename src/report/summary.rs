@@ -66,7 +66,59 @@ pub(super) fn summary_rows(metrics: &JobMetrics) -> Vec<Row> {
             number(r.map(|r| r.speed.throughput_samples_per_second))
         }),
     ];
+    rows.extend(fidelity_rows(metrics));
     rows.extend(quantization_rows(metrics));
+    rows
+}
+
+/// A transformer's figures on the evaluation text.
+fn fidelity_rows(metrics: &JobMetrics) -> Vec<Row> {
+    let Some(f) = &metrics.fidelity else {
+        return Vec::new();
+    };
+    let after = f.after.as_ref();
+    let mut rows = vec![(
+        format!("tokens per second ({})", f.kind),
+        number(Some(f.before.tokens_per_second)),
+        number(after.map(|a| a.tokens_per_second)),
+    )];
+    if f.kind == "decoder" {
+        rows.push((
+            "perplexity".into(),
+            number(f.before.perplexity),
+            number(after.and_then(|a| a.perplexity)),
+        ));
+    }
+    if let Some(v) = &f.versus_before {
+        let mut versus = |label: &str, value: Option<f64>, percent: bool| {
+            if value.is_some() {
+                let shown = if percent { pct(value) } else { number(value) };
+                rows.push((label.to_owned(), "—".into(), shown));
+            }
+        };
+        versus(
+            "KL divergence to the original (nats per token)",
+            v.kl_mean,
+            false,
+        );
+        versus("top-1 agreement with the original", v.top1_agreement, true);
+        versus(
+            "embedding cosine to the original, mean",
+            v.cosine_mean,
+            false,
+        );
+        versus(
+            "embedding cosine to the original, 5th percentile",
+            v.cosine_p5,
+            false,
+        );
+        versus(
+            "nearest-neighbour agreement",
+            v.nearest_neighbour_agreement,
+            true,
+        );
+        versus("Spearman of pairwise similarities", v.spearman, false);
+    }
     rows
 }
 

@@ -65,6 +65,9 @@ fn quantize_report() -> QuantizeReport {
         dequantized_file_bytes: None,
         tensors: Vec::new(),
         seconds: 0.1,
+        calibration: None,
+        layers: Vec::new(),
+        scaled: Vec::new(),
     }
 }
 
@@ -218,4 +221,36 @@ fn auto_lists_every_trial_with_why_it_lost() {
         html.contains("verified on the other 50 (held out"),
         "{html}"
     );
+}
+
+/// A calibrated step's report charts how far each layer's outputs moved on the calibration
+/// text, beside the weight error.
+#[test]
+fn a_calibrated_step_charts_each_layers_output_error() {
+    let mut q = quantize_report();
+    q.layers = [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    ]
+    .iter()
+    .enumerate()
+    .map(
+        |(i, name)| crate::domain::results::prune::LayerReconstruction {
+            name: (*name).into(),
+            block: 0,
+            sparsity: 0.0,
+            reconstruction_error: 0.01 * (i + 1) as f64,
+            seconds: 0.5,
+            dampening: Some(0.01),
+            fallback: None,
+        },
+    )
+    .collect();
+    let metrics = JobMetrics::new(4000, 1100, None, Vec::new(), vec![StepReport::Quantize(q)]);
+    let (html, _) = render("job", &metrics).unwrap();
+    assert!(
+        html.contains("Output error per layer on the calibration text"),
+        "{html}"
+    );
+    assert!(html.contains("mlp.down_proj"));
 }

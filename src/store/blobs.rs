@@ -43,6 +43,9 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn scratch_copy(&self, key: &str, scratch_dir: &Path) -> io::Result<ScratchFile>;
     /// Removes the blob; a missing blob is not an error.
     async fn delete(&self, key: &str) -> io::Result<()>;
+    /// Every blob whose key starts with `prefix`, and when it was last written: for the sweep
+    /// that finds files no row names.
+    async fn list(&self, prefix: &str) -> io::Result<Vec<(String, std::time::SystemTime)>>;
 }
 
 /// Refuses keys that could escape the store's root.
@@ -92,7 +95,14 @@ impl BlobStore for LocalBlobs {
         let source = file.to_owned();
         tokio::task::spawn_blocking(move || {
             std::fs::File::open(&source)?.sync_all()?;
-            std::fs::rename(&source, &target)?;
+            if let Err(e) = std::fs::rename(&source, &target) {
+                // A delete emptied and removed the folder meanwhile: make it again.
+                if e.kind() != io::ErrorKind::NotFound || !source.exists() {
+                    return Err(e);
+                }
+                std::fs::create_dir_all(&parent)?;
+                std::fs::rename(&source, &target)?;
+            }
             // Make the rename itself durable.
             std::fs::File::open(&parent)?.sync_all()
         })
@@ -117,10 +127,58 @@ impl BlobStore for LocalBlobs {
     }
 
     async fn delete(&self, key: &str) -> io::Result<()> {
-        match tokio::fs::remove_file(self.path(key)?).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
         }
+        // The empty folders of an attempt's artifacts or an upload's parts go too; shared
+        // folders (a tenant's content-addressed files) stay.
+        let own_folders = key.starts_with("artifacts/") || key.starts_with("uploads/");
+        let mut dir = path.parent().filter(|_| own_folders);
+        while let Some(d) = dir.filter(|d| *d != self.root && d.parent() != Some(&self.root)) {
+            if tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> io::Result<Vec<(String, std::time::SystemTime)>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut dirs = vec![root.clone()];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let Ok(meta) = entry.metadata() else { continue };
+                    let key = path
+                        .strip_prefix(&root)
+                        .ok()
+                        .and_then(|k| k.to_str())
+                        .map(str::to_owned);
+                    let Some(key) = key else { continue };
+                    if meta.is_dir() {
+                        if prefix.starts_with(&key) || key.starts_with(&prefix) {
+                            dirs.push(path);
+                        }
+                    } else if key.starts_with(&prefix) && check_key(&key).is_ok() {
+                        out.push((key, meta.modified()?));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 }
 

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::job_record::{JobRecord, JobRow};
 use super::jobs::CreateJob;
-use super::{now_ms, on_pool, unreferenced, BeginWrite, Result, Store};
+use super::{now_ms, on_pool, unreferenced, BeginWrite, KeyLock, Result, Store};
 
 impl Store {
     /// The newest succeeded job with this cache key whose artifacts are all still kept.
@@ -24,22 +24,23 @@ impl Store {
     }
 
     /// Records `job` as already succeeded with `source`'s metrics and (shared) artifact files,
-    /// in one transaction.
+    /// in one transaction; None (nothing recorded) when the source lost its artifacts
+    /// meanwhile.
     pub async fn insert_cached_job(
         &self,
         job: &CreateJob,
         source: &JobRecord,
-    ) -> Result<JobRecord> {
+    ) -> Result<Option<JobRecord>> {
         let now = now_ms();
         let (id, source_id) = (job.id.to_string(), source.id.to_string());
         let row: JobRow = on_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let row: JobRow = sqlx::query_as(
                 "INSERT INTO jobs (id, model_id, pipeline, status, progress, max_attempts, request_hash, run_after, created_at, updated_at,
-                                   started_at, finished_at, dataset_id, tenant_id, cache_key, cached_from, metrics, webhook_url,
+                                   started_at, finished_at, dataset_id, tenant_id, cache_key, cached_from, webhook_url,
                                    webhook_status, webhook_next_at, artifact_ttl_ms)
                  VALUES ($1, $2, $3, 'succeeded', 1, $4, $5, $6, $6, $6, $6, $6, $7, $8, $9, $10,
-                         (SELECT metrics FROM jobs WHERE id = $10), $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $6, $12)
+                         $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $6, $12)
                  RETURNING *",
             )
             .bind(&id)
@@ -56,12 +57,28 @@ impl Store {
             .bind(job.artifact_ttl_ms)
             .fetch_one(&mut *tx)
             .await?;
-            let artifacts: Vec<(String,)> = sqlx::query_as("SELECT id FROM artifacts WHERE job_id = $1 ORDER BY id")
+            sqlx::query("INSERT INTO job_metrics (job_id, metrics) SELECT $1, metrics FROM job_metrics WHERE job_id = $2")
+                .bind(&id)
+                .bind(&source_id)
+                .execute(&mut *tx)
+                .await?;
+            let artifacts: Vec<(String, String)> = sqlx::query_as("SELECT id, blob_key FROM artifacts WHERE job_id = $1 ORDER BY id")
                 .bind(&source_id)
                 .fetch_all(&mut *tx)
                 .await?;
-            for (artifact,) in artifacts {
-                sqlx::query(
+            if artifacts.is_empty() {
+                return Ok(None);
+            }
+            // A delete of the source job removes its rows and then, under these same locks
+            // (taken in one order by everyone), the files no row names: copy only rows that
+            // are still there once the locks are held.
+            let mut keys: Vec<&String> = artifacts.iter().map(|(_, k)| k).collect();
+            keys.sort();
+            for key in keys {
+                tx.lock_key(key).await?;
+            }
+            for (artifact, _) in &artifacts {
+                let copied = sqlx::query(
                     "INSERT INTO artifacts (id, job_id, kind, file_name, content_type, size_bytes, sha256, blob_key, created_at, tenant_id, expires_at)
                      SELECT $1, $2, kind, file_name, content_type, size_bytes, sha256, blob_key, $3, tenant_id, $3 + $4
                      FROM artifacts WHERE id = $5",
@@ -70,14 +87,18 @@ impl Store {
                 .bind(&id)
                 .bind(now)
                 .bind(job.artifact_ttl_ms)
-                .bind(&artifact)
+                .bind(artifact)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                if copied == 0 {
+                    return Ok(None);
+                }
             }
             tx.commit().await?;
             row
         });
-        row.try_into()
+        row.try_into().map(Some)
     }
 
     /// Queued jobs of a tenant, for its queue limit.
@@ -110,6 +131,10 @@ impl Store {
             let keys: Vec<(String,)> = sqlx::query_as("DELETE FROM artifacts WHERE job_id = $1 RETURNING blob_key")
                 .bind(&id)
                 .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM job_metrics WHERE job_id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM jobs WHERE id = $1")
                 .bind(&id)

@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use super::owned::Owned;
 use super::rows::{json, ts, uuid};
-use super::{now_ms, on_pool, unreferenced, BeginWrite, Result, Store, StoreError};
+use super::{
+    now_ms, on_pool, unreferenced, BeginWrite, KeyLock, Removal, Result, Store, StoreError,
+};
 
 #[derive(Debug, Clone)]
 pub struct NewDataset {
@@ -92,15 +94,28 @@ impl Store {
         self.list_owned::<DatasetRow>(tenant, limit, after).await
     }
 
-    pub async fn active_jobs_for_dataset(&self, id: Uuid) -> Result<i64> {
-        self.active_jobs_for::<DatasetRow>(id).await
-    }
-
-    /// Removes the row. Some(key) when its file is no longer referenced (the caller removes
-    /// it), Some(None) when another row shares the bytes, None when there was no such dataset.
-    pub async fn delete_dataset(&self, tenant: &str, id: Uuid) -> Result<Option<Option<String>>> {
+    /// Removes the row, unless queued or running jobs use it.
+    pub async fn delete_dataset(&self, tenant: &str, id: Uuid) -> Result<Removal> {
         on_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
+            tx.lock_key(&format!("dataset:{id}")).await?;
+            let (owned,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM datasets WHERE id = $1 AND tenant_id = $2")
+                .bind(id.to_string())
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await?;
+            if owned == 0 {
+                return Ok(Removal::Missing);
+            }
+            let (active,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM jobs WHERE dataset_id = $1 AND status IN ('queued', 'running')",
+            )
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+            if active > 0 {
+                return Ok(Removal::InUse(active));
+            }
             let gone: Option<(String,)> = sqlx::query_as(
                 "DELETE FROM datasets WHERE id = $1 AND tenant_id = $2 RETURNING blob_key",
             )
@@ -109,11 +124,11 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if gone.is_none() {
-                return Ok(None);
+                return Ok(Removal::Missing);
             }
-            let released = unreferenced!(tx, gone).pop();
+            let released = unreferenced!(tx, gone);
             tx.commit().await?;
-            Ok(Some(released))
+            Ok(Removal::Removed(released))
         })
     }
 }
@@ -121,5 +136,5 @@ impl Store {
 impl Owned for DatasetRow {
     type Record = DatasetRecord;
     const TABLE: &'static str = "datasets";
-    const JOB_COLUMN: &'static str = "dataset_id";
+    const LIST_COLUMNS: &'static str = "*";
 }

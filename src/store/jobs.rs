@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::artifacts::NewArtifact;
 use super::job_record::{JobRecord, JobRow, Lease};
 use super::rows::convert;
-use super::{is_unique_violation, now_ms, on_pool, BeginWrite, Db, Result, Store};
+use super::{is_unique_violation, now_ms, on_pool, BeginWrite, Db, KeyLock, Result, Store};
 use crate::domain::results::ProgressDetail;
 use crate::domain::JobStatus;
 
@@ -32,6 +32,8 @@ pub enum Created {
     Replayed(JobRecord),
     /// The idempotency key was seen before with a different request.
     KeyReused,
+    /// The model or dataset was deleted while the job was being submitted.
+    InputGone,
 }
 
 pub struct JobFilter {
@@ -59,6 +61,12 @@ pub enum Finish {
     Cancelled,
     /// Shutdown: back to the queue without spending an attempt.
     Released,
+    /// The server's storage failed under the attempt: back to the queue after `delay_ms`
+    /// without spending an attempt (the job did nothing wrong).
+    Deferred {
+        error: Value,
+        delay_ms: i64,
+    },
 }
 
 // A tenant at its running-jobs limit ($5 unless the tenant sets its own) waits its turn.
@@ -66,6 +74,12 @@ const CLAIMABLE: &str = "((status = 'queued' AND run_after <= $4)
     OR (status = 'running' AND lease_expires_at < $4 AND attempts < max_attempts AND cancel_requested = FALSE))
     AND (SELECT COUNT(*) FROM jobs r WHERE r.tenant_id = jobs.tenant_id AND r.status = 'running' AND r.id <> jobs.id)
         < COALESCE((SELECT t.max_running_jobs FROM tenants t WHERE t.id = jobs.tenant_id), $5)";
+
+// Fair share between tenants: first the tenant with the fewest jobs running, then the one
+// whose latest job started longest ago (so tenants take turns), then the oldest job.
+const FAIR_ORDER: &str =
+    "(SELECT COUNT(*) FROM jobs r WHERE r.tenant_id = jobs.tenant_id AND r.status = 'running'),
+    COALESCE((SELECT MAX(r.started_at) FROM jobs r WHERE r.tenant_id = jobs.tenant_id), 0), id";
 
 const CLAIM_SET: &str =
     "status = 'running', attempts = attempts + 1, lease_token = $1, lease_owner = $2,
@@ -80,27 +94,51 @@ impl Store {
             .idempotency_key
             .as_ref()
             .map(|k| format!("{}:{k}", job.tenant_id));
-        let inserted: std::result::Result<JobRow, sqlx::Error> = on_pool!(&self.db, pool => sqlx::query_as(
+        // Under the model's (and dataset's) lock: a delete of either either counts this job
+        // as active or has happened, and then the job is refused instead of orphaned.
+        let inserted: std::result::Result<Option<JobRow>, sqlx::Error> = on_pool!(&self.db, pool => async {
+            let mut tx = pool.begin_write().await?;
+            tx.lock_key(&format!("model:{}", job.model_id)).await?;
+            if let Some(d) = job.dataset_id {
+                tx.lock_key(&format!("dataset:{d}")).await?;
+            }
+            let (present,): (i64,) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM models WHERE id = $1 AND tenant_id = $3)
+                      * (CASE WHEN $2 IS NULL THEN 1 ELSE (SELECT COUNT(*) FROM datasets WHERE id = $2 AND tenant_id = $3) END)",
+            )
+            .bind(job.model_id.to_string())
+            .bind(job.dataset_id.map(|d| d.to_string()))
+            .bind(&job.tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if present == 0 {
+                return Ok(None);
+            }
+            let row: JobRow = sqlx::query_as(
             "INSERT INTO jobs (id, model_id, pipeline, status, max_attempts, idempotency_key, request_hash, run_after, created_at, updated_at, dataset_id,
                                tenant_id, cache_key, webhook_url, webhook_status, webhook_next_at, artifact_ttl_ms)
              VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8, $9, $10, $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $7, $12) RETURNING *",
-        )
-        .bind(job.id.to_string())
-        .bind(job.model_id.to_string())
-        .bind(job.pipeline.to_string())
-        .bind(job.max_attempts as i64)
-        .bind(&idempotency_key)
-        .bind(&job.request_hash)
-        .bind(now)
-        .bind(job.dataset_id.map(|d| d.to_string()))
-        .bind(&job.tenant_id)
-        .bind(&job.cache_key)
-        .bind(&job.webhook_url)
-        .bind(job.artifact_ttl_ms)
-        .fetch_one(pool)
-        .await);
+            )
+            .bind(job.id.to_string())
+            .bind(job.model_id.to_string())
+            .bind(job.pipeline.to_string())
+            .bind(job.max_attempts as i64)
+            .bind(&idempotency_key)
+            .bind(&job.request_hash)
+            .bind(now)
+            .bind(job.dataset_id.map(|d| d.to_string()))
+            .bind(&job.tenant_id)
+            .bind(&job.cache_key)
+            .bind(&job.webhook_url)
+            .bind(job.artifact_ttl_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some(row))
+        }.await);
         match inserted {
-            Ok(row) => Ok(Created::New(row.try_into()?)),
+            Ok(Some(row)) => Ok(Created::New(row.try_into()?)),
+            Ok(None) => Ok(Created::InputGone),
             Err(e) if is_unique_violation(&e) && idempotency_key.is_some() => {
                 let (row, hash): (JobRow, Option<String>) = on_pool!(&self.db, pool => {
                     let row: JobRow = sqlx::query_as("SELECT * FROM jobs WHERE idempotency_key = $1")
@@ -158,6 +196,27 @@ impl Store {
         convert(rows)
     }
 
+    /// Whether the attempt with `token` still holds the job's lease.
+    pub async fn holds_lease(&self, id: Uuid, token: Uuid) -> Result<bool> {
+        let (n,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+        )
+        .bind(id.to_string())
+        .bind(token.to_string())
+        .fetch_one(pool)
+        .await)?;
+        Ok(n > 0)
+    }
+
+    /// The metrics of a succeeded job (per-tensor figures included), kept apart from its row.
+    pub async fn job_metrics(&self, id: Uuid) -> Result<Option<Value>> {
+        let row: Option<(String,)> = on_pool!(&self.db, pool => sqlx::query_as("SELECT metrics FROM job_metrics WHERE job_id = $1")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await)?;
+        row.map(|(m,)| super::rows::json(&m)).transpose()
+    }
+
     pub async fn count_jobs_by_status(&self) -> Result<Vec<(String, i64)>> {
         Ok(
             on_pool!(&self.db, pool => sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
@@ -187,8 +246,8 @@ impl Store {
         self.get_job(tenant, id).await
     }
 
-    /// Claims the oldest runnable job: a queued one whose backoff has passed, or a running
-    /// one whose worker stopped renewing its lease.
+    /// Claims a runnable job, tenants taking turns (see `FAIR_ORDER`): a queued one whose
+    /// backoff has passed, or a running one whose worker stopped renewing its lease.
     pub async fn claim_job(
         &self,
         worker: &str,
@@ -199,10 +258,10 @@ impl Store {
         let token = Uuid::new_v4();
         let sql = match self.db {
             Db::Sqlite(_) => format!(
-                "UPDATE jobs SET {CLAIM_SET} WHERE id = (SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY id LIMIT 1) RETURNING *"
+                "UPDATE jobs SET {CLAIM_SET} WHERE id = (SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY {FAIR_ORDER} LIMIT 1) RETURNING *"
             ),
             Db::Postgres(_) => format!(
-                "UPDATE jobs SET {CLAIM_SET} WHERE id = (SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *"
+                "UPDATE jobs SET {CLAIM_SET} WHERE id = (SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY {FAIR_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *"
             ),
         };
         let row: Option<JobRow> = on_pool!(&self.db, pool => sqlx::query_as(&sql)
@@ -301,16 +360,20 @@ impl Store {
             Finish::Succeeded { metrics, artifacts } => {
                 let mut tx = pool.begin_write().await?;
                 let n = sqlx::query(&format!(
-                    "UPDATE jobs SET status = 'succeeded', progress = 1, metrics = $3, error = NULL, finished_at = $4, updated_at = $4, {UNLEASE} {FENCE}"
+                    "UPDATE jobs SET status = 'succeeded', progress = 1, error = NULL, finished_at = $3, updated_at = $3, {UNLEASE} {FENCE}"
                 ))
                 .bind(&id_s)
                 .bind(&token_s)
-                .bind(metrics.to_string())
                 .bind(now)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 if n == 1 {
+                    sqlx::query("INSERT INTO job_metrics (job_id, metrics) VALUES ($1, $2)")
+                        .bind(&id_s)
+                        .bind(metrics.to_string())
+                        .execute(&mut *tx)
+                        .await?;
                     for a in artifacts {
                         sqlx::query(
                             "INSERT INTO artifacts (id, job_id, kind, file_name, content_type, size_bytes, sha256, blob_key, created_at, tenant_id, expires_at)
@@ -358,6 +421,17 @@ impl Store {
             ))
             .bind(&id_s)
             .bind(&token_s)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Finish::Deferred { error, delay_ms } => sqlx::query(&format!(
+                "UPDATE jobs SET status = 'queued', attempts = attempts - 1, error = $3, run_after = $4, updated_at = $5, progress = 0, {UNLEASE} {FENCE}"
+            ))
+            .bind(&id_s)
+            .bind(&token_s)
+            .bind(error.to_string())
+            .bind(now + delay_ms)
             .bind(now)
             .execute(pool)
             .await?

@@ -10,6 +10,7 @@ mod job_record;
 mod jobs;
 mod models;
 mod owned;
+mod reservations;
 mod rows;
 mod tenants;
 mod uploads;
@@ -28,10 +29,22 @@ pub use blobs::{BlobReader, BlobStore, LocalBlobs, ScratchFile};
 pub use datasets::{DatasetRecord, NewDataset};
 pub use job_record::{JobRecord, Lease, WebhookState};
 pub use jobs::{CreateJob, Created, Finish, JobFilter};
-pub use models::{ModelRecord, NewModel};
+pub use models::{ModelFile, ModelRecord, NewModel};
+pub use reservations::{OverQuota, Reservation};
 pub use tenants::{hash_key, KeyRecord, Limits, TenantError, TenantRecord, LOCAL_TENANT};
 pub use uploads::{PartRecord, UploadRecord};
 pub use webhooks::Delivery;
+
+/// How deleting a model or dataset went.
+#[derive(Debug)]
+pub enum Removal {
+    Missing,
+    /// Queued or running jobs use it (counted in the deleting transaction, so a job submitted
+    /// at the same moment is either counted here or refused for want of its model).
+    InUse(i64),
+    /// Gone; these files no row names any more.
+    Removed(Vec<String>),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -180,7 +193,9 @@ pub fn now_ms() -> i64 {
 pub(crate) const BLOB_REFERENCES: &str = "SELECT (SELECT COUNT(*) FROM models WHERE blob_key = $1)
     + (SELECT COUNT(*) FROM datasets WHERE blob_key = $1)
     + (SELECT COUNT(*) FROM artifacts WHERE blob_key = $1)
-    + (SELECT COUNT(*) FROM upload_parts WHERE blob_key = $1)";
+    + (SELECT COUNT(*) FROM upload_parts WHERE blob_key = $1)
+    + (SELECT COUNT(*) FROM model_files WHERE blob_key = $1)
+    + (SELECT COUNT(*) FROM blob_reservations WHERE blob_key = $1)";
 
 /// Of the blob keys `$keys` (`(String,)` rows, e.g. from `DELETE … RETURNING blob_key`), those
 /// no row names any more inside the transaction `$tx`: the files the caller may remove.

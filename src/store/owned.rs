@@ -1,5 +1,5 @@
-//! The reads that models and datasets share: one by id, a page of them newest first, and how
-//! many active jobs use one. Written once over the table; every read names the tenant.
+//! The reads that models and datasets share: one by id, and a page of them newest first.
+//! Written once over the table; every read names the tenant.
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
@@ -14,9 +14,10 @@ pub(super) trait Owned:
     for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
 {
     type Record: TryFrom<Self, Error = StoreError>;
-    /// The table, and the column of `jobs` that names a row of it. Constants, never input.
+    /// The table. A constant, never input.
     const TABLE: &'static str;
-    const JOB_COLUMN: &'static str;
+    /// The columns a list reads: what a page shows, never per-tensor data.
+    const LIST_COLUMNS: &'static str;
 }
 
 impl Store {
@@ -45,7 +46,8 @@ impl Store {
         after: Option<Uuid>,
     ) -> Result<Vec<R::Record>> {
         let sql = format!(
-            "SELECT * FROM {} WHERE tenant_id = $3 AND ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+            "SELECT {} FROM {} WHERE tenant_id = $3 AND ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+            R::LIST_COLUMNS,
             R::TABLE
         );
         let rows: Vec<R> = on_pool!(&self.db, pool => sqlx::query_as(&sql)
@@ -55,17 +57,5 @@ impl Store {
             .fetch_all(pool)
             .await)?;
         convert(rows)
-    }
-
-    pub(super) async fn active_jobs_for<R: Owned>(&self, id: Uuid) -> Result<i64> {
-        let sql = format!(
-            "SELECT COUNT(*) FROM jobs WHERE {} = $1 AND status IN ('queued', 'running')",
-            R::JOB_COLUMN
-        );
-        let (n,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as(&sql)
-            .bind(id.to_string())
-            .fetch_one(pool)
-            .await)?;
-        Ok(n)
     }
 }

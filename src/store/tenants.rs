@@ -303,19 +303,22 @@ impl Store {
 
     /// Bytes the tenant keeps: each distinct file counted once (shared bytes are stored once).
     pub async fn stored_bytes(&self, tenant: &str) -> Result<i64> {
-        let (n,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM (
-                SELECT blob_key, MAX(size_bytes) AS size_bytes FROM (
-                    SELECT blob_key, size_bytes FROM models WHERE tenant_id = $1
-                    UNION ALL SELECT blob_key, size_bytes FROM datasets WHERE tenant_id = $1
-                    UNION ALL SELECT blob_key, size_bytes FROM artifacts WHERE tenant_id = $1
-                    UNION ALL SELECT p.blob_key, p.size_bytes FROM upload_parts p JOIN uploads u ON u.id = p.upload_id WHERE u.tenant_id = $1
-                ) AS files GROUP BY blob_key
-            ) AS distinct_files",
-        )
+        let (n,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as(STORED_BYTES)
         .bind(tenant)
         .fetch_one(pool)
         .await)?;
         Ok(n)
     }
 }
+
+/// The bytes a tenant keeps (`$1`): each distinct file once, files on their way in included.
+pub(super) const STORED_BYTES: &str = "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM (
+    SELECT blob_key, MAX(size_bytes) AS size_bytes FROM (
+        SELECT blob_key, size_bytes FROM models WHERE tenant_id = $1
+        UNION ALL SELECT blob_key, size_bytes FROM datasets WHERE tenant_id = $1
+        UNION ALL SELECT blob_key, size_bytes FROM artifacts WHERE tenant_id = $1
+        UNION ALL SELECT p.blob_key, p.size_bytes FROM upload_parts p JOIN uploads u ON u.id = p.upload_id WHERE u.tenant_id = $1
+        UNION ALL SELECT blob_key, size_bytes FROM blob_reservations WHERE tenant_id = $1
+        UNION ALL SELECT f.blob_key, f.size_bytes FROM model_files f JOIN models m ON m.id = f.model_id WHERE m.tenant_id = $1
+    ) AS files GROUP BY blob_key
+) AS distinct_files";

@@ -70,6 +70,34 @@ impl Store {
         Ok(row.map(Into::into))
     }
 
+    /// Takes the upload's one completion for `hold_ms`; false while another request holds it
+    /// (a completion that dies lets go when the hold runs out).
+    pub async fn begin_completion(&self, tenant: &str, id: Uuid, hold_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let n = on_pool!(&self.db, pool => sqlx::query(
+            "UPDATE uploads SET completing_until = $3 WHERE id = $1 AND tenant_id = $2
+             AND (completing_until IS NULL OR completing_until < $4)",
+        )
+        .bind(id.to_string())
+        .bind(tenant)
+        .bind(now.saturating_add(hold_ms))
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Lets go of a completion that failed, so the client can fix the parts and try again.
+    pub async fn end_completion(&self, id: Uuid) -> Result<()> {
+        on_pool!(&self.db, pool => sqlx::query("UPDATE uploads SET completing_until = NULL WHERE id = $1")
+            .bind(id.to_string())
+            .execute(pool)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
     /// Records a received part. Returns the blob key of the part it replaced, if no row names
     /// that file any more; None if the upload is gone.
     pub async fn put_part(

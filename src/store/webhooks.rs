@@ -20,21 +20,26 @@ pub enum Delivery {
 }
 
 impl Store {
-    /// Claims the next due delivery for `lease_ms`; the returned job carries its attempt count.
-    pub async fn claim_webhook(&self, lease_ms: i64) -> Result<Option<JobRecord>> {
+    /// Claims the next due delivery for `lease_ms`, of a tenant with fewer than `per_tenant`
+    /// deliveries in flight; the returned job carries its attempt count.
+    pub async fn claim_webhook(&self, lease_ms: i64, per_tenant: i64) -> Result<Option<JobRecord>> {
         let now = now_ms();
         let lock = match self.db {
             Db::Sqlite(_) => "",
             Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         };
         let sql = format!(
-            "UPDATE jobs SET webhook_next_at = $1, webhook_attempts = webhook_attempts + 1
-             WHERE id = (SELECT id FROM jobs WHERE {DUE} ORDER BY webhook_next_at LIMIT 1 {lock}) AND {DUE}
+            "UPDATE jobs SET webhook_next_at = $1, webhook_claimed_until = $1, webhook_attempts = webhook_attempts + 1
+             WHERE id = (SELECT id FROM jobs WHERE {DUE}
+                 AND (SELECT COUNT(*) FROM jobs s WHERE s.tenant_id = jobs.tenant_id AND s.webhook_status = 'pending'
+                      AND s.webhook_claimed_until > $2) < $3
+                 ORDER BY webhook_next_at LIMIT 1 {lock}) AND {DUE}
              RETURNING *"
         );
         let row: Option<JobRow> = on_pool!(&self.db, pool => sqlx::query_as(&sql)
             .bind(now + lease_ms)
             .bind(now)
+            .bind(per_tenant)
             .fetch_optional(pool)
             .await)?;
         row.map(TryInto::try_into).transpose()
@@ -53,7 +58,7 @@ impl Store {
             } => ("failed", Some(error), None),
         };
         on_pool!(&self.db, pool => sqlx::query(
-            "UPDATE jobs SET webhook_status = $2, webhook_error = $3, webhook_next_at = COALESCE($4, webhook_next_at) WHERE id = $1",
+            "UPDATE jobs SET webhook_status = $2, webhook_error = $3, webhook_next_at = COALESCE($4, webhook_next_at), webhook_claimed_until = NULL WHERE id = $1",
         )
         .bind(job.to_string())
         .bind(status)

@@ -4,12 +4,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::outputs::{store_outputs, JobOutputs};
-use super::run::RunInput;
+use super::protocol::{InputModel, JobSpec};
 use super::{Outcome, Worker};
-use crate::compress::{CompressError, Control, Interrupt};
-use crate::domain::{Architecture, Code, Pipeline, Problem};
+use crate::compress::{Control, Interrupt};
+use crate::domain::{Code, Pipeline, Problem};
 use crate::store::{Finish, Lease, StoreError};
 use tracing::Instrument;
+
+/// How long a job whose attempt met broken storage waits before it is tried again.
+const STORAGE_RETRY: Duration = Duration::from_secs(5);
 
 /// Why an attempt did not produce a result.
 pub(super) enum AttemptError {
@@ -20,22 +23,7 @@ pub(super) enum AttemptError {
     Interrupted(Interrupt),
 }
 
-impl From<CompressError> for AttemptError {
-    fn from(e: CompressError) -> Self {
-        match e {
-            CompressError::InvalidModel(d) => {
-                AttemptError::Permanent(Code::InvalidModel.problem(d))
-            }
-            CompressError::InvalidRequest(d) => {
-                AttemptError::Permanent(Code::PipelineNotApplicable.problem(d))
-            }
-            CompressError::Interrupted(why) => AttemptError::Interrupted(why),
-            CompressError::Io(e) => AttemptError::Transient(io_problem(&e)),
-        }
-    }
-}
-
-fn io_problem(e: &std::io::Error) -> Problem {
+pub(super) fn io_problem(e: &std::io::Error) -> Problem {
     Code::IoError.problem(format!("reading or writing files failed: {e}"))
 }
 
@@ -55,6 +43,12 @@ impl Worker {
                 .to_json()
             })
             .await?;
+        // A full, read-only or missing disk would fail every job it took; take none until the
+        // disk is back (readiness reports the same).
+        if let Err(e) = self.inner.storage.check().await {
+            tracing::warn!(error = e, "file storage is unusable; not taking jobs");
+            return Ok(Outcome::StorageUnavailable);
+        }
         let lease_ms = self.inner.settings.lease.as_millis() as i64;
         let Some(lease) = store
             .claim_job(
@@ -120,6 +114,14 @@ impl Worker {
                     vec![],
                 )
             }
+            Err(AttemptError::Transient(problem)) if self.storage_failed().await => {
+                tracing::warn!(detail = %problem.detail, "file storage failed under the job; it waits without losing an attempt");
+                let finish = Finish::Deferred {
+                    error: problem.to_json(),
+                    delay_ms: STORAGE_RETRY.as_millis() as i64,
+                };
+                (Some(finish), Outcome::Deferred(id), vec![])
+            }
             Err(AttemptError::Transient(problem)) => {
                 if lease.job.attempts >= lease.job.max_attempts {
                     let mut problem = problem;
@@ -164,6 +166,8 @@ impl Worker {
             Outcome::Retrying(_) => "retrying",
             Outcome::Cancelled(_) => "cancelled",
             Outcome::Released(_) => "released",
+            Outcome::Deferred(_) => "deferred",
+            Outcome::StorageUnavailable => "storage_unavailable",
             Outcome::Idle | Outcome::LeaseLost(_) => "lease_lost",
         };
         metrics::histogram!("compressd_job_duration_seconds", "outcome" => label)
@@ -174,6 +178,12 @@ impl Worker {
             "attempt finished"
         );
         Ok(outcome)
+    }
+
+    /// Whether this process's own storage is what failed (checked afresh).
+    async fn storage_failed(&self) -> bool {
+        self.inner.storage.invalidate();
+        self.inner.storage.check().await.is_err()
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
@@ -227,16 +237,8 @@ impl Worker {
             ),
             None => None,
         };
-        let architecture = model
-            .architecture
-            .as_ref()
-            .map(|a| serde_json::from_value::<Architecture>(a.clone()))
-            .transpose()
-            .map_err(|e| {
-                AttemptError::Permanent(Code::InvalidArchitecture.problem(format!(
-                    "the model's stored architecture no longer parses: {e}"
-                )))
-            })?;
+        // Read back with the same checks the API ran; the job process parses it again.
+        let architecture = model.architecture.clone();
         let result = async {
             let input = self
                 .inner
@@ -255,23 +257,47 @@ impl Worker {
                 )),
                 None => None,
             };
-            let run = self
-                .run_blocking(
-                    lease,
-                    control,
-                    RunInput {
-                        model: input.path().to_owned(),
-                        dataset: data
-                            .as_ref()
-                            .map(|(f, label)| (f.path().to_owned(), label.clone())),
-                        architecture,
-                        workdir: workdir.clone(),
-                        pipeline: pipeline.clone(),
-                        model_name: model.name.clone(),
-                    },
-                )
-                .await?;
-            store_outputs(&self.inner.blobs, lease, &model, &pipeline, run, &workdir)
+            let mut model_files = Vec::with_capacity(model.files.len());
+            let mut held = Vec::with_capacity(model.files.len());
+            for f in &model.files {
+                let copy = self
+                    .inner
+                    .blobs
+                    .scratch_copy(&f.blob_key, &workdir)
+                    .await
+                    .map_err(|e| AttemptError::Transient(io_problem(&e)))?;
+                model_files.push((f.path.clone(), copy.path().to_owned()));
+                held.push(copy);
+            }
+            let settings = &self.inner.settings;
+            let spec = JobSpec {
+                job_id: job.id,
+                attempt: job.attempts,
+                model: InputModel {
+                    id: model.id,
+                    name: model.name.clone(),
+                    sha256: model.sha256.clone(),
+                    size_bytes: model.size_bytes,
+                    config: model.config.clone(),
+                },
+                model_file: input.path().to_owned(),
+                model_format: model.format.clone(),
+                model_files,
+                dataset_summary: dataset.as_ref().map(|d| d.summary.clone()),
+                dataset: data
+                    .as_ref()
+                    .map(|(f, label)| (f.path().to_owned(), label.clone())),
+                architecture,
+                pipeline: pipeline.to_json(),
+                workdir: workdir.clone(),
+                memory_budget: settings.memory_budget,
+                chunk_delay_ms: settings.chunk_delay.as_millis() as u64,
+                progress_interval_ms: settings.progress_interval.as_millis() as u64,
+                log_format: settings.log_format.clone(),
+            };
+            let prepared = self.run_job_process(lease, control, spec).await?;
+            drop(held);
+            store_outputs(&self.inner.blobs, lease, prepared)
                 .await
                 .map_err(|e| AttemptError::Transient(io_problem(&e)))
         }

@@ -3,9 +3,13 @@
 //! processes, share one queue through the store alone.
 
 mod attempt;
+pub mod job_process;
 mod outputs;
 mod pool;
+mod prepare;
+pub mod protocol;
 mod run;
+mod transformer_job;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +19,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::compress::{Control, Interrupt};
+use crate::storage_health::StorageHealth;
 use crate::store::{BlobStore, Store};
 
 pub use pool::WorkerPool;
@@ -30,6 +35,12 @@ pub struct WorkerSettings {
     pub chunk_delay: Duration,
     /// Jobs of one tenant running at once, unless the tenant sets its own limit.
     pub max_running_per_tenant: i64,
+    /// The executable that runs one attempt (`compressd run-job`): this binary.
+    pub job_runner: PathBuf,
+    /// Heap limit of each job process, in bytes.
+    pub memory_budget: u64,
+    /// Log format for the job processes, as the server's.
+    pub log_format: String,
 }
 
 /// What one call of `run_next_job` did.
@@ -41,6 +52,10 @@ pub enum Outcome {
     Retrying(Uuid),
     Cancelled(Uuid),
     Released(Uuid),
+    /// The server's storage failed; the job waits in the queue without losing an attempt.
+    Deferred(Uuid),
+    /// No job was claimed: this process cannot write its files (see readiness).
+    StorageUnavailable,
     /// Another worker took the job over; this attempt's result was discarded.
     LeaseLost(Uuid),
 }
@@ -54,13 +69,19 @@ struct Inner {
     id: String,
     store: Store,
     blobs: Arc<dyn BlobStore>,
+    storage: Arc<StorageHealth>,
     settings: WorkerSettings,
     running: Mutex<HashMap<Uuid, Arc<Control>>>,
 }
 
 impl Worker {
     /// Each process start gets a fresh worker id.
-    pub fn new(store: Store, blobs: Arc<dyn BlobStore>, settings: WorkerSettings) -> Self {
+    pub fn new(
+        store: Store,
+        blobs: Arc<dyn BlobStore>,
+        storage: Arc<StorageHealth>,
+        settings: WorkerSettings,
+    ) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let id = format!("{host}/{}/{}", std::process::id(), Uuid::new_v4().simple());
         Worker {
@@ -68,6 +89,7 @@ impl Worker {
                 id,
                 store,
                 blobs,
+                storage,
                 settings,
                 running: Mutex::new(HashMap::new()),
             }),

@@ -48,7 +48,7 @@ impl WorkerPool {
 async fn work_loop(worker: Worker, stop: CancellationToken, poll: Duration) {
     while !stop.is_cancelled() {
         let idle = match worker.run_next_job().await {
-            Ok(Outcome::Idle) => true,
+            Ok(Outcome::Idle | Outcome::StorageUnavailable) => true,
             Ok(_) => false,
             Err(e) => {
                 tracing::error!(error = %e, "worker could not reach the store");

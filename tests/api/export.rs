@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{Backend, TestApp};
 use crate::models::{f32_tensor, safetensors, values};
+use crate::python_reference::reference_output;
 
 const TYPES: [&str; 10] = [
     "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
@@ -131,32 +132,13 @@ except ImportError:
 r = gguf.GGUFReader(sys.argv[1])
 print(json.dumps({t.name: [t.tensor_type.name, [int(x) for x in t.shape]] for t in r.tensors}))
 "#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&path)
-        .output();
-    let Ok(out) = out else {
-        assert!(
-            std::env::var("COMPRESSD_REQUIRE_PYTHON_GGUF").is_err(),
-            "python3 is required"
-        );
+    let mut python = std::process::Command::new("python3");
+    python.arg("-c").arg(script).arg(&path);
+    let require = "COMPRESSD_REQUIRE_PYTHON_GGUF";
+    let Some(text) = reference_output("gguf reader", &mut python, "NO_GGUF", require, "gguf")
+    else {
         return;
     };
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "gguf reader failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if text.trim() == "NO_GGUF" {
-        assert!(
-            std::env::var("COMPRESSD_REQUIRE_PYTHON_GGUF").is_err(),
-            "pip install gguf"
-        );
-        eprintln!("python gguf reader not installed; skipped that check");
-        return;
-    }
     let tensors: Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(tensors["blk.0.weight"][0], ty, "{tensors}");
     // The reference reader lists ggml's dimension order: innermost first.

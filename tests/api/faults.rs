@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{spawn_server, test_config, Backend, TestApp};
+use crate::helpers::{spawn_server, test_config, Backend, Limits, TestApp};
 use crate::models::{layered, mlp};
 
 fn free_port() -> u16 {
@@ -227,9 +227,10 @@ async fn database_restart_loses_and_doubles_no_job() {
     app.stop().await.unwrap();
 }
 
-/// The artifact disk cannot be written: the job fails with the reason, nothing is listed,
-/// and the server goes on serving; once the disk is back, jobs run again.
-async fn unwritable_disk_fails_the_job_cleanly(backend: Backend) {
+/// The scratch disk cannot be written: the worker takes no job (instead of spending its
+/// attempts failing), readiness says why, the server goes on serving; once the disk is back,
+/// the job runs on its first attempt.
+async fn unwritable_disk_holds_the_queue_until_it_is_back(backend: Backend) {
     let Some(app) = TestApp::spawn(backend, |c| c.max_attempts = 1).await else {
         return;
     };
@@ -240,26 +241,37 @@ async fn unwritable_disk_fails_the_job_cleanly(backend: Backend) {
     let job = app
         .submit(&model, json!([{"op": "prune", "sparsity": 0.5}]))
         .await;
-    app.run_jobs().await;
-    let failed = app.job(&job).await;
-    assert_eq!(failed["status"], "failed", "{failed:#}");
-    assert!(failed["artifacts"].as_array().unwrap().is_empty());
-    let detail = failed["error"]["detail"].as_str().unwrap();
+    let outcome = app.worker().run_next_job().await.unwrap();
+    assert_eq!(outcome, compressd::worker::Outcome::StorageUnavailable);
+    let waiting = app.job(&job).await;
+    assert_eq!(waiting["status"], "queued", "{waiting:#}");
+    assert_eq!(waiting["attempts"], 0);
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let problem: Value = ready.json().await.unwrap();
     assert!(
-        detail.contains("directory") || detail.contains("disk") || detail.contains("write"),
-        "{detail}"
+        problem["detail"].as_str().unwrap().contains("scratch"),
+        "{problem}"
     );
     assert_eq!(app.get_json("/healthz").await["status"], "ok");
     app.upload_ok(crate::models::mlp(), "still-serving").await;
     std::fs::remove_file(&scratch).unwrap();
     std::fs::create_dir_all(&scratch).unwrap();
-    let res = app.post_job(json!({"model_id": model, "pipeline": [{"op": "prune", "sparsity": 0.5}], "cache": false})).await;
-    let again = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // Health is probed again once the last result is two seconds old.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     app.run_jobs().await;
-    assert_eq!(app.job(&again).await["status"], "succeeded");
+    let done = app.job(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     app.finish().await;
 }
 
@@ -296,6 +308,43 @@ async fn wait_job(http: &reqwest::Client, base: &str, job: &str, status: &str) -
     }
 }
 
+/// An upload onto a full disk (the server's file size limit hit while receiving it) is
+/// answered 507 with a retry hint, not 500, and nothing is kept.
+async fn an_upload_onto_a_full_disk_is_answered_507(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let port = free_port();
+    let mut child = spawn_server(
+        &app,
+        &format!("127.0.0.1:{port}"),
+        Limits::FileBlocks(2048),
+        &[],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&app.http, &base).await;
+    let res = app
+        .http
+        .post(format!("{base}/v1/models?name=big"))
+        .header("content-type", "application/octet-stream")
+        .body(layered(40))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 507);
+    assert!(res.headers().contains_key("retry-after"));
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(
+        problem["type"], "urn:compressd:problem:storage-full",
+        "{problem:#}"
+    );
+    let listed = get(&app.http, &format!("{base}/v1/models")).await.unwrap();
+    assert!(listed["data"].as_array().unwrap().is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+    app.finish().await;
+}
+
 /// A full disk (the server's file size limit hit while writing the artifact). PostgreSQL only:
 /// with SQLite the database's own files are on the same full disk, which is another fault.
 async fn full_disk_fails_the_job_and_the_server_recovers(backend: Backend) {
@@ -313,7 +362,7 @@ async fn full_disk_fails_the_job_and_the_server_recovers(backend: Backend) {
     let child = spawn_server(
         &app,
         &format!("127.0.0.1:{port}"),
-        Some(blocks),
+        Limits::FileBlocks(blocks),
         &[("COMPRESSD_WORKERS", "1"), ("COMPRESSD_MAX_ATTEMPTS", "1")],
     );
     let base = format!("http://127.0.0.1:{port}");
@@ -355,7 +404,7 @@ async fn full_disk_fails_the_job_and_the_server_recovers(backend: Backend) {
     let child = spawn_server(
         &app,
         &format!("127.0.0.1:{port}"),
-        None,
+        Limits::None,
         &[("COMPRESSD_WORKERS", "1")],
     );
     wait_ready(&app.http, &base).await;
@@ -378,7 +427,7 @@ async fn sigterm_during_an_upload_leaves_nothing_behind(backend: Backend) {
     let mut child = spawn_server(
         &app,
         &format!("127.0.0.1:{port}"),
-        None,
+        Limits::None,
         &[
             ("COMPRESSD_BODY_IDLE_TIMEOUT_MS", "1000"),
             ("COMPRESSD_SHUTDOWN_GRACE_SECONDS", "1"),
@@ -429,7 +478,8 @@ async fn sigterm_during_an_upload_leaves_nothing_behind(backend: Backend) {
 }
 
 crate::on_each_backend!(
-    unwritable_disk_fails_the_job_cleanly,
+    unwritable_disk_holds_the_queue_until_it_is_back,
+    an_upload_onto_a_full_disk_is_answered_507,
     full_disk_fails_the_job_and_the_server_recovers,
     sigterm_during_an_upload_leaves_nothing_behind,
 );

@@ -81,6 +81,8 @@ pub fn test_config(db_url: &str, data_dir: PathBuf) -> Config {
     config.poll_ms = 50;
     config.retry_base_ms = 50;
     config.shutdown_grace_seconds = 5;
+    // Jobs run in processes of the server binary (this test binary cannot run them).
+    config.job_runner = Some(PathBuf::from(env!("CARGO_BIN_EXE_compressd")));
     config
 }
 
@@ -188,6 +190,25 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Submits a job on a model and dataset (as returned by their uploads).
+    pub async fn submit_with_dataset(
+        &self,
+        model: &Value,
+        dataset: &Value,
+        pipeline: Value,
+    ) -> String {
+        let res = self
+            .post_job(
+                json!({"model_id": model["id"], "dataset_id": dataset["id"], "pipeline": pipeline}),
+            )
+            .await;
+        assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+        res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let res = self.http.get(self.url(path)).send().await.unwrap();
         assert!(res.status().is_success(), "GET {path}: {}", res.status());
@@ -210,10 +231,19 @@ impl TestApp {
         let mut outcomes = Vec::new();
         loop {
             match worker.run_next_job().await.expect("store reachable") {
-                Outcome::Idle => return outcomes,
+                Outcome::Idle | Outcome::StorageUnavailable => return outcomes,
                 o => outcomes.push(o),
             }
         }
+    }
+
+    /// The worker that holds or last held the job (`host/pid/id`): the operator's knowledge,
+    /// read from the store (tenants are not told).
+    pub async fn worker_of(&self, job: &str) -> String {
+        let id = Uuid::parse_str(job).unwrap();
+        let store = self.app.as_ref().expect("running").store();
+        let job = store.job_by_id(id).await.unwrap().expect("a job");
+        job.worker.unwrap_or_default()
     }
 
     /// Polls until the job reaches `status`.
@@ -244,16 +274,16 @@ impl TestApp {
     }
 }
 
-/// The server binary as its own process, on this test's database and data directory;
-/// `file_blocks` caps the size of any file it writes (512-byte blocks), as a
-/// full disk would, with SIGXFSZ ignored (as a service manager would) so that it is an error.
-pub fn spawn_server(
-    app: &TestApp,
-    bind: &str,
-    file_blocks: Option<u32>,
-    extra: &[(&str, &str)],
-) -> Child {
-    let limit = file_blocks.map_or_else(String::new, |b| format!("ulimit -f {b}; "));
+/// The server binary as its own process, on this test's database and data directory, under
+/// `limits`: what a service manager would set, e.g. `Limits::file_blocks(n)` caps the size of
+/// any file it writes (512-byte blocks), as a full disk would, with SIGXFSZ ignored so that
+/// it is an error; `Limits::memory_kib(n)` caps its address space.
+pub fn spawn_server(app: &TestApp, bind: &str, limits: Limits, extra: &[(&str, &str)]) -> Child {
+    let limit = match limits {
+        Limits::None => String::new(),
+        Limits::FileBlocks(b) => format!("ulimit -f {b}; "),
+        Limits::MemoryKib(k) => format!("ulimit -v {k}; "),
+    };
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!(
@@ -275,6 +305,13 @@ pub fn spawn_server(
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
     }
     cmd.spawn().expect("start compressd")
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Limits {
+    None,
+    FileBlocks(u32),
+    MemoryKib(u64),
 }
 
 /// Every path below `dir`, directories included (empty when `dir` does not exist).

@@ -181,7 +181,46 @@ async fn generated_weights_count_against_the_upload_limit(backend: Backend) {
     app.finish().await;
 }
 
+/// Tensors with a zero-length dimension hold no values: every operation leaves them as they
+/// are (per-channel scales of an empty tensor once made an invalid file, and Q4_K panicked).
+async fn zero_length_dimensions_are_left_alone(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let model = safetensors(
+        &[
+            f32_tensor("w", &[256, 256], &values(256 * 256, 1)),
+            f32_tensor("empty_rows", &[0, 256], &[]),
+            f32_tensor("empty_cols", &[256, 0], &[]),
+        ],
+        None,
+    );
+    let model = app.upload_ok(model, "empty").await;
+    for pipeline in [
+        json!([{"op":"prune","sparsity":0.5}]),
+        json!([{"op":"prune","sparsity":0.5,"scope":"global"}]),
+        json!([{"op":"quantize","scheme":"int8","granularity":"channel"}]),
+        json!([{"op":"quantize","scheme":"fp8_e4m3","granularity":"channel"}]),
+        json!([{"op":"quantize","scheme":"int4","group_size":128}]),
+        json!([{"op":"quantize","scheme":"kmeans","bits":4}]),
+        json!([{"op":"export","format":"gguf","type":"Q4_K"}]),
+        json!([{"op":"export","format":"gguf","type":"Q8_0"}]),
+    ] {
+        let job = app.submit(&model, pipeline.clone()).await;
+        app.run_jobs().await;
+        let job = app.job(&job).await;
+        assert_eq!(job["status"], "succeeded", "{pipeline}: {job:#}");
+        let bytes = app.model_artifact(&job).await;
+        if pipeline[0]["op"] != "export" {
+            let read = safetensors::SafeTensors::deserialize(&bytes);
+            assert!(read.is_ok(), "{pipeline}: the artifact does not read back");
+        }
+    }
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    zero_length_dimensions_are_left_alone,
     generated_weights_count_against_the_upload_limit,
     a_forged_sparse_shape_does_not_take_the_server_down,
     a_conv_that_unfolds_into_terabytes_is_refused_at_submission,

@@ -5,20 +5,31 @@
 mod blobs;
 mod helpers;
 mod models;
+#[path = "../common/python_reference.rs"]
+mod python_reference;
 
+mod calibration;
 mod concurrency;
 mod export;
 mod faults;
 mod flow;
+mod hessian_methods;
 mod hostile;
+mod imatrix;
+mod isolation;
 mod jobs;
 mod lifecycle;
+mod llama_export;
 mod openapi;
+mod operations;
 mod pruning;
 mod quantize;
+mod races;
+mod real_models;
 mod recovery;
 mod report_browser;
 mod security;
 mod tenants;
 mod training;
+mod transformers;
 mod uploads;

@@ -9,7 +9,7 @@ use compressd::store::Finish;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{spawn_server, Backend, TestApp};
+use crate::helpers::{spawn_server, Backend, Limits, TestApp};
 use crate::models::{layered, mlp};
 
 const PRUNE: &str = r#"[{"op":"prune","method":"magnitude","sparsity":0.5,"scope":"global"}]"#;
@@ -50,7 +50,11 @@ async fn expired_lease_is_taken_over_and_fenced(backend: Backend) {
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["attempts"], 2);
     assert_eq!(model_artifacts(&done), 1);
-    assert_ne!(done["worker"], "vanished-worker");
+    assert_ne!(app.worker_of(&job).await, "vanished-worker");
+    assert!(
+        done.get("worker").is_none(),
+        "tenants are not told which host ran a job"
+    );
 
     let id = Uuid::parse_str(&job).unwrap();
     assert_eq!(
@@ -114,7 +118,7 @@ async fn killed_worker_process_is_recovered(backend: Backend) {
     let mut child = spawn_server(
         &app,
         "127.0.0.1:0",
-        None,
+        Limits::None,
         &[
             ("COMPRESSD_WORKERS", "1"),
             ("COMPRESSD_LEASE_MS", "1000"),
@@ -122,7 +126,8 @@ async fn killed_worker_process_is_recovered(backend: Backend) {
         ],
     );
     let running = app.wait_for(&job, "running", Duration::from_secs(20)).await;
-    let victim = running["worker"].as_str().unwrap().to_owned();
+    let _ = running;
+    let victim = app.worker_of(&job).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -137,7 +142,7 @@ async fn killed_worker_process_is_recovered(backend: Backend) {
     let done = app.job(&job).await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
     assert_eq!(done["attempts"], 2);
-    assert_ne!(done["worker"].as_str().unwrap(), victim);
+    assert_ne!(app.worker_of(&job).await, victim);
     assert_eq!(model_artifacts(&done), 1);
     app.finish().await;
 }
@@ -153,7 +158,7 @@ async fn sigterm_releases_running_jobs(backend: Backend) {
     let mut child = spawn_server(
         &app,
         "127.0.0.1:0",
-        None,
+        Limits::None,
         &[
             ("COMPRESSD_WORKERS", "1"),
             ("COMPRESSD_SHUTDOWN_GRACE_SECONDS", "1"),
@@ -192,8 +197,8 @@ async fn two_servers_share_the_queue(backend: Backend) {
         ("COMPRESSD_TEST_CHUNK_DELAY_MS", "20"),
     ];
     let mut servers = [
-        spawn_server(&app, "127.0.0.1:0", None, &workers),
-        spawn_server(&app, "127.0.0.1:0", None, &workers),
+        spawn_server(&app, "127.0.0.1:0", Limits::None, &workers),
+        spawn_server(&app, "127.0.0.1:0", Limits::None, &workers),
     ];
     let model = app.upload_ok(layered(4), "m").await;
     let mut jobs = Vec::new();
@@ -209,7 +214,7 @@ async fn two_servers_share_the_queue(backend: Backend) {
         assert_eq!(done["attempts"], 1, "{done:#}");
         assert_eq!(model_artifacts(&done), 1);
         // Worker ids are host/pid/random: the pid names the process.
-        let worker = done["worker"].as_str().unwrap();
+        let worker = app.worker_of(job).await;
         processes.insert(worker.split('/').nth(1).unwrap().to_owned());
     }
     assert_eq!(processes.len(), 2, "both servers took jobs: {processes:?}");

@@ -286,9 +286,9 @@ async fn keys_are_required_once_they_exist_and_revocation_is_immediate(backend: 
     let Some(app) = spawn(backend).await else {
         return;
     };
-    // No key yet, loopback: open, as tenant 'local'.
+    // No key yet, loopback, but an admin key is set: the operator means keys to be needed.
     let res = app.http.get(app.url("/v1/models")).send().await.unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(res.status(), 401);
     let a = tenant(&app, "alpha", json!({})).await;
     for auth in [None, Some("Bearer cmpd_not-a-key"), Some("Basic YTpi")] {
         let mut req = app.http.get(app.url("/v1/models"));
@@ -337,10 +337,13 @@ async fn keys_are_required_once_they_exist_and_revocation_is_immediate(backend: 
     assert_eq!(res.status(), 204);
     let res = a.http.get(app.url("/v1/models")).send().await.unwrap();
     assert_eq!(res.status(), 401, "a revoked key is refused at once");
-    // With every key revoked the loopback server is open again, as 'local', which sees none
-    // of alpha's rows.
+    // With every key revoked the server stays closed: an admin key is set.
     let res = app.http.get(app.url("/v1/models")).send().await.unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.status(),
+        401,
+        "revoking the last key does not open the server"
+    );
     // Admin routes take only the admin key.
     for auth in [None, Some(a.key.as_str()), Some("wrong")] {
         let mut req = app.http.get(app.url("/v1/admin/tenants"));
@@ -375,11 +378,25 @@ async fn a_public_address_needs_keys(backend: Backend) {
     let Some(app) = TestApp::spawn(backend, |_| {}).await else {
         return;
     };
+    // A job queued before: a process that refuses to serve must not run it.
+    let model = app.upload_ok(mlp(), "m").await;
+    let queued = app
+        .submit(&model, json!([{"op":"prune","sparsity":0.5}]))
+        .await;
     let mut config = app.config.clone();
     config.bind = "0.0.0.0:0".into();
+    config.workers = Some(1);
     let refused = compressd::startup::Application::build(config.clone()).await;
     let message = format!("{:#}", refused.err().expect("refuses to start"));
     assert!(message.contains("refusing to serve"), "{message}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let job = app.job(&queued).await;
+    assert_eq!(
+        job["status"], "queued",
+        "the refused process ran no job: {job:#}"
+    );
+    assert_eq!(job["attempts"], 0);
+    config.workers = Some(0);
     // With a key in the store it starts, and wants the key.
     let store = app.app.as_ref().unwrap().store();
     let t = store

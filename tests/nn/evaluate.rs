@@ -25,6 +25,7 @@ fn report(classes: usize) -> compressd::compress::nn::EvalReport {
     let opts = EvaluateStep {
         batch_size: 16,
         runs: 1,
+        ..Default::default()
     };
     evaluate(&net, &split, classes, &opts, "synthetic").unwrap()
 }

@@ -92,6 +92,11 @@ impl Control {
         self.total.store(0, Ordering::Relaxed);
     }
 
+    /// The position of the step running now.
+    pub fn step_index(&self) -> usize {
+        self.step.load(Ordering::Relaxed) as usize
+    }
+
     pub fn add_work(&self, bytes: u64) {
         self.total.fetch_add(bytes, Ordering::Relaxed);
     }

@@ -3,13 +3,16 @@
 //! Its own crate so that the compiler keeps it that way: nothing here can reach tokio, sqlx,
 //! axum or utoipa, because none of them is a dependency.
 
+pub mod budget;
 pub mod control;
 pub mod format;
 pub mod nn;
+pub mod obs;
 pub mod pipeline;
 pub mod prune;
 pub mod quant;
 pub mod steps;
+pub mod transformer;
 
 pub use control::{Control, Interrupt};
 pub use format::safetensors_index::{FormatError, OpenError, SafetensorsIndex, TensorEntry};

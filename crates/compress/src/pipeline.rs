@@ -10,12 +10,15 @@ use crate::steps::{run_step, Format, OutputFile, StepContext, StepReport};
 use crate::CompressError;
 pub use domain::results::metrics::Evaluation;
 pub use domain::results::metrics::Histogram;
-use domain::{EvaluateStep, Pipeline};
+use domain::results::Fidelity;
+use domain::{EvaluateStep, Pipeline, Step};
 
 pub struct PipelineRun {
     pub outputs: Vec<OutputFile>,
     pub steps: Vec<StepReport>,
     pub evaluation: Option<Evaluation>,
+    /// A transformer's fidelity on the evaluation text, before and after.
+    pub fidelity: Option<Fidelity>,
     /// Weight distributions before and after, for the layers that changed most.
     pub histograms: Vec<Histogram>,
 }
@@ -107,6 +110,12 @@ pub fn run_pipeline(
     let mut compressed = false;
     for (index, step) in pipeline.steps().iter().enumerate() {
         control.begin_step(index, count);
+        // A transformer's weight-only steps take its blocks' linear layers by default.
+        let step: Step = match &state.transformer {
+            Some(t) => step.map_selection(|s| t.selection(s)),
+            None => step.clone(),
+        };
+        let step = &step;
         if step.needs().compresses() && !compressed {
             compressed = true;
             if let (Some(trained), Some(_)) = (&current, &before) {
@@ -147,6 +156,20 @@ pub fn run_pipeline(
     };
     outputs.extend(architecture_output(state, workdir)?);
     control.begin_step(count, count);
+    let fidelity = match &current {
+        Some(result) if compressed && state.measured_text() => {
+            Some(crate::transformer::fidelity::before_after(
+                state,
+                input,
+                result,
+                &format,
+                &text_protocol(pipeline),
+                workdir,
+                control,
+            )?)
+        }
+        _ => None,
+    };
     let histograms = match &current {
         Some(result) if format.dense_readable => histograms(input, result),
         _ => Vec::new(),
@@ -165,8 +188,22 @@ pub fn run_pipeline(
         outputs,
         steps: reports,
         evaluation,
+        fidelity,
         histograms,
     })
+}
+
+/// The protocol of the pipeline's last `evaluate` step, or the default one.
+fn text_protocol(pipeline: &Pipeline) -> domain::steps::evaluate::TextProtocol {
+    pipeline
+        .steps()
+        .iter()
+        .rev()
+        .find_map(|s| match s {
+            Step::Evaluate(e) => Some(e.text_protocol()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 fn evaluate_after(

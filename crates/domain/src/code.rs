@@ -71,6 +71,7 @@ codes! {
     JobFinished = "job-finished", 409, "Job already finished";
     TenantExists = "tenant-exists", 409, "Tenant exists";
     PartsMissing = "parts-missing", 409, "Upload parts missing";
+    UploadCompleting = "upload-completing", 409, "Upload being completed";
     ReportNotReady = "report-not-ready", 404, "No report";
     IdempotencyKeyReused = "idempotency-key-reused", 422, "Idempotency-Key reused";
     // What was sent, read and found wanting.
@@ -93,11 +94,14 @@ codes! {
     InvalidLabel = "invalid-label", 422, "Invalid label";
     InvalidRateLimit = "invalid-rate-limit", 422, "Invalid rate limit";
     InvalidTenantName = "invalid-tenant-name", 422, "Invalid tenant name";
+    OverMemoryBudget = "over-memory-budget", 422, "Over the job's memory budget";
     // The server's side.
     Internal = "internal", 500, "Internal server error";
+    JobCrashed = "job-crashed", 500, "The job's process died";
     Unavailable = "unavailable", 503, "Service unavailable";
     StoreError = "store-error", 503, "Database error";
     IoError = "io-error", 503, "Storage error";
+    StorageFull = "storage-full", 507, "Insufficient storage";
     WorkerLost = "worker-lost", 503, "Worker lost";
 }
 

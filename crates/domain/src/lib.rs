@@ -19,8 +19,8 @@ mod selection;
 pub mod steps;
 
 pub use architecture::{
-    kind_name, Architecture, ArchitectureWire, Layer, LayerKind, LayerWire, ParamRole, ParamSpec,
-    Size2,
+    kind_name, volume, Architecture, ArchitectureWire, Layer, LayerKind, LayerWire, ParamRole,
+    ParamSpec, Size2,
 };
 pub use code::Code;
 pub use job::{JobStatus, UnknownStatus};
@@ -32,6 +32,7 @@ pub use selection::{NamePattern, TensorSelection, MAX_PATTERNS};
 pub use steps::PipelineStepDoc;
 pub use steps::{
     auto::{AutoStep, AutoWire, Budget, Objective},
+    calibration::{Calibration, CalibrationWire},
     distill::{DistillStep, DistillWire, FeaturePair, Student},
     entropy::{Codec, EntropyStep},
     evaluate::EvaluateStep,
@@ -41,7 +42,7 @@ pub use steps::{
         Criterion, PruneMethod, PruneStep, PruneTarget, PruneWire, Scope, Sparsity, Threshold,
     },
     qat::{QatStep, QatWire},
-    quantize::{Granularity, QuantizeStep, QuantizeWire, Scheme, Storage},
+    quantize::{Granularity, QuantMethod, QuantizeStep, QuantizeWire, Scheme, Storage},
     schedule::{Ramp, Schedule},
     sensitivity::SensitivityStep,
     train::{Init, OptimizerKind, TrainStep, TrainWire},

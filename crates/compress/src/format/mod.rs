@@ -6,6 +6,7 @@ pub mod chunked_io;
 pub mod dtype;
 pub mod entropy;
 pub mod gguf;
+pub mod hf_folder;
 pub mod reader;
 pub mod safetensors_index;
 pub mod sparse;

@@ -70,6 +70,37 @@ impl SpooledWriter {
         Ok(())
     }
 
+    /// Appends one tensor whose bytes `fill` writes a piece at a time (a tensor too large to
+    /// hold in memory at once).
+    pub fn add_streamed(
+        &mut self,
+        name: &str,
+        dtype: &str,
+        shape: &[u64],
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        struct Counting<'a, W: Write>(&'a mut W, u64);
+        impl<W: Write> Write for Counting<'_, W> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                let n = self.0.write(buf)?;
+                self.1 += n as u64;
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.0.flush()
+            }
+        }
+        let mut out = Counting(self.spool.as_mut().expect("open until finish"), 0);
+        fill(&mut out)?;
+        let end = self.offset + out.1;
+        self.header.insert(
+            name.to_owned(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [self.offset, end]}),
+        );
+        self.offset = end;
+        Ok(())
+    }
+
     pub fn finish(mut self, metadata: &BTreeMap<String, String>, output: &Path) -> io::Result<u64> {
         if !metadata.is_empty() {
             self.header.insert("__metadata__".into(), json!(metadata));

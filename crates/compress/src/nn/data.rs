@@ -127,11 +127,43 @@ struct RawSplit {
     shape: Vec<u64>,
 }
 
+/// The split's inputs as f32 when `keep`; otherwise only checked, a slice at a time (an upload
+/// is validated without holding the whole dataset in memory).
+fn read_inputs(raw: &[u8], t: &TensorEntry, keep: bool) -> Result<Vec<f32>, CompressError> {
+    let not_numeric = || {
+        bad(format!(
+            "'{}' has dtype {}; inputs must be numeric",
+            t.name,
+            t.dtype.name()
+        ))
+    };
+    let slice = t.dtype.size() * (1 << 16);
+    let mut kept = Vec::new();
+    for (k, chunk) in raw.chunks(slice).enumerate() {
+        let values = numbers(chunk, t.dtype).ok_or_else(not_numeric)?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "'{}' holds a NaN or infinite value at element {}",
+                t.name,
+                k * (1 << 16) + i
+            )));
+        }
+        if keep {
+            kept.extend(values);
+        }
+    }
+    if raw.is_empty() && numbers(raw, t.dtype).is_none() {
+        return Err(not_numeric());
+    }
+    Ok(kept)
+}
+
 fn read_split(
     file: &File,
     index: &SafetensorsIndex,
     names: &SplitNames,
     declared_classes: Option<usize>,
+    keep_inputs: bool,
 ) -> Result<(RawSplit, i64), CompressError> {
     let (inp, lab) = (names.inputs, names.labels);
     let n = *inp.shape.first().ok_or_else(|| {
@@ -151,19 +183,7 @@ fn read_split(
         return Err(bad(format!("'{}' holds no samples", inp.name)));
     }
     let raw_in = map_chunk(file, index, (inp.begin, inp.byte_len() as usize))?;
-    let inputs = numbers(&raw_in, inp.dtype).ok_or_else(|| {
-        bad(format!(
-            "'{}' has dtype {}; inputs must be numeric",
-            inp.name,
-            inp.dtype.name()
-        ))
-    })?;
-    if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!(
-            "'{}' holds a NaN or infinite value at element {i}",
-            inp.name
-        )));
-    }
+    let inputs = read_inputs(&raw_in, inp, keep_inputs)?;
     let raw_lab = map_chunk(file, index, (lab.begin, lab.byte_len() as usize))?;
     let labels = labels_of(&raw_lab, lab)?;
     let max = labels.iter().copied().max().unwrap_or(0);
@@ -192,7 +212,10 @@ fn read_split(
     Ok((split, max))
 }
 
-fn read_all(path: &Path) -> Result<(DatasetSummary, RawSplit, RawSplit), CompressError> {
+fn read_all(
+    path: &Path,
+    keep_inputs: bool,
+) -> Result<(DatasetSummary, RawSplit, RawSplit), CompressError> {
     let index = SafetensorsIndex::open(path)?;
     let train = find_split(&index, &["train"])?;
     let test = find_split(&index, &["test", "eval"])?;
@@ -227,8 +250,8 @@ fn read_all(path: &Path) -> Result<(DatasetSummary, RawSplit, RawSplit), Compres
         )));
     }
     let file = File::open(path)?;
-    let (tr, max_tr) = read_split(&file, &index, &train, declared)?;
-    let (te, max_te) = read_split(&file, &index, &test, declared)?;
+    let (tr, max_tr) = read_split(&file, &index, &train, declared, keep_inputs)?;
+    let (te, max_te) = read_split(&file, &index, &test, declared, keep_inputs)?;
     if tr.shape != te.shape {
         return Err(bad(format!(
             "train samples have shape {:?} but evaluation samples {:?}",
@@ -263,7 +286,7 @@ fn read_all(path: &Path) -> Result<(DatasetSummary, RawSplit, RawSplit), Compres
 
 /// Validates an uploaded dataset and describes it.
 pub fn inspect_dataset(path: &Path) -> Result<DatasetSummary, CompressError> {
-    read_all(path).map(|(s, _, _)| s)
+    read_all(path, false).map(|(s, _, _)| s)
 }
 
 /// One split, scaled for the architecture's input, ready to batch.
@@ -313,7 +336,14 @@ pub struct Dataset {
 /// Loads a dataset for a model: checks that samples fit the input shape and labels fit the
 /// output, and applies the architecture's input scaling once.
 pub fn load_dataset(path: &Path, arch: &Architecture) -> Result<Dataset, CompressError> {
-    let (summary, tr, te) = read_all(path)?;
+    // Read whole as f32 (and the labels as integers): four bytes per value, eight per label.
+    let values: u64 = SafetensorsIndex::open(path)?
+        .tensors
+        .iter()
+        .map(|t| t.numel().saturating_mul(8))
+        .fold(0u64, u64::saturating_add);
+    crate::budget::check("the dataset", values)?;
+    let (summary, tr, te) = read_all(path, true)?;
     check_fit(&summary, arch).map_err(CompressError::InvalidRequest)?;
     let scale = |mut s: RawSplit| {
         let (k, m, d) = (

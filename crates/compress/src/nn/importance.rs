@@ -53,6 +53,12 @@ pub fn score(
     movement: Option<&Masks>,
 ) -> Result<Scores, CompressError> {
     let grads = match (criterion, data) {
+        (c, _) if c.calibrates() => {
+            return Err(CompressError::InvalidRequest(format!(
+                "{} prunes a transformer's layers by their calibration inputs; this model is sequential: use magnitude, taylor or movement",
+                c.name()
+            )))
+        }
         (Criterion::Magnitude, _) => None,
         (Criterion::Movement, _) if movement.is_some() => None,
         (_, Some(d)) => Some(summed_gradients(net, d, names, batches)?),
@@ -66,7 +72,9 @@ pub fn score(
     for name in names {
         let w = net.values(name)?;
         let s: Vec<f32> = match criterion {
-            Criterion::Magnitude => w.iter().map(|v| v.abs()).collect(),
+            Criterion::Magnitude | Criterion::Wanda | Criterion::Sparsegpt => {
+                w.iter().map(|v| v.abs()).collect()
+            }
             Criterion::Taylor | Criterion::Movement => {
                 let g = match (criterion, movement.and_then(|m| m.get(name))) {
                     (Criterion::Movement, Some(m)) => {
@@ -193,7 +201,7 @@ pub fn prune_nm(
     for (name, s) in scores {
         let shape = net.tensor(name).dims().to_vec();
         let row: usize = shape[1..].iter().product();
-        if row % m != 0 {
+        if !row.is_multiple_of(m) {
             skipped.push(name.clone());
             continue;
         }

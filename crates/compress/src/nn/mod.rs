@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod fake_quant;
 mod forward;
 pub mod importance;
+pub mod init;
 pub mod network;
 pub mod state;
 pub mod structured;
@@ -26,6 +27,7 @@ use domain::{PruneStep, PruneTarget};
 
 pub use data::{check_fit, inspect_dataset, load_dataset, Dataset, DatasetSummary};
 pub use evaluate::EvalReport;
+pub use init::write_initial;
 pub use network::{check_weights, Network};
 pub use state::ModelState;
 
@@ -52,7 +54,7 @@ pub fn nm_file(
         let raw =
             crate::format::chunked_io::map_chunk(&file, &index, (t.begin, t.byte_len() as usize))?;
         let row: u64 = t.shape.iter().skip(1).product();
-        if !sel || row % m as u64 != 0 {
+        if !sel || !row.is_multiple_of(m as u64) {
             if sel {
                 skipped.push(t.name.clone());
             }

@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
-use rand::rngs::StdRng;
-use rand::Rng;
 
 use crate::format::dtype::Dtype;
 use crate::format::reader::DenseTensors;
@@ -91,7 +89,7 @@ pub fn check_weights<'a>(
     Ok(())
 }
 
-fn var(values: Vec<f32>, shape: &[usize]) -> candle_core::Result<Var> {
+pub(crate) fn var(values: Vec<f32>, shape: &[usize]) -> candle_core::Result<Var> {
     Var::from_tensor(&Tensor::from_vec(values, shape, &Device::Cpu)?)
 }
 
@@ -156,6 +154,11 @@ impl Network {
 
     pub fn load(path: &Path, arch: &Architecture) -> Result<Self, CompressError> {
         let index = SafetensorsIndex::open(path)?;
+        // The file's values as f32, read once and then held by the network: twice over.
+        crate::budget::check(
+            "the model (as f32, held twice while it loads)",
+            index.parameter_count().saturating_mul(8),
+        )?;
         let dtypes = index
             .tensors
             .iter()
@@ -163,59 +166,6 @@ impl Network {
             .collect();
         let dense = crate::format::reader::read_dense(path)?;
         Self::from_dense(arch.clone(), dense, dtypes, index.metadata)
-    }
-
-    /// PyTorch's default initialisation: weights and biases uniform in ±1/√fan_in, batch-norm
-    /// scale 1, shift 0, running statistics 0 and 1.
-    pub fn initialise(arch: &Architecture, rng: &mut StdRng) -> Result<Self, CompressError> {
-        let mut params = BTreeMap::new();
-        let specs = arch.params();
-        let mut fan_in = 1usize;
-        for spec in &specs {
-            let n: usize = spec.shape.iter().product();
-            let name = spec.name.as_str();
-            let values: Vec<f32> = match spec.role {
-                ParamRole::Weight => {
-                    fan_in = spec.shape[1..].iter().product();
-                    let b = 1.0 / (fan_in as f32).sqrt();
-                    (0..n).map(|_| rng.random_range(-b..b)).collect()
-                }
-                ParamRole::Bias if name.ends_with(".weight") => vec![1.0; n],
-                ParamRole::Bias if is_norm(arch, name) => vec![0.0; n],
-                ParamRole::Bias => {
-                    let b = 1.0 / (fan_in as f32).sqrt();
-                    (0..n).map(|_| rng.random_range(-b..b)).collect()
-                }
-                ParamRole::Buffer if name.ends_with("running_var") => vec![1.0; n],
-                ParamRole::Buffer | ParamRole::Counter => vec![0.0; n.max(1)],
-            };
-            let p = var(values, &spec.shape).map_err(nn_error)?;
-            params.insert(
-                spec.name.clone(),
-                Param {
-                    var: p,
-                    role: spec.role,
-                },
-            );
-        }
-        let dtypes = specs
-            .iter()
-            .map(|s| {
-                let d = if s.role == ParamRole::Counter {
-                    Dtype::I64
-                } else {
-                    Dtype::F32
-                };
-                (s.name.clone(), d)
-            })
-            .collect();
-        Ok(Network {
-            arch: arch.clone(),
-            params,
-            dtypes,
-            metadata: BTreeMap::new(),
-            fake_quant: None,
-        })
     }
 
     pub fn tensor(&self, name: &str) -> &Tensor {
@@ -290,7 +240,7 @@ impl Network {
     }
 }
 
-fn is_norm(arch: &Architecture, name: &str) -> bool {
+pub(crate) fn is_norm(arch: &Architecture, name: &str) -> bool {
     arch.layers.iter().any(|l| {
         matches!(
             l.kind,

@@ -10,11 +10,13 @@ use crate::CompressError;
 pub use domain::results::tensors::TensorDensity;
 use domain::{Architecture, EvaluateStep, TensorSelection};
 
-/// The architecture (which structured pruning may change) and dataset a job runs with.
+/// The architecture (which structured pruning may change) and dataset a job runs with; for a
+/// transformer, its config, tokenizer and evaluation text.
 pub struct ModelState {
     pub arch: Option<Architecture>,
     pub data: Option<Dataset>,
     pub data_label: String,
+    pub transformer: Option<crate::transformer::TransformerJob>,
 }
 
 impl ModelState {
@@ -37,6 +39,11 @@ impl ModelState {
     /// Whether the model can be measured: it has an architecture and the job a dataset.
     pub fn measured(&self) -> bool {
         self.arch.is_some() && self.data.is_some()
+    }
+
+    /// Whether the model is a transformer the job can measure (tokenizer and text).
+    pub fn measured_text(&self) -> bool {
+        self.transformer.as_ref().is_some_and(|t| t.measurable())
     }
 
     pub fn load(&self, path: &Path) -> Result<Network, CompressError> {

@@ -7,6 +7,7 @@ pub mod cut;
 #[cfg(test)]
 mod props;
 pub mod report;
+pub mod wanda;
 
 use std::fs::File;
 use std::path::Path;
@@ -109,6 +110,9 @@ pub fn prune_file(
         file_bytes_before: index.file_len,
         file_bytes_after: std::fs::metadata(output)?.len(),
         seconds: started.elapsed().as_secs_f64(),
+        pattern: None,
+        calibration: None,
+        layers: Vec::new(),
     })
 }
 
@@ -126,9 +130,11 @@ pub fn select_tensors(
     selection: &TensorSelection,
     op: &str,
 ) -> Result<Vec<bool>, CompressError> {
+    // A tensor with a zero-length dimension holds no values: there is nothing to prune,
+    // scale or round, and it is copied as it is.
     let selected: Vec<bool> = tensors
         .iter()
-        .map(|t| selection.selects(&t.name, t.is_weight()))
+        .map(|t| t.numel() > 0 && selection.selects(&t.name, t.is_weight()))
         .collect();
     if let Some(t) = tensors
         .iter()

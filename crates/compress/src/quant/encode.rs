@@ -88,81 +88,117 @@ impl Tensor<'_> {
 }
 
 fn int8(t: &Tensor, symmetric: bool, granularity: Granularity) -> Encoded {
-    let (values, shape, rows, cols, keep) = (t.values, t.shape, t.rows, t.cols, t.keep);
-    let mut restored = t.restored();
     let g = match granularity {
         Granularity::Tensor => int::Granularity::Tensor,
         Granularity::Channel => int::Granularity::Channel,
         Granularity::Group(n) => int::Granularity::Group(n),
     };
-    let spec = int::IntSpec {
-        bits: 8,
+    let scheme = Scheme::Int8 {
         symmetric,
-        granularity: g,
+        granularity,
     };
-    let (q, error) =
-        int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
-    let param_shape = match granularity {
-        Granularity::Tensor => vec![1],
-        Granularity::Channel => vec![rows as u64, 1],
-        Granularity::Group(n) => vec![rows as u64, (cols / n) as u64],
-    };
-    let mut parts = vec![
-        Part {
-            suffix: "",
-            dtype: "I8",
-            shape: shape.to_vec(),
-            bytes: q.codes.into_iter().map(|c| c as u8).collect(),
-        },
-        Part {
-            suffix: "_scale",
-            dtype: "F32",
-            shape: param_shape.clone(),
-            bytes: f32_bytes(&q.scales),
-        },
-    ];
-    if !symmetric {
-        parts.push(zero_point_part(param_shape, &q.zero_points));
-    }
-    measured(parts, restored, error)
+    rounded(t, 8, symmetric, g, scheme)
 }
 
 fn int4(t: &Tensor, symmetric: bool, group_size: usize) -> Encoded {
-    let (values, rows, cols, keep) = (t.values, t.rows, t.cols, t.keep);
+    let scheme = Scheme::Int4 {
+        symmetric,
+        group_size,
+    };
+    rounded(t, 4, symmetric, int::Granularity::Group(group_size), scheme)
+}
+
+/// Round to nearest on the integer grid, stored as `scheme` lays it out.
+fn rounded(
+    t: &Tensor,
+    bits: u32,
+    symmetric: bool,
+    granularity: int::Granularity,
+    scheme: Scheme,
+) -> Encoded {
     let mut restored = t.restored();
     let spec = int::IntSpec {
-        bits: 4,
+        bits,
         symmetric,
-        granularity: int::Granularity::Group(group_size),
+        granularity,
     };
-    let (q, error) =
-        int::quantize_measured(values, rows, cols, spec, keep.then_some(&mut restored[..]));
-    let packed = int::pack_int4(&q.codes);
-    let param_shape = vec![rows as u64, (cols / group_size) as u64];
-    let mut parts = vec![
-        Part {
-            suffix: "_packed",
-            dtype: "I32",
-            shape: vec![rows as u64, (cols / 8) as u64],
-            bytes: packed.iter().flat_map(|p| p.to_le_bytes()).collect(),
-        },
-        Part {
-            suffix: "_scale",
-            dtype: "F32",
-            shape: param_shape.clone(),
-            bytes: f32_bytes(&q.scales),
-        },
-        Part {
-            suffix: "_shape",
-            dtype: "I64",
-            shape: vec![2],
-            bytes: i64_bytes(&[rows as u64, cols as u64]),
-        },
-    ];
+    let (q, error) = int::quantize_measured(
+        t.values,
+        t.rows,
+        t.cols,
+        spec,
+        t.keep.then_some(&mut restored[..]),
+    );
+    measured(int_parts(q, t.shape, scheme), restored, error)
+}
+
+/// The compressed-tensors tensors of int8 or int4 codes chosen elsewhere (round to nearest,
+/// GPTQ): `int-quantized` (I8 codes) or `pack-quantized` (eight int4 codes to an I32, with the
+/// original shape), scales and, when asymmetric, zero points. `shape` is the weight's.
+pub fn int_parts(q: int::Quantized, shape: &[u64], scheme: Scheme) -> Vec<Part> {
+    let rows = shape.first().copied().unwrap_or(1).max(1);
+    let cols = shape.iter().skip(1).product::<u64>();
+    let (param_shape, symmetric) = match scheme {
+        Scheme::Int8 {
+            symmetric,
+            granularity,
+        } => (
+            match granularity {
+                Granularity::Tensor => vec![1],
+                Granularity::Channel => vec![rows, 1],
+                Granularity::Group(n) => vec![rows, cols / n as u64],
+            },
+            symmetric,
+        ),
+        Scheme::Int4 {
+            symmetric,
+            group_size,
+        } => (vec![rows, cols / group_size as u64], symmetric),
+        other => unreachable!("int_parts is for integer schemes, got {other:?}"),
+    };
+    let mut parts = match scheme {
+        Scheme::Int4 { .. } => vec![
+            Part {
+                suffix: "_packed",
+                dtype: "I32",
+                shape: vec![rows, cols / 8],
+                bytes: int::pack_int4(&q.codes)
+                    .iter()
+                    .flat_map(|p| p.to_le_bytes())
+                    .collect(),
+            },
+            Part {
+                suffix: "_scale",
+                dtype: "F32",
+                shape: param_shape.clone(),
+                bytes: f32_bytes(&q.scales),
+            },
+            Part {
+                suffix: "_shape",
+                dtype: "I64",
+                shape: vec![2],
+                bytes: i64_bytes(&[rows, cols]),
+            },
+        ],
+        _ => vec![
+            Part {
+                suffix: "",
+                dtype: "I8",
+                shape: shape.to_vec(),
+                bytes: q.codes.iter().map(|c| *c as u8).collect(),
+            },
+            Part {
+                suffix: "_scale",
+                dtype: "F32",
+                shape: param_shape.clone(),
+                bytes: f32_bytes(&q.scales),
+            },
+        ],
+    };
     if !symmetric {
         parts.push(zero_point_part(param_shape, &q.zero_points));
     }
-    measured(parts, restored, error)
+    parts
 }
 
 fn fp8_e4m3(t: &Tensor, per_channel: bool) -> Encoded {

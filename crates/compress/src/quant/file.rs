@@ -89,7 +89,7 @@ pub fn check_groups(
     };
     for (t, _) in tensors.iter().zip(selected).filter(|(_, s)| **s) {
         let cols: u64 = t.shape.iter().skip(1).product();
-        if cols % group as u64 != 0 {
+        if !cols.is_multiple_of(group as u64) {
             return Err(CompressError::InvalidRequest(format!(
                 "group_size {group} does not divide the row length {cols} of tensor '{}' (shape {:?}); choose a divisor or exclude the tensor",
                 t.name, t.shape
@@ -175,7 +175,7 @@ pub fn quantize_file(
 }
 
 /// Writes an encoded tensor's parts (the codes sparse when asked); returns the bytes written.
-fn write_parts(
+pub(crate) fn write_parts(
     out: &mut SpooledWriter,
     t: &TensorEntry,
     enc: &Encoded,
@@ -195,7 +195,7 @@ fn write_parts(
     Ok(bytes_after)
 }
 
-fn quantized_stats(
+pub(crate) fn quantized_stats(
     t: &TensorEntry,
     enc: &Encoded,
     bytes_after: u64,
@@ -219,7 +219,11 @@ fn quantized_stats(
 }
 
 /// The step's report over its quantized tensors (file sizes and time filled in by the caller).
-fn totals(step: &QuantizeStep, stats: Vec<QuantTensorStats>, error: ErrorStats) -> QuantizeReport {
+pub(crate) fn totals(
+    step: &QuantizeStep,
+    stats: Vec<QuantTensorStats>,
+    error: ErrorStats,
+) -> QuantizeReport {
     let q: Vec<&QuantTensorStats> = stats.iter().filter(|s| s.quantized).collect();
     let (before, after): (u64, u64) = (
         q.iter().map(|s| s.bytes_before).sum(),
@@ -242,10 +246,13 @@ fn totals(step: &QuantizeStep, stats: Vec<QuantTensorStats>, error: ErrorStats) 
         dequantized_file_bytes: None,
         tensors: stats,
         seconds: 0.0,
+        calibration: None,
+        layers: Vec::new(),
+        scaled: Vec::new(),
     }
 }
 
-fn passthrough(t: &TensorEntry) -> QuantTensorStats {
+pub(crate) fn passthrough(t: &TensorEntry) -> QuantTensorStats {
     QuantTensorStats {
         name: t.name.clone(),
         dtype_before: t.dtype.name(),
@@ -264,7 +271,7 @@ fn passthrough(t: &TensorEntry) -> QuantTensorStats {
 
 /// The input's metadata plus a compressed-tensors `quantization_config` (compressed-tensors
 /// 0.9 layout) or, for schemes it has no name for, compressd's own description.
-fn output_metadata(
+pub(crate) fn output_metadata(
     index: &SafetensorsIndex,
     selected: &[bool],
     step: &QuantizeStep,
@@ -286,8 +293,11 @@ fn output_metadata(
         .map(|(t, _)| layer(&t.name))
         .collect();
     let weights = |bits: u32, kind: &str, symmetric: bool, strategy: &str, group: Option<usize>| {
+        // Static act-order ("weight"): the columns were rounded out of order but every group
+        // keeps its natural columns, so no g_idx is stored.
+        let actorder = step.act_order.then_some("weight");
         json!({"num_bits": bits, "type": kind, "symmetric": symmetric, "strategy": strategy,
-               "group_size": group, "dynamic": false, "observer": "minmax", "actorder": null})
+               "group_size": group, "dynamic": false, "observer": "minmax", "actorder": actorder})
     };
     let (format, scheme) = match step.scheme {
         Scheme::Int8 {
@@ -336,6 +346,9 @@ fn output_metadata(
         meta.insert("quantization_config".into(), config.to_string());
     }
     meta.insert("compressd.format".into(), format.into());
+    if step.method.calibrates() {
+        meta.insert("compressd.method".into(), step.method.name().into());
+    }
     if let Scheme::Kmeans { bits } = step.scheme {
         meta.insert("compressd.kmeans_bits".into(), bits.to_string());
     }

@@ -75,7 +75,7 @@ pub fn quantize_measured(
     let (lo, hi) = spec.range();
     let params: Vec<(f32, i32)> = values
         .par_chunks(group)
-        .map(|g| params_for(g, spec, lo, hi))
+        .map(|g| params_for(g, spec))
         .collect();
     let mut codes = vec![0i8; values.len()];
     // One chunk of consecutive weights, walking the groups it overlaps.
@@ -126,7 +126,8 @@ pub fn round_even(x: f32) -> f32 {
 }
 
 /// Scale and zero point for one group. The asymmetric range always includes zero.
-fn params_for(group: &[f32], spec: IntSpec, lo: i32, hi: i32) -> (f32, i32) {
+pub(crate) fn params_for(group: &[f32], spec: IntSpec) -> (f32, i32) {
+    let (lo, hi) = spec.range();
     if spec.symmetric {
         let max = group.iter().fold(0f32, |m, w| m.max(w.abs()));
         (max / hi as f32, 0)

@@ -2,11 +2,13 @@
 //! Each scheme maps one row-major f32 tensor to codes plus parameters and back; the file
 //! formats that carry them are built on top.
 
+pub mod awq;
 pub mod encode;
 pub mod error;
 pub mod file;
 pub mod fp8;
 pub mod ggml_blocks;
+pub mod ggml_weighted;
 pub mod int;
 pub mod kmeans;
 

@@ -84,6 +84,15 @@ impl Format {
         }
     }
 
+    pub fn imatrix() -> Format {
+        Format {
+            description: "llama.cpp importance matrix (GGUF imatrix: Σx² per input column of every block linear, and its token count)".into(),
+            read_with: &["llama-quantize --imatrix", "gguf (Python reference reader)"],
+            suffix: ".imatrix.gguf".into(),
+            dense_readable: false,
+        }
+    }
+
     pub fn gguf() -> Format {
         Format {
             description: "GGUF v3 (ggml block types)".into(),

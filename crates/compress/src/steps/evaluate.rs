@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::nn::ModelState;
 use crate::steps::{StepContext, StepOutput, StepReport};
 use crate::CompressError;
+use domain::results::metrics::TextEvaluateReport;
 pub use domain::results::model::EvaluateStepReport;
 use domain::EvaluateStep;
 
@@ -25,6 +26,16 @@ pub fn evaluate_step(
 }
 
 pub fn run(step: &EvaluateStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {
+    if let Some(t) = &cx.state.transformer {
+        let started = Instant::now();
+        let fidelity = t.fidelity(&[cx.input], &step.text_protocol(), cx.control)?;
+        let report = TextEvaluateReport {
+            op: "evaluate",
+            fidelity,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        return Ok(StepOutput::measured(cx, StepReport::TextEvaluate(report)));
+    }
     let report = evaluate_step(cx.state, cx.input, step)?;
     Ok(StepOutput::measured(cx, StepReport::Evaluate(report)))
 }

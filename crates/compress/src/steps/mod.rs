@@ -8,6 +8,7 @@ use domain::Step;
 
 mod artifact;
 mod auto;
+mod calibrated;
 mod context;
 mod distill;
 mod entropy;
@@ -15,9 +16,11 @@ mod evaluate;
 mod export;
 mod finetune;
 mod prune;
+mod prune_calibrated;
 mod prune_model;
 mod qat;
 mod quantize;
+mod quantize_calibrated;
 mod sensitivity;
 mod train;
 

@@ -11,6 +11,7 @@ use crate::format::safetensors_index::SafetensorsIndex;
 use crate::format::sparse::write_sparse;
 use crate::format::st_writer::SpooledWriter;
 use crate::prune::{prune_file, select_tensors};
+use crate::steps::prune_calibrated;
 use crate::steps::prune_model::prune_step as model_prune;
 use crate::steps::{Format, StepContext, StepOutput, StepReport};
 use crate::CompressError;
@@ -23,17 +24,19 @@ pub fn run(step: &PruneStep, cx: &mut StepContext) -> Result<StepOutput, Compres
     } else {
         Format::sparse()
     };
-    if !step.in_memory() {
-        let report = if sparse {
-            let dense = cx.output("dense.safetensors");
-            let mut report = prune_file(cx.input, &dense, step, cx.control)?;
+    if step.calibrates() || !step.in_memory() {
+        let dense = cx.output("dense.safetensors");
+        let target = if sparse { &dense } else { &output };
+        let mut report = if step.calibrates() {
+            prune_calibrated::run(step, cx, target)?
+        } else {
+            prune_file(cx.input, target, step, cx.control)?
+        };
+        if sparse {
             let written = sparsify(&dense, &output, step);
             let _ = std::fs::remove_file(&dense);
             report.file_bytes_after = written?;
-            report
-        } else {
-            prune_file(cx.input, &output, step, cx.control)?
-        };
+        }
         return Ok(StepOutput::wrote(output, format, StepReport::Prune(report)));
     }
     let dense = cx.output("dense.safetensors");

@@ -7,6 +7,9 @@ use crate::steps::{Format, OutputFile, StepContext, StepOutput, StepReport};
 use crate::CompressError;
 
 pub fn run(step: &QuantizeStep, cx: &mut StepContext) -> Result<StepOutput, CompressError> {
+    if step.method.calibrates() {
+        return super::quantize_calibrated::run(step, cx);
+    }
     let output = cx.output("safetensors");
     let dequantized = step
         .dequantized_copy

@@ -13,6 +13,7 @@ mod shapes;
 mod tests;
 
 pub use layer::{kind_name, ArchitectureWire, LayerKind, LayerWire, Size2};
+pub use shapes::volume;
 use shapes::{check_activation, check_name, output_shape};
 
 pub const MAX_LAYERS: usize = 256;
@@ -282,12 +283,15 @@ impl TryFrom<ArchitectureWire> for Architecture {
             layers,
         };
         for p in arch.params() {
-            parameters += p.shape.iter().product::<usize>() as u64;
-        }
-        if parameters > MAX_PARAMETERS {
-            return Err(ParseError(format!(
-                "the architecture has {parameters} parameters; at most {MAX_PARAMETERS} are supported"
-            )));
+            parameters = shapes::volume(&p.shape)
+                .and_then(|n| parameters.checked_add(n))
+                .filter(|n| *n <= MAX_PARAMETERS)
+                .ok_or_else(|| {
+                    ParseError(format!(
+                        "the architecture has more than {MAX_PARAMETERS} parameters (counting up to '{}'); at most {MAX_PARAMETERS} parameters are supported",
+                        p.name
+                    ))
+                })?;
         }
         Ok(arch)
     }

@@ -20,14 +20,22 @@ pub(super) fn check_name(name: &str, at: &str) -> Result<(), ParseError> {
     }
 }
 
+/// How many values a tensor of `shape` holds; None when that overflows u64. Sizes come from
+/// clients, so no product of them is taken unchecked.
+pub fn volume(shape: &[usize]) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(u64::try_from(d).ok()?))
+}
+
 pub(super) fn check_activation(shape: &[usize], at: &str) -> Result<(), ParseError> {
-    let n: u64 = shape.iter().map(|&d| d as u64).product();
-    if n > MAX_ACTIVATION {
-        return Err(ParseError(format!(
-            "{at}: one sample's activation has {n} values; at most {MAX_ACTIVATION} are supported"
-        )));
+    match volume(shape) {
+        Some(n) if n <= MAX_ACTIVATION => Ok(()),
+        n => Err(ParseError(format!(
+            "{at}: one sample's activation has {} values; at most {MAX_ACTIVATION} are supported",
+            n.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string())
+        ))),
     }
-    Ok(())
 }
 
 fn positive(v: usize, what: &str) -> Result<(), String> {
@@ -89,7 +97,10 @@ pub(super) fn output_shape(kind: &LayerKind, shape: &[usize]) -> Result<Vec<usiz
             kernel_size,
             stride,
         } => pooled(shape, kernel_size, stride),
-        LayerKind::Flatten => Ok(vec![shape.iter().product()]),
+        LayerKind::Flatten => volume(shape)
+            .and_then(|n| usize::try_from(n).ok())
+            .map(|n| vec![n])
+            .ok_or_else(|| format!("flattening {shape:?} overflows")),
         LayerKind::Batchnorm1d {
             num_features,
             eps,
@@ -154,7 +165,11 @@ fn conv2d(
     if padding > 1024 {
         return Err("padding must be at most 1024".into());
     }
-    let (ph, pw) = (h + 2 * padding, w + 2 * padding);
+    let pad = |d: usize| {
+        d.checked_add(2 * padding)
+            .ok_or("the padded input overflows")
+    };
+    let (ph, pw) = (pad(h)?, pad(w)?);
     if kh > ph || kw > pw {
         return Err(format!(
             "kernel {kh}×{kw} is larger than the padded input {ph}×{pw}"

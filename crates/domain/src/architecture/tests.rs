@@ -57,7 +57,17 @@ fn bad_architectures_name_the_layer_at_fault() {
         ),
         (
             r#"{"input_shape":[100000],"layers":[{"type":"linear","in_features":100000,"out_features":100000}]}"#,
-            "parameters; at most",
+            "parameters are supported",
+        ),
+        // Each factor fits, their product does not: refused, not wrapped around.
+        (
+            r#"{"input_shape":[1,1,1],"layers":[{"type":"conv2d","in_channels":1,"out_channels":67108864,"kernel_size":[1,1]},
+               {"type":"conv2d","in_channels":67108864,"out_channels":67108864,"kernel_size":2049,"padding":1024}]}"#,
+            "parameters are supported",
+        ),
+        (
+            r#"{"input_shape":[1,4294967296,4294967296],"layers":[{"type":"relu"}]}"#,
+            "more than 2^64",
         ),
     ] {
         let err = Architecture::parse_json(json).unwrap_err();

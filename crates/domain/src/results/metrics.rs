@@ -53,6 +53,16 @@ pub enum StepReport {
     Distill(DistillReport),
     Qat(QatReport),
     Auto(AutoReport),
+    TextEvaluate(TextEvaluateReport),
+}
+
+/// `evaluate` on a transformer: its fidelity figures on the evaluation text.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TextEvaluateReport {
+    pub op: &'static str,
+    pub fidelity: super::fidelity::Fidelity,
+    pub seconds: f64,
 }
 
 impl StepReport {
@@ -69,6 +79,7 @@ impl StepReport {
             StepReport::Distill(d) => d.seconds,
             StepReport::Qat(q) => q.seconds,
             StepReport::Auto(a) => a.seconds,
+            StepReport::TextEvaluate(t) => t.seconds,
         }
     }
 }
@@ -127,6 +138,19 @@ pub struct Summary {
     /// Throughput after / throughput before, at the evaluation's batch size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_throughput_speedup: Option<f64>,
+    /// Transformer decoders: perplexity on the evaluation text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perplexity_before: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perplexity_after: Option<f64>,
+    /// Mean KL(original ‖ result) per next-token prediction, in nats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top1_agreement: Option<f64>,
+    /// Transformer encoders: mean cosine of each sentence's embedding to the original's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_cosine_mean: Option<f64>,
 }
 
 /// Everything a finished job measured.
@@ -139,6 +163,9 @@ pub struct JobMetrics {
     pub summary: Summary,
     /// Null when the model was not evaluated.
     pub evaluation: Option<Evaluation>,
+    /// A transformer's fidelity on the evaluation text, before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<super::fidelity::Fidelity>,
     /// Weight distributions before and after, for the layers that changed most.
     pub histograms: Vec<Histogram>,
     /// Every step's report, in pipeline order.
@@ -194,9 +221,27 @@ impl JobMetrics {
             warnings,
             summary,
             evaluation,
+            fidelity: None,
             histograms,
             steps,
         }
+    }
+}
+
+impl JobMetrics {
+    /// Adds a transformer's fidelity, and its headline figures to the summary.
+    pub fn with_fidelity(mut self, fidelity: Option<super::fidelity::Fidelity>) -> JobMetrics {
+        if let Some(f) = &fidelity {
+            self.summary.perplexity_before = f.before.perplexity;
+            self.summary.perplexity_after = f.after.as_ref().and_then(|a| a.perplexity);
+            if let Some(v) = &f.versus_before {
+                self.summary.kl_mean = v.kl_mean;
+                self.summary.top1_agreement = v.top1_agreement;
+                self.summary.embedding_cosine_mean = v.cosine_mean;
+            }
+        }
+        self.fidelity = fidelity;
+        self
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod auto;
 pub mod distill;
+pub mod fidelity;
 pub mod metrics;
 pub mod model;
 pub mod progress;
@@ -11,5 +12,6 @@ pub mod prune;
 pub mod quantize;
 pub mod tensors;
 
+pub use fidelity::{Fidelity, FidelityComparison, ModelFidelity, PerplexityProtocol};
 pub use metrics::{Evaluation, Histogram, JobMetrics, StepReport, Summary};
 pub use progress::ProgressDetail;

@@ -53,6 +53,11 @@ pub struct ProgressDetail {
     /// `auto` for latency: the fraction of units removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraction: Option<f64>,
+    /// Calibrated methods on a transformer: the block just finished, of `blocks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<usize>,
 }
 
 impl ProgressDetail {

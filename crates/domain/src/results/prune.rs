@@ -31,6 +31,48 @@ pub struct PruneReport {
     pub file_bytes_before: u64,
     pub file_bytes_after: u64,
     pub seconds: f64,
+    /// N:M patterns: `n:m` (kept of every m consecutive inputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Calibration-based methods: what they read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationUse>,
+    /// Calibration-based methods: every layer they rewrote, in the order they ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerReconstruction>,
+}
+
+/// The calibration text a step read.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CalibrationUse {
+    /// The dataset and the part of it (its calibration split).
+    pub data: String,
+    pub windows: u64,
+    pub tokens: u64,
+    pub window: usize,
+}
+
+/// One layer of a calibration-based step, measured on the calibration inputs the compressed
+/// blocks before it give it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LayerReconstruction {
+    pub name: String,
+    pub block: usize,
+    /// 1 − ρ of the layer's weight after the step.
+    pub sparsity: f64,
+    /// ‖XWᵀ − XŴᵀ‖² / ‖XWᵀ‖²: how far the layer's outputs moved, relative to their size.
+    pub reconstruction_error: f64,
+    pub seconds: f64,
+    /// Hessian methods (SparseGPT, GPTQ): the damping that made the Hessian invertible, as a
+    /// fraction of its mean diagonal (more than asked when the factorisation failed first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dampening: Option<f64>,
+    /// Why the layer was not rewritten the method's way (a Hessian that stayed singular),
+    /// and what was done instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

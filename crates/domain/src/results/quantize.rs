@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::prune::{CalibrationUse, LayerReconstruction};
 use super::tensors::ErrorStats;
 use crate::{GgufType, Storage};
 
@@ -44,6 +45,32 @@ pub struct QuantizeReport {
     pub dequantized_file_bytes: Option<u64>,
     pub tensors: Vec<QuantTensorStats>,
     pub seconds: f64,
+    /// Calibrated methods: the calibration text read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationUse>,
+    /// Calibrated methods: every layer they rounded, in the order they ran, with how far its
+    /// outputs moved on the calibration inputs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerReconstruction>,
+    /// AWQ: the scales searched for each pair, and the output error they leave.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scaled: Vec<ScaledPair>,
+}
+
+/// One AWQ pair: the operation whose output channels were divided by the scales (a norm or a
+/// layer) and what the scales did to the following layers' output error on the calibration
+/// inputs (Σ‖X(W − Ŵ)ᵀ‖², before and after; round to nearest).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScaledPair {
+    pub before: String,
+    pub block: usize,
+    /// The exponent α of the scales x̄^α / w̄^(1−α); null when no scales beat none.
+    pub ratio: Option<f64>,
+    pub error_before: f64,
+    pub error_after: f64,
+    pub scale_min: f32,
+    pub scale_max: f32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +87,9 @@ pub struct GgufTensorStats {
     /// Why a tensor was not block-quantized.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept_because: Option<String>,
+    /// Whether the blocks' search was weighted by the importance matrix.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub imatrix: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +111,9 @@ pub struct GgufReport {
     pub compression_ratio: f64,
     pub tensors: Vec<GgufTensorStats>,
     pub seconds: f64,
+    /// With `imatrix`: the calibration text the importance matrix was computed on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<super::prune::CalibrationUse>,
 }
 
 #[derive(Debug, Clone, Serialize)]

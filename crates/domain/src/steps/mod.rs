@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::ParseError;
 
 pub mod auto;
+pub mod calibration;
 pub mod distill;
 pub mod entropy;
 pub mod evaluate;
@@ -54,6 +55,11 @@ pub trait StepNeeds {
     /// The largest batch the step runs the model with (0 when it does not run the model).
     fn batch_size(&self) -> usize {
         0
+    }
+    /// The method's name when the step runs a transformer over the calibration split of a
+    /// text dataset.
+    fn calibrates(&self) -> Option<&'static str> {
+        None
     }
 }
 
@@ -143,6 +149,22 @@ operations! {
 }
 
 impl Step {
+    /// The same step with `f` applied to the tensors it selects (a transformer's default
+    /// selection is its blocks' linear layers).
+    pub fn map_selection(
+        &self,
+        f: impl Fn(&crate::TensorSelection) -> crate::TensorSelection,
+    ) -> Step {
+        let mut step = self.clone();
+        match &mut step {
+            Step::Prune(s) => s.selection = f(&s.selection),
+            Step::Quantize(s) => s.selection = f(&s.selection),
+            Step::Export(s) => s.selection = f(&s.selection),
+            _ => {}
+        }
+        step
+    }
+
     pub fn writes_dense(&self) -> bool {
         self.needs().writes_dense()
     }
@@ -153,6 +175,10 @@ impl Step {
 
     pub fn needs_dataset(&self) -> bool {
         self.needs().needs_dataset()
+    }
+
+    pub fn calibrates(&self) -> Option<&'static str> {
+        self.needs().calibrates()
     }
 }
 

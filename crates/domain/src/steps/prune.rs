@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Operation, StepNeeds};
 
+use super::calibration::{Calibration, CalibrationWire};
 use super::quantize::Storage;
 use super::schedule::Schedule;
 use crate::selection::{NamePattern, TensorSelection};
@@ -88,6 +89,30 @@ pub enum Criterion {
     /// Movement (Sanh et al. 2020): −Σ_t w · ∂L/∂w over fine-tuning; weights moving toward
     /// zero score low.
     Movement,
+    /// Wanda (Sun et al. 2023), for transformers: |w_ij| · ‖x_j‖₂ over the calibration split
+    /// of a text dataset, compared within each output row; block by block.
+    Wanda,
+    /// SparseGPT (Frantar & Alistarh 2023), for transformers: the mask chosen by w² / [H⁻¹]_jj²
+    /// on the calibration split's input Hessian, and the kept weights updated to make up for
+    /// the pruned ones; block by block.
+    Sparsegpt,
+}
+
+impl Criterion {
+    /// Whether the criterion runs a transformer over calibration text.
+    pub fn calibrates(self) -> bool {
+        matches!(self, Criterion::Wanda | Criterion::Sparsegpt)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Criterion::Magnitude => "magnitude",
+            Criterion::Taylor => "taylor",
+            Criterion::Movement => "movement",
+            Criterion::Wanda => "wanda",
+            Criterion::Sparsegpt => "sparsegpt",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,6 +140,8 @@ pub struct PruneStep {
     pub schedule: Option<Schedule>,
     /// Batches of the training split that gradient criteria accumulate over.
     pub batches: usize,
+    /// What calibration criteria read of the text dataset.
+    pub calibration: Calibration,
 }
 
 impl PruneStep {
@@ -132,6 +159,11 @@ impl PruneStep {
     pub fn needs_dataset(&self) -> bool {
         self.criterion != Criterion::Magnitude || self.schedule.is_some()
     }
+
+    /// Whether the step runs a transformer over calibration text.
+    pub fn calibrates(&self) -> bool {
+        self.criterion.calibrates()
+    }
 }
 
 /// The JSON form of a `prune` step. Give exactly one of `threshold` or `sparsity`.
@@ -142,7 +174,9 @@ pub struct PruneWire {
     /// `magnitude` (unstructured, default), `l1_filter` (structured) or `nm` (N:M).
     #[serde(default = "default_method")]
     pub method: PruneMethod,
-    /// Importance score: `magnitude` (default), `taylor` or `movement` (need a dataset).
+    /// Importance score: `magnitude` (default), `taylor` or `movement` (sequential models,
+    /// need a dataset), `wanda` or `sparsegpt` (transformers, need a text dataset with a
+    /// calibration split).
     #[serde(default, skip_serializing_if = "is_magnitude")]
     pub criterion: Criterion,
     /// Ramp to the target over several prune + fine-tune rounds (needs a dataset).
@@ -154,6 +188,9 @@ pub struct PruneWire {
     /// N:M: group length along the input dimension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub m: Option<usize>,
+    /// `wanda`, `sparsegpt`: calibration tokens read, their window, the Hessian's damping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationWire>,
     /// Gradient criteria: training batches to accumulate over (default 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batches: Option<usize>,
@@ -244,6 +281,35 @@ impl TryFrom<PruneWire> for PruneStep {
                 "schedule applies to unstructured (magnitude) pruning".into(),
             ));
         }
+        if w.criterion.calibrates() {
+            let name = w.criterion.name();
+            if w.schedule.is_some() || w.method == PruneMethod::L1Filter {
+                return Err(ParseError(format!(
+                    "{name} prunes in one calibrated pass, unstructured or N:M: schedule and l1_filter do not apply"
+                )));
+            }
+            if matches!(
+                target,
+                PruneTarget::Sparsity {
+                    scope: Scope::Global,
+                    ..
+                }
+            ) {
+                return Err(ParseError(format!(
+                    "{name} compares weights within each output row (their inputs differ by layer): use scope layer"
+                )));
+            }
+        }
+        if w.calibration.is_some() && !w.criterion.calibrates() {
+            return Err(ParseError(
+                "calibration applies to criteria wanda and sparsegpt only".into(),
+            ));
+        }
+        let calibration = w
+            .calibration
+            .map(Calibration::try_from)
+            .transpose()?
+            .unwrap_or_default();
         let batches = w.batches.unwrap_or(8);
         if !(1..=10_000).contains(&batches) {
             return Err(ParseError("batches must be 1–10000".into()));
@@ -263,6 +329,7 @@ impl TryFrom<PruneWire> for PruneStep {
             criterion: w.criterion,
             schedule,
             batches,
+            calibration,
         })
     }
 }
@@ -308,6 +375,7 @@ fn default_method() -> PruneMethod {
 
 impl From<PruneStep> for PruneWire {
     fn from(s: PruneStep) -> Self {
+        let calibrates = s.calibrates();
         let (threshold, sparsity, scope, mut n, mut m) = (None, None, None, None, None);
         let (threshold, sparsity, scope) = match s.target {
             PruneTarget::Threshold(t) => (Some(t.get()), sparsity, scope),
@@ -325,7 +393,9 @@ impl From<PruneStep> for PruneWire {
             schedule: s.schedule,
             n,
             m,
-            batches: (s.criterion != Criterion::Magnitude).then_some(s.batches),
+            batches: matches!(s.criterion, Criterion::Taylor | Criterion::Movement)
+                .then_some(s.batches),
+            calibration: calibrates.then(|| s.calibration.into()),
             threshold,
             sparsity,
             scope,
@@ -347,7 +417,10 @@ impl StepNeeds for PruneStep {
         self.criterion != Criterion::Magnitude || self.schedule.is_some()
     }
     fn trains(&self) -> bool {
-        self.needs_dataset()
+        self.needs_dataset() && !self.calibrates()
+    }
+    fn calibrates(&self) -> Option<&'static str> {
+        self.criterion.calibrates().then(|| self.criterion.name())
     }
     fn batch_size(&self) -> usize {
         self.schedule.as_ref().map_or(64, |s| s.recipe().batch_size)

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::calibration::{Calibration, CalibrationWire};
 use super::{Operation, StepNeeds};
 
 use crate::selection::{NamePattern, TensorSelection};
@@ -17,6 +18,48 @@ pub enum SchemeName {
     Fp16,
     Bf16,
     Kmeans,
+}
+
+/// How integer codes are chosen: rounding each weight to the nearest step, or one of the
+/// calibrated methods that look at the layer's inputs (transformers with a text dataset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum QuantMethod {
+    /// Round to nearest, weight by weight (no data).
+    #[default]
+    Rtn,
+    /// GPTQ (Frantar et al. 2023): columns rounded in turn, each error compensated through the
+    /// inverse of the layer's input Hessian.
+    Gptq,
+    /// AWQ (Lin et al. 2024): per-input-channel scales searched on the calibration
+    /// activations and folded into the preceding norm or layer, then round to nearest.
+    Awq,
+    /// AWQ's scales, then GPTQ.
+    AwqGptq,
+}
+
+impl QuantMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantMethod::Rtn => "rtn",
+            QuantMethod::Gptq => "gptq",
+            QuantMethod::Awq => "awq",
+            QuantMethod::AwqGptq => "awq_gptq",
+        }
+    }
+
+    pub fn calibrates(self) -> bool {
+        self != QuantMethod::Rtn
+    }
+
+    pub fn uses_gptq(self) -> bool {
+        matches!(self, QuantMethod::Gptq | QuantMethod::AwqGptq)
+    }
+
+    pub fn uses_awq(self) -> bool {
+        matches!(self, QuantMethod::Awq | QuantMethod::AwqGptq)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +132,11 @@ pub struct QuantizeStep {
     pub store: Storage,
     /// Also write the dequantized weights, dense, in the input's layout.
     pub dequantized_copy: bool,
+    pub method: QuantMethod,
+    /// GPTQ: round the columns with the largest inputs first (static groups).
+    pub act_order: bool,
+    /// What calibrated methods read of the text dataset.
+    pub calibration: Calibration,
 }
 
 /// The JSON form of a `quantize` step.
@@ -115,6 +163,17 @@ pub struct QuantizeWire {
     /// baked in, for tools that read no quantized format.
     #[serde(default)]
     pub dequantized_copy: bool,
+    /// int8/int4 on a transformer with a text dataset: `rtn` (default, no data), `gptq`,
+    /// `awq` or `awq_gptq`, calibrated on the dataset's calibration split block by block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<QuantMethod>,
+    /// `gptq`, `awq_gptq`: round the columns with the largest inputs first (static groups:
+    /// the file needs no `g_idx`). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_order: Option<bool>,
+    /// Calibrated methods: calibration tokens read, their window, the Hessian's damping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
     pub include: Option<Vec<NamePattern>>,
@@ -205,11 +264,42 @@ impl TryFrom<QuantizeWire> for QuantizeStep {
                 "include is empty, so nothing would be quantized; omit it to select every weight",
             ));
         }
+        let method = w.method.unwrap_or_default();
+        if method.calibrates()
+            && !matches!(
+                scheme,
+                Scheme::Int4 { .. }
+                    | Scheme::Int8 {
+                        granularity: Granularity::Channel | Granularity::Group(_),
+                        ..
+                    }
+            )
+        {
+            return Err(refuse(format!(
+                "method {} rounds to an integer grid per channel or group: use int4, or int8 with channel or group granularity",
+                method.name()
+            )));
+        }
+        if w.act_order.is_some() && !method.uses_gptq() {
+            return Err(refuse("act_order applies to methods gptq and awq_gptq"));
+        }
+        if w.calibration.is_some() && !method.calibrates() {
+            return Err(refuse(
+                "calibration applies to the calibrated methods (gptq, awq, awq_gptq)",
+            ));
+        }
         Ok(QuantizeStep {
             scheme,
             selection: TensorSelection::new(w.include, w.exclude)?,
             store: w.store,
             dequantized_copy: w.dequantized_copy,
+            method,
+            act_order: w.act_order.unwrap_or(false),
+            calibration: w
+                .calibration
+                .map(Calibration::try_from)
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }
@@ -274,6 +364,9 @@ impl From<QuantizeStep> for QuantizeWire {
             bits,
             store: s.store,
             dequantized_copy: s.dequantized_copy,
+            method: s.method.calibrates().then_some(s.method),
+            act_order: s.method.uses_gptq().then_some(s.act_order),
+            calibration: s.method.calibrates().then(|| s.calibration.into()),
             include: s.selection.include,
             exclude: s.selection.exclude,
         }
@@ -295,6 +388,9 @@ impl StepNeeds for QuantizeStep {
     }
     fn needs_dataset(&self) -> bool {
         false
+    }
+    fn calibrates(&self) -> Option<&'static str> {
+        self.method.calibrates().then(|| self.method.name())
     }
 }
 

@@ -24,9 +24,10 @@ use crate::{require_finite, CompressError};
 pub use domain::results::quantize::GgufReport;
 pub use domain::results::quantize::GgufTensorStats;
 use domain::{ExportStep, GgufType};
+use header::{ggml_dims, header, Kv, TensorInfo};
 
-const ALIGNMENT: u64 = 32;
-const MAGIC: u32 = 0x4655_4747;
+pub(crate) const ALIGNMENT: u64 = 32;
+pub(crate) const MAGIC: u32 = 0x4655_4747;
 
 pub fn ggml_dtype(t: GgufType) -> GgmlDType {
     match t {
@@ -40,11 +41,14 @@ pub fn ggml_dtype(t: GgufType) -> GgmlDType {
         GgufType::Q4K => GgmlDType::Q4K,
         GgufType::Q5K => GgmlDType::Q5K,
         GgufType::Q6K => GgmlDType::Q6K,
+        GgufType::F16 => GgmlDType::F16,
+        GgufType::Q4KM => GgmlDType::Q4K,
+        GgufType::Q5KM => GgmlDType::Q5K,
     }
 }
 
 /// ggml's type ids (ggml.h `enum ggml_type`).
-fn type_id(t: Stored) -> u32 {
+pub(crate) fn type_id(t: Stored) -> u32 {
     match t {
         Stored::F32 => 0,
         Stored::F16 => 1,
@@ -59,6 +63,9 @@ fn type_id(t: Stored) -> u32 {
             GgufType::Q4K => 12,
             GgufType::Q5K => 13,
             GgufType::Q6K => 14,
+            GgufType::F16 => 1,
+            GgufType::Q4KM => 12,
+            GgufType::Q5KM => 13,
         },
         Stored::Int(Dtype::I8) => 24,
         Stored::Int(Dtype::I16) => 25,
@@ -69,7 +76,7 @@ fn type_id(t: Stored) -> u32 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Stored {
+pub(crate) enum Stored {
     F32,
     F16,
     Quant(GgufType),
@@ -144,7 +151,7 @@ fn plan<'a>(
     (planned, skipped)
 }
 
-fn stored_name(s: Stored) -> String {
+pub(crate) fn stored_name(s: Stored) -> String {
     match s {
         Stored::F32 => "F32".into(),
         Stored::F16 => "F16".into(),
@@ -153,12 +160,12 @@ fn stored_name(s: Stored) -> String {
     }
 }
 
-fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+pub(crate) fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
     w.write_all(&(s.len() as u64).to_le_bytes())?;
     w.write_all(s.as_bytes())
 }
 
-fn padding(len: u64) -> usize {
+pub(crate) fn padding(len: u64) -> usize {
     ((ALIGNMENT - len % ALIGNMENT) % ALIGNMENT) as usize
 }
 
@@ -172,11 +179,11 @@ pub fn export_gguf(
     let started = Instant::now();
     let index = SafetensorsIndex::open(input)?;
     let selected = select_tensors(&index.tensors, &step.selection, "export")?;
-    let (planned, skipped) = plan(&index, &selected, step.ggml_type);
+    let (planned, skipped) = plan(&index, &selected, step.ggml_type.block());
     control.add_work(planned.iter().map(|p| p.entry.byte_len()).sum());
 
     let mut out = BufWriter::with_capacity(8 << 20, File::create(output)?);
-    out.write_all(&header(&planned, model_name)?)?;
+    out.write_all(&candle_header(&planned, model_name)?)?;
 
     let file = File::open(input)?;
     let mut stats = Vec::with_capacity(planned.len());
@@ -203,6 +210,7 @@ pub fn export_gguf(
             bits_per_weight: p.bytes as f64 * 8.0 / t.numel().max(1) as f64,
             error,
             kept_because: p.why.clone(),
+            imatrix: false,
         });
     }
     out.flush()?;
@@ -216,9 +224,30 @@ pub fn export_gguf(
     Ok(report)
 }
 
-enum KvValue<'a> {
-    Str(&'a str),
-    U32(u32),
+/// A tensor's values in block type `q`, with the error of what ggml restores from them.
+pub(crate) fn encode(
+    q: GgufType,
+    values: &[f32],
+    cols: usize,
+) -> Result<(Vec<u8>, ErrorSums), CompressError> {
+    Ok(match q {
+        GgufType::Q8_0 => ggml_blocks::encode(Block::Q8_0, values),
+        GgufType::Q4_0 => ggml_blocks::encode(Block::Q4_0, values),
+        GgufType::F16 => {
+            let bytes: Vec<u8> = values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect();
+            let restored: Vec<f32> = values
+                .iter()
+                .map(|v| half::f16::from_f32(*v).to_f32())
+                .collect();
+            let mut sums = ErrorSums::default();
+            sums.add(values, &restored);
+            (bytes, sums)
+        }
+        _ => quantize_rows(values, cols, ggml_dtype(q))?,
+    })
 }
 
 /// Quantizes a row-major matrix with `cols` per row, rows split across cores, and measures
@@ -255,49 +284,24 @@ fn quantize_rows(
     Ok((bytes, sums))
 }
 
-/// The GGUF v3 header: magic, version, counts, metadata, and every tensor's name, shape, type
-/// and offset, padded to the alignment.
-fn header(planned: &[Planned], model_name: &str) -> std::io::Result<Vec<u8>> {
-    let mut header = Vec::new();
-    header.extend_from_slice(&MAGIC.to_le_bytes());
-    header.extend_from_slice(&3u32.to_le_bytes());
-    header.extend_from_slice(&(planned.len() as u64).to_le_bytes());
-    let kvs: [(&str, KvValue); 3] = [
-        ("general.architecture", KvValue::Str("compressd")),
-        ("general.name", KvValue::Str(model_name)),
-        ("general.alignment", KvValue::U32(ALIGNMENT as u32)),
-    ];
-    header.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
-    for (key, value) in &kvs {
-        write_str(&mut header, key)?;
-        match value {
-            KvValue::Str(s) => {
-                header.extend_from_slice(&8u32.to_le_bytes());
-                write_str(&mut header, s)?;
-            }
-            KvValue::U32(v) => {
-                header.extend_from_slice(&4u32.to_le_bytes());
-                header.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-    }
-    let mut offset = 0u64;
-    for p in planned {
-        write_str(&mut header, &p.entry.name)?;
-        header.extend_from_slice(&(p.entry.shape.len().max(1) as u32).to_le_bytes());
-        if p.entry.shape.is_empty() {
-            header.extend_from_slice(&1u64.to_le_bytes());
-        }
-        for d in p.entry.shape.iter().rev() {
-            header.extend_from_slice(&d.to_le_bytes());
-        }
-        header.extend_from_slice(&type_id(p.stored).to_le_bytes());
-        header.extend_from_slice(&offset.to_le_bytes());
-        offset += p.bytes + padding(p.bytes) as u64;
-    }
-    let pad = padding(header.len() as u64);
-    header.extend(std::iter::repeat_n(0u8, pad));
-    Ok(header)
+/// The header of a file for candle: its metadata names the model.
+fn candle_header(planned: &[Planned], model_name: &str) -> std::io::Result<Vec<u8>> {
+    let kvs = [
+        ("general.architecture", Kv::Str("compressd".into())),
+        ("general.name", Kv::Str(model_name.into())),
+        ("general.alignment", Kv::U32(ALIGNMENT as u32)),
+    ]
+    .map(|(k, v)| (k.to_owned(), v));
+    let tensors: Vec<TensorInfo> = planned
+        .iter()
+        .map(|p| TensorInfo {
+            name: &p.entry.name,
+            dims: ggml_dims(&p.entry.shape),
+            type_id: type_id(p.stored),
+            bytes: p.bytes,
+        })
+        .collect();
+    header(&kvs, &tensors)
 }
 
 /// A tensor's bytes as stored, and for a quantized one the error sums.
@@ -308,11 +312,7 @@ fn tensor_bytes(p: &Planned, window: &[u8]) -> Result<(Vec<u8>, Option<ErrorSums
             let values = as_f32(window, t.dtype);
             require_finite(t, &values, "GGUF export")?;
             let cols = *t.shape.last().expect("rank ≥ 1") as usize;
-            let (bytes, sums) = match q {
-                GgufType::Q8_0 => ggml_blocks::encode(Block::Q8_0, &values),
-                GgufType::Q4_0 => ggml_blocks::encode(Block::Q4_0, &values),
-                _ => quantize_rows(&values, cols, ggml_dtype(q))?,
-            };
+            let (bytes, sums) = encode(q, &values, cols)?;
             (bytes, Some(sums))
         }
         Stored::F32 => (
@@ -327,7 +327,7 @@ fn tensor_bytes(p: &Planned, window: &[u8]) -> Result<(Vec<u8>, Option<ErrorSums
 }
 
 /// The step's report over its tensors (file sizes and time filled in by the caller).
-fn totals(
+pub(crate) fn totals(
     step: &ExportStep,
     stats: Vec<GgufTensorStats>,
     skipped: Vec<String>,
@@ -359,8 +359,14 @@ fn totals(
         compression_ratio: 0.0,
         tensors: stats,
         seconds: 0.0,
+        calibration: None,
     }
 }
+
+mod header;
+pub mod imatrix;
+pub mod llama;
+pub mod reader;
 
 #[cfg(test)]
 mod tests;

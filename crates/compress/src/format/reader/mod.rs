@@ -133,8 +133,30 @@ fn dims(r: &Raw) -> Vec<u64> {
         .collect()
 }
 
-fn f32s(r: &Raw) -> Vec<f32> {
-    load_f32(&r.bytes, r.dtype)
+/// A float tensor's values; codebooks, scales and dense weights are float in every file
+/// compressd writes, so any other dtype means a damaged or foreign file.
+fn f32s(name: &str, r: &Raw) -> Result<Vec<f32>, CompressError> {
+    match r.dtype {
+        Dtype::F32 | Dtype::F16 | Dtype::BF16 => Ok(load_f32(&r.bytes, r.dtype)),
+        other => Err(bad(format!(
+            "tensor '{name}' has dtype {}; compressd stores codebooks, scales and weights as F32, F16 or BF16",
+            other.name()
+        ))),
+    }
+}
+
+/// How many values share one scale: the parameters must tile the values exactly, or the file
+/// was not written by compressd.
+fn group_len(name: &str, values: usize, params: usize) -> Result<usize, CompressError> {
+    if values == 0 {
+        return Ok(1);
+    }
+    if params == 0 || !values.is_multiple_of(params) {
+        return Err(bad(format!(
+            "tensor '{name}': {params} quantization scale(s) cannot cover its {values} values in equal groups; the file is damaged"
+        )));
+    }
+    Ok(values / params)
 }
 
 fn decode_tensor(
@@ -147,7 +169,7 @@ fn decode_tensor(
     if let Some(base) = name.strip_suffix("_indices") {
         let book =
             get("_codebook").ok_or_else(|| bad(format!("'{base}' has indices but no codebook")))?;
-        let book = f32s(book);
+        let book = f32s(&format!("{base}_codebook"), book)?;
         let shape =
             get("_shape").ok_or_else(|| bad(format!("'{base}' has indices but no _shape")))?;
         let shape = dims(shape);
@@ -174,28 +196,35 @@ fn decode_tensor(
             .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
             .collect();
         let codes = int::unpack_int4(&packed);
-        return Ok((shape, grouped(&codes, get("_scale"), get("_zero_point"))));
+        // compressd packs whole rows of whole groups: eight codes to a word, none left over.
+        if count(name, &shape, codes.len() as u64)? != codes.len() {
+            return Err(bad(format!(
+                "tensor '{name}': its stored shape {shape:?} does not hold the {} codes its packed data does; the file is damaged",
+                codes.len()
+            )));
+        }
+        let base = strip_code_suffix(name);
+        let values = grouped(base, &codes, get("_scale"), get("_zero_point"))?;
+        return Ok((shape, values));
     }
     match (t.dtype, get("_scale")) {
         (Dtype::I8, Some(scale)) => {
             let codes: Vec<i8> = t.bytes.iter().map(|b| *b as i8).collect();
-            Ok((
-                t.shape.clone(),
-                grouped(&codes, Some(scale), get("_zero_point")),
-            ))
+            let values = grouped(name, &codes, Some(scale), get("_zero_point"))?;
+            Ok((t.shape.clone(), values))
         }
         (Dtype::F8E4M3, Some(scale)) => {
-            let scales = f32s(scale);
-            let group = t.bytes.len() / scales.len().max(1);
+            let scales = f32s(&format!("{name}_scale"), scale)?;
+            let group = group_len(name, t.bytes.len(), scales.len())?;
             let values = t
                 .bytes
                 .iter()
                 .enumerate()
-                .map(|(i, &c)| fp8::decode(c) * scales[i / group.max(1)])
+                .map(|(i, &c)| fp8::decode(c) * scales[i / group])
                 .collect();
             Ok((t.shape.clone(), values))
         }
-        (Dtype::F32 | Dtype::F16 | Dtype::BF16, _) => Ok((t.shape.clone(), f32s(t))),
+        (Dtype::F32 | Dtype::F16 | Dtype::BF16, _) => Ok((t.shape.clone(), f32s(name, t)?)),
         // Counters such as PyTorch's `num_batches_tracked` ride along as numbers.
         (Dtype::I64, None) => Ok((
             t.shape.clone(),
@@ -212,18 +241,31 @@ fn decode_tensor(
 }
 
 /// Integer codes with one scale (and zero point) per group; groups tile the rows.
-fn grouped(codes: &[i8], scale: Option<&Raw>, zero: Option<&Raw>) -> Vec<f32> {
-    let scales = scale.map(f32s).unwrap_or_default();
+fn grouped(
+    name: &str,
+    codes: &[i8],
+    scale: Option<&Raw>,
+    zero: Option<&Raw>,
+) -> Result<Vec<f32>, CompressError> {
+    let scale = scale.ok_or_else(|| bad(format!("'{name}' has integer codes but no _scale")))?;
+    let scales = f32s(&format!("{name}_scale"), scale)?;
     let zeros: Vec<i8> = zero
         .map(|z| z.bytes.iter().map(|b| *b as i8).collect())
         .unwrap_or_default();
-    let group = codes.len() / scales.len().max(1);
+    if !zeros.is_empty() && zeros.len() != scales.len() {
+        return Err(bad(format!(
+            "tensor '{name}': {} zero points for {} scales; the file is damaged",
+            zeros.len(),
+            scales.len()
+        )));
+    }
+    let group = group_len(name, codes.len(), scales.len())?;
     let q = int::Quantized {
         codes: codes.to_vec(),
         scales,
         zero_points: zeros,
     };
-    int::dequantize(&q, group.max(1))
+    Ok(int::dequantize(&q, group))
 }
 
 #[cfg(test)]

@@ -125,3 +125,88 @@ fn honest_sparse_and_kmeans_tensors_still_read() {
     assert_eq!(dense["x"].1, vec![1.0, 0.0, 2.0]);
     assert_eq!(dense["y"].1, vec![0.5, -0.5]);
 }
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn a_codebook_that_is_not_float_is_refused() {
+    // Found by the compressed_reader fuzz target: a U32 codebook reached the float reader.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    write(
+        &path,
+        &[
+            ("w_indices", "U8", vec![1], vec![0x10]),
+            ("w_codebook", "U32", vec![2], vec![0; 8]),
+            ("w_shape", "I64", vec![1], shape_bytes(&[2])),
+        ],
+        &[("compressd.kmeans_bits", "4")],
+    );
+    let why = refused(&path);
+    assert!(why.contains("'w_codebook'") && why.contains("U32"), "{why}");
+}
+
+#[test]
+fn scales_that_do_not_tile_their_codes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let cases: [(&str, &str, Vec<u8>); 4] = [
+        // Five int8 codes cannot share two scales equally.
+        ("I8", "F32", f32_bytes(&[1.0, 2.0])),
+        // fp8 likewise.
+        ("F8_E4M3", "F32", f32_bytes(&[1.0, 2.0])),
+        // No scales at all.
+        ("I8", "F32", vec![]),
+        // Scales that are not numbers.
+        ("I8", "I32", vec![0; 4]),
+    ];
+    for (codes_dtype, scale_dtype, scale) in cases {
+        let n_scales = scale.len() as u64 / 4;
+        write(
+            &path,
+            &[
+                ("w", codes_dtype, vec![5], vec![1; 5]),
+                ("w_scale", scale_dtype, vec![n_scales], scale),
+            ],
+            &[],
+        );
+        let why = refused(&path);
+        assert!(why.contains("'w"), "{codes_dtype} {scale_dtype}: {why}");
+    }
+}
+
+#[test]
+fn packed_int4_codes_must_match_their_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let packed = crate::quant::int::pack_int4(&[1, 2, 3, 4, -1, -2, -3, -4]);
+    let packed: Vec<u8> = packed.iter().flat_map(|p| p.to_le_bytes()).collect();
+    for (dims, ok) in [(vec![2i64, 4], true), (vec![2, 8], false), (vec![1], false)] {
+        write(
+            &path,
+            &[
+                ("w_packed", "I32", vec![1], packed.clone()),
+                ("w_scale", "F32", vec![1], f32_bytes(&[0.5])),
+                (
+                    "w_shape",
+                    "I64",
+                    vec![dims.len() as u64],
+                    shape_bytes(&dims),
+                ),
+            ],
+            &[],
+        );
+        if ok {
+            let dense = read_dense(&path).unwrap();
+            assert_eq!(
+                dense["w"].1,
+                vec![0.5, 1.0, 1.5, 2.0, -0.5, -1.0, -1.5, -2.0]
+            );
+        } else {
+            let why = refused(&path);
+            assert!(why.contains("'w_packed'"), "{dims:?}: {why}");
+        }
+    }
+}

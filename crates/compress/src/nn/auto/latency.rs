@@ -27,6 +27,7 @@ pub fn auto_latency(cx: &AutoInput) -> Result<(AutoReport, Option<Architecture>)
     let timing = EvaluateStep {
         batch_size: 256,
         runs: 5,
+        ..Default::default()
     };
     let dense = Network::load(cx.input, cx.arch)?;
     let base_val = quick_accuracy(&dense, &search.test, 512)?;
