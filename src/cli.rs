@@ -98,11 +98,23 @@ pub async fn tenants(database_url: &str, command: TenantsCommand) -> anyhow::Res
             max_stored_bytes,
             max_running_jobs,
             max_queued_jobs,
+            reset,
         } => {
+            let tenant = store
+                .tenant_by_name(&name)
+                .await?
+                .with_context(|| format!("no tenant named '{name}'"))?;
+            let kept = if reset {
+                Limits::default()
+            } else {
+                tenant.limits
+            };
             let limits = Limits {
-                max_stored_bytes: max_stored_bytes.map(|b| b.min(i64::MAX as u64) as i64),
-                max_running_jobs: max_running_jobs.map(i64::from),
-                max_queued_jobs: max_queued_jobs.map(i64::from),
+                max_stored_bytes: max_stored_bytes
+                    .map(|b| b.min(i64::MAX as u64) as i64)
+                    .or(kept.max_stored_bytes),
+                max_running_jobs: max_running_jobs.map(i64::from).or(kept.max_running_jobs),
+                max_queued_jobs: max_queued_jobs.map(i64::from).or(kept.max_queued_jobs),
             };
             store
                 .set_limits(&name, &limits)

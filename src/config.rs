@@ -38,6 +38,7 @@ pub enum Command {
 pub enum KeysCommand {
     /// Create a key for a tenant (the tenant is created if new). The key is printed once.
     Create {
+        /// The tenant the key acts for (created if it does not exist).
         #[arg(long)]
         tenant: String,
         /// A note to tell keys apart.
@@ -49,135 +50,260 @@ pub enum KeysCommand {
     },
     /// List keys (never the keys themselves: id, prefix, tenant, state).
     List {
+        /// Only this tenant's keys.
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Revoke a key by id; it is refused from the next request on.
-    Revoke { id: String },
+    Revoke {
+        /// The key's id, as `keys list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
     /// List tenants with their limits.
     List,
-    /// Set a tenant's limits (omitted ones return to the server defaults).
+    /// Change a tenant's limits: the ones given are set, the others stay as they are.
     Limits {
+        /// The tenant's name.
         name: String,
+        /// Bytes the tenant may keep (models, datasets, artifacts, upload parts).
         #[arg(long)]
         max_stored_bytes: Option<u64>,
+        /// Jobs of the tenant running at once.
         #[arg(long)]
         max_running_jobs: Option<u32>,
+        /// Jobs of the tenant waiting in the queue.
         #[arg(long)]
         max_queued_jobs: Option<u32>,
+        /// First return every limit to the server's defaults (then apply the ones given).
+        #[arg(long)]
+        reset: bool,
     },
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on.
-    #[arg(long, env = "COMPRESSD_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_BIND",
+        default_value = "127.0.0.1:8080"
+    )]
     pub bind: String,
     /// A second address serving only /metrics, /healthz and /readyz, without keys: for a
     /// Prometheus scraper inside the cluster. Unset: /metrics is on the main address and needs
     /// the admin key unless the server runs open.
-    #[arg(long, env = "COMPRESSD_METRICS_BIND")]
+    #[arg(long, global = true, env = "COMPRESSD_METRICS_BIND")]
     pub metrics_bind: Option<String>,
     /// sqlite://PATH (created if missing) or postgres://…
     #[arg(
         long,
+        global = true,
         env = "DATABASE_URL",
         default_value = "sqlite://./data/compressd.db"
     )]
     pub database_url: String,
     /// Where uploaded models, artifacts and scratch files live.
-    #[arg(long, env = "COMPRESSD_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_DATA_DIR",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
     /// Jobs run at once by this process (default: number of cores; 0 runs no worker).
-    #[arg(long, env = "COMPRESSD_WORKERS")]
+    #[arg(long, global = true, env = "COMPRESSD_WORKERS")]
     pub workers: Option<usize>,
     /// Largest accepted upload, in bytes.
-    #[arg(long, env = "COMPRESSD_MAX_UPLOAD_BYTES", default_value_t = 20 << 30)]
+    #[arg(long, global = true, env = "COMPRESSD_MAX_UPLOAD_BYTES", default_value_t = 20 << 30)]
     pub max_upload_bytes: u64,
     /// How long a worker's claim on a job lasts without a heartbeat.
-    #[arg(long, env = "COMPRESSD_LEASE_MS", default_value_t = 30_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_LEASE_MS",
+        default_value_t = 30_000
+    )]
     pub lease_ms: u64,
     /// Attempts per job before it is marked failed.
-    #[arg(long, env = "COMPRESSD_MAX_ATTEMPTS", default_value_t = 3)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_MAX_ATTEMPTS",
+        default_value_t = 3
+    )]
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt, capped at one minute.
-    #[arg(long, env = "COMPRESSD_RETRY_BASE_MS", default_value_t = 1_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_RETRY_BASE_MS",
+        default_value_t = 1_000
+    )]
     pub retry_base_ms: u64,
     /// How often idle workers look for new jobs.
-    #[arg(long, env = "COMPRESSD_POLL_MS", default_value_t = 500)]
+    #[arg(long, global = true, env = "COMPRESSD_POLL_MS", default_value_t = 500)]
     pub poll_ms: u64,
     /// On SIGTERM, how long running jobs may take to finish before they go back to the queue.
-    #[arg(long, env = "COMPRESSD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 30
+    )]
     pub shutdown_grace_seconds: u64,
     /// Log format: text or json.
-    #[arg(long, env = "COMPRESSD_LOG_FORMAT", default_value = "text")]
+    #[arg(long, global = true, env = "COMPRESSD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
     /// Key for the admin API (`/v1/admin/...`): tenants and their API keys. Unset: the admin
     /// API is off (the `keys` and `tenants` subcommands still work on the database).
-    #[arg(long, env = "COMPRESSD_ADMIN_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_ADMIN_KEY",
+        hide_env_values = true
+    )]
     pub admin_key: Option<String>,
     /// Requests per minute per API key, unless the key sets its own.
-    #[arg(long, env = "COMPRESSD_RATE_LIMIT_PER_MINUTE", default_value_t = 1200)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 1200
+    )]
     pub rate_limit_per_minute: u32,
     /// Bytes a tenant may keep (models, datasets, artifacts, upload parts), unless the tenant
     /// sets its own. Unset: no limit.
-    #[arg(long, env = "COMPRESSD_MAX_STORED_BYTES")]
+    #[arg(
+        long = "default-max-stored-bytes",
+        id = "default_max_stored_bytes",
+        global = true,
+        env = "COMPRESSD_MAX_STORED_BYTES"
+    )]
     pub max_stored_bytes: Option<u64>,
     /// Jobs of one tenant running at once, unless the tenant sets its own.
-    #[arg(long, env = "COMPRESSD_MAX_RUNNING_JOBS", default_value_t = 8)]
+    #[arg(
+        long = "default-max-running-jobs",
+        id = "default_max_running_jobs",
+        global = true,
+        env = "COMPRESSD_MAX_RUNNING_JOBS",
+        default_value_t = 8
+    )]
     pub max_running_jobs: u32,
     /// Jobs of one tenant waiting in the queue, unless the tenant sets its own.
-    #[arg(long, env = "COMPRESSD_MAX_QUEUED_JOBS", default_value_t = 1000)]
+    #[arg(
+        long = "default-max-queued-jobs",
+        id = "default_max_queued_jobs",
+        global = true,
+        env = "COMPRESSD_MAX_QUEUED_JOBS",
+        default_value_t = 1000
+    )]
     pub max_queued_jobs: u32,
     /// How long a resumable upload may stay incomplete before its parts are removed.
-    #[arg(long, env = "COMPRESSD_UPLOAD_TTL_SECONDS", default_value_t = 86_400)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_UPLOAD_TTL_SECONDS",
+        default_value_t = 86_400
+    )]
     pub upload_ttl_seconds: u64,
     /// A request's headers must arrive within this long of its first byte, or the
     /// connection is closed (slow-loris).
-    #[arg(long, env = "COMPRESSD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub header_timeout_ms: u64,
     /// Open connections in all; past it a new connection is answered 503 and closed.
-    #[arg(long, env = "COMPRESSD_MAX_CONNECTIONS", default_value_t = 4096)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_MAX_CONNECTIONS",
+        default_value_t = 4096
+    )]
     pub max_connections: usize,
     /// Open connections from one address; past it a new one is answered 429 and closed.
-    #[arg(long, env = "COMPRESSD_MAX_CONNECTIONS_PER_IP", default_value_t = 512)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 512
+    )]
     pub max_connections_per_ip: usize,
     /// A request body that sends nothing for this long is cut off (slow clients).
-    #[arg(long, env = "COMPRESSD_BODY_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_BODY_IDLE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
     pub body_idle_timeout_ms: u64,
     /// Webhook delivery attempts before a delivery is marked failed.
-    #[arg(long, env = "COMPRESSD_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_WEBHOOK_MAX_ATTEMPTS",
+        default_value_t = 8
+    )]
     pub webhook_max_attempts: u32,
     /// First webhook retry delay; doubles per attempt, capped at ten minutes.
-    #[arg(long, env = "COMPRESSD_WEBHOOK_RETRY_BASE_MS", default_value_t = 2_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_WEBHOOK_RETRY_BASE_MS",
+        default_value_t = 2_000
+    )]
     pub webhook_retry_base_ms: u64,
     /// How often expired uploads and artifacts are swept.
-    #[arg(long, env = "COMPRESSD_SWEEP_MS", default_value_t = 60_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_SWEEP_MS",
+        default_value_t = 60_000
+    )]
     pub sweep_ms: u64,
     /// How often blob storage and scratch are searched for files a killed process left
     /// behind (lists every stored file).
-    #[arg(long, env = "COMPRESSD_ORPHAN_SWEEP_MS", default_value_t = 3_600_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_ORPHAN_SWEEP_MS",
+        default_value_t = 3_600_000
+    )]
     pub orphan_sweep_ms: u64,
     /// Heap limit of each job's process, in bytes; a job that needs more fails saying so.
     /// Default: three quarters of the machine's (or container's) memory, shared among this
     /// process's workers, and at least 1 GiB.
-    #[arg(long, env = "COMPRESSD_JOB_MEMORY_BYTES")]
+    #[arg(long, global = true, env = "COMPRESSD_JOB_MEMORY_BYTES")]
     pub job_memory_bytes: Option<u64>,
     /// The executable that runs each job attempt (`compressd run-job`). Default: this binary.
-    #[arg(long, env = "COMPRESSD_JOB_RUNNER", hide = true)]
+    #[arg(long, global = true, env = "COMPRESSD_JOB_RUNNER", hide = true)]
     pub job_runner: Option<PathBuf>,
     /// Testing aid: sleep this long between chunks of every job.
     #[arg(
         long,
+        global = true,
         env = "COMPRESSD_TEST_CHUNK_DELAY_MS",
         default_value_t = 0,
         hide = true
     )]
     pub test_chunk_delay_ms: u64,
+    /// Testing aid: run as if this host's clock were off by this many milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_TEST_CLOCK_SKEW_MS",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        hide = true
+    )]
+    pub test_clock_skew_ms: i64,
 }
 
 impl Config {

@@ -6,6 +6,11 @@
 //! can drop repeats), `Compressd-Timestamp` (Unix seconds) and `Compressd-Signature`:
 //! `v1=` + hex HMAC-SHA256 of `"{timestamp}.{body}"` under the tenant's webhook secret.
 //! Receivers should check the signature and refuse timestamps more than a few minutes old.
+//!
+//! The same delivery also carries the Standard Webhooks headers (standardwebhooks.com), so
+//! that its libraries verify it as they are: `webhook-id` (the job id), `webhook-timestamp`
+//! and `webhook-signature`: `v1,` + base64 HMAC-SHA256 of `"{id}.{timestamp}.{body}"` under
+//! the base64-decoded part of the secret after `whsec_`.
 
 use std::time::Duration;
 
@@ -36,6 +41,20 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The `webhook-signature` value of the Standard Webhooks format.
+pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    use base64::prelude::{Engine, BASE64_STANDARD};
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    // Every secret compressd makes decodes; one that does not is used as its bytes.
+    let key = BASE64_STANDARD
+        .decode(encoded)
+        .unwrap_or_else(|_| encoded.as_bytes().to_vec());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", BASE64_STANDARD.encode(mac.finalize().into_bytes()))
 }
 
 /// Sends due deliveries until `stop` fires.
@@ -106,6 +125,12 @@ async fn deliver(
                 .header("compressd-delivery", id.to_string())
                 .header("compressd-timestamp", timestamp.to_string())
                 .header("compressd-signature", signature(&secret, timestamp, &body))
+                .header("webhook-id", id.to_string())
+                .header("webhook-timestamp", timestamp.to_string())
+                .header(
+                    "webhook-signature",
+                    standard_signature(&secret, &id.to_string(), timestamp, &body),
+                )
                 .body(body)
                 .send()
                 .await;
@@ -124,13 +149,14 @@ async fn deliver(
             Delivery::Delivered
         }
         Err(error) => {
+            let now = store.clock_ms().await.unwrap_or_else(|_| now_ms());
             let retry_at = (attempts < settings.max_attempts).then(|| {
                 let factor = 1u32 << attempts.saturating_sub(1).min(16);
                 let delay = settings
                     .retry_base
                     .saturating_mul(factor)
                     .min(Duration::from_secs(600));
-                now_ms() + delay.as_millis() as i64
+                now + delay.as_millis() as i64
             });
             tracing::warn!(job_id = %id, attempts, error, gave_up = retry_at.is_none(), "webhook not delivered");
             metrics::counter!("compressd_webhooks_total", "outcome" => "failed").increment(1);

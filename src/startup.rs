@@ -30,6 +30,9 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, binds (port 0 picks a free port) and starts serving and working.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if config.test_clock_skew_ms != 0 {
+            crate::store::skew_local_clock(config.test_clock_skew_ms);
+        }
         let store = Store::connect(&config.database_url)
             .await
             .with_context(|| format!("opening the store at {}", redact(&config.database_url)))?;
@@ -89,6 +92,9 @@ impl Application {
                 log_format: config.log_format.clone(),
             },
         );
+        // The recorder first: what is recorded before it exists is lost.
+        let metrics = telemetry::metrics_handle();
+        metrics::gauge!("compressd_workers").set(config.workers() as f64);
         let pool = WorkerPool::start(
             worker.clone(),
             config.workers(),
@@ -101,7 +107,7 @@ impl Application {
             store: store.clone(),
             blobs,
             config: Arc::new(config.clone()),
-            metrics: telemetry::metrics_handle(),
+            metrics,
             shutdown: shutdown.clone(),
             open,
             rate_limits: Default::default(),

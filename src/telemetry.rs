@@ -42,8 +42,69 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("valid buckets")
                 .build_recorder();
             let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe_metrics();
+            }
             handle
         })
         .clone()
+}
+
+/// HELP text for every metric, and a zero for those without labels, so that a scraper sees
+/// each one from start-up rather than from its first event.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "compressd_jobs",
+        "Jobs in the store by status (every replica's)"
+    );
+    describe_gauge!("compressd_workers", "Job slots of this process");
+    describe_gauge!(
+        "compressd_workers_busy",
+        "Job slots of this process running an attempt; busy ratio = this / compressd_workers"
+    );
+    describe_histogram!(
+        "compressd_job_queue_wait_seconds",
+        Unit::Seconds,
+        "From a job's submission to its first claim, by the op of its first step"
+    );
+    describe_histogram!(
+        "compressd_job_duration_seconds",
+        Unit::Seconds,
+        "Wall time of one attempt, by outcome and the op of the job's first step"
+    );
+    describe_counter!(
+        "compressd_job_input_bytes_total",
+        Unit::Bytes,
+        "Model bytes given to attempts, by the op of the job's first step"
+    );
+    describe_counter!(
+        "compressd_upload_bytes_total",
+        Unit::Bytes,
+        "Bytes received in uploads"
+    );
+    describe_counter!(
+        "compressd_cache_hits_total",
+        "Jobs answered from the results cache"
+    );
+    describe_counter!(
+        "compressd_rate_limited_total",
+        "Requests refused by a key's rate limit"
+    );
+    describe_counter!(
+        "compressd_webhooks_total",
+        "Webhook delivery attempts, by outcome"
+    );
+    describe_histogram!(
+        "compressd_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP requests by method, route and status"
+    );
+    metrics::gauge!("compressd_workers_busy").set(0.0);
+    metrics::counter!("compressd_upload_bytes_total").increment(0);
+    metrics::counter!("compressd_cache_hits_total").increment(0);
+    metrics::counter!("compressd_rate_limited_total").increment(0);
+    for outcome in ["delivered", "failed"] {
+        metrics::counter!("compressd_webhooks_total", "outcome" => outcome).increment(0);
+    }
 }

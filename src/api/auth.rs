@@ -63,24 +63,40 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     };
     match resolve(&app, presented).await {
         Ok(caller) => {
-            if let Some(key) = &caller.key {
+            let standing = caller.key.as_ref().map(|key| {
                 let rate = key
                     .rate_per_minute
                     .map_or(app.config.rate_limit_per_minute, |r| {
                         r.clamp(1, u32::MAX as i64) as u32
                     });
-                if let Err(wait) = app.rate_limits.check(key.id, rate) {
+                app.rate_limits.check(key.id, rate)
+            });
+            let tenant = ServedTenant(caller.tenant_id().to_owned());
+            let mut res = match standing.and_then(|s| s.wait) {
+                Some(wait) => {
                     metrics::counter!("compressd_rate_limited_total").increment(1);
-                    return ApiError::over_limit(Code::RateLimited,
+                    let rate = standing.map_or(0, |s| s.per_minute);
+                    ApiError::over_limit(Code::RateLimited,
                         "rate_per_minute",
                         format!("this key may make {rate} requests per minute; slow down and retry after the Retry-After header's seconds"),
                     )
                     .retry_after(wait.as_secs_f64().ceil() as u64)
-                    .into_response();
+                    .into_response()
+                }
+                None => {
+                    req.extensions_mut().insert(caller);
+                    next.run(req).await
+                }
+            };
+            if let Some(standing) = standing {
+                for (name, value) in standing.headers() {
+                    if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                        res.headers_mut().insert(name, value);
+                    }
                 }
             }
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+            res.extensions_mut().insert(tenant);
+            res
         }
         Err(e) => e.into_response(),
     }
@@ -106,6 +122,10 @@ async fn resolve(app: &AppState, presented: Option<String>) -> Result<Caller, Ap
         )),
     }
 }
+
+/// The tenant a request was served for, put in the response's extensions for the access log.
+#[derive(Debug, Clone)]
+pub struct ServedTenant(pub String);
 
 /// Extractor for the operator's routes that tell about every tenant (`/metrics`): anyone on a
 /// server that runs open, otherwise the admin key. A scraper that holds no key reads the

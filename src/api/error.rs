@@ -2,6 +2,8 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::{Code, Problem};
 use crate::store::StoreError;
@@ -76,6 +78,16 @@ impl ApiError {
     }
 }
 
+/// An error answer: the problem, and the request it answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemAnswer {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// The request's `x-request-id`, which the server's log lines for it carry too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -117,7 +129,11 @@ impl IntoResponse for ApiError {
         if let Some(source) = &self.source {
             tracing::error!(error = ?source, "request failed");
         }
-        let body = serde_json::to_vec(&self.problem()).expect("problem serialises");
+        let answer = ProblemAnswer {
+            problem: self.problem(),
+            request_id: super::request_id::current(),
+        };
+        let body = serde_json::to_vec(&answer).expect("problem serialises");
         let mut res = (self.status(), body).into_response();
         res.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -18,7 +19,7 @@ use super::job_checks::{
 };
 use super::views::{next_cursor, JobView, Page, PageQuery};
 use super::AppState;
-use crate::domain::{Code, JobStatus, Pipeline, PipelineStepDoc};
+use crate::domain::{Code, JobStatus, Pipeline, PipelineStepDoc, SUPPORTED_OPS};
 use crate::store::{CreateJob, Created, JobFilter, JobRecord};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -130,6 +131,7 @@ pub async fn create_job(
         cache_key,
         webhook_url: req.webhook_url.clone(),
         artifact_ttl_ms: ttl_ms,
+        request_id: super::request_id::current(),
     };
     if req.cache && new.idempotency_key.is_none() {
         if let Some(source) = app.store.cache_source(tenant, &new.cache_key).await? {
@@ -282,6 +284,12 @@ pub struct JobListQuery {
     pub status: Option<String>,
     /// Only jobs of this model.
     pub model_id: Option<Uuid>,
+    /// Only jobs whose pipeline has a step with this op (e.g. `prune`, `quantize`).
+    pub op: Option<String>,
+    /// Only jobs submitted at or after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only jobs submitted before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
     /// Items per page, 1 to 200 (default 50).
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
@@ -315,12 +323,24 @@ pub async fn list_jobs(
         .map(JobStatus::parse)
         .transpose()
         .map_err(|e| ApiError::new(Code::InvalidQuery, e.to_string()))?;
+    if let Some(op) = q.op.as_deref().filter(|op| !SUPPORTED_OPS.contains(op)) {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            format!(
+                "op '{op}' is not an operation; one of: {}",
+                SUPPORTED_OPS.join(", ")
+            ),
+        ));
+    }
     let jobs = app
         .store
         .list_jobs(&JobFilter {
             tenant_id: caller.tenant_id().to_owned(),
             status,
             model_id: q.model_id,
+            op: q.op,
+            created_after: q.created_after.map(|t| t.timestamp_millis()),
+            created_before: q.created_before.map(|t| t.timestamp_millis()),
             limit,
             after,
         })

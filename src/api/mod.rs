@@ -17,6 +17,7 @@ mod models;
 mod ops;
 pub mod rate_limit;
 mod report;
+mod request_id;
 mod resumable;
 mod sniff;
 mod state;
@@ -57,14 +58,14 @@ use crate::domain::Code;
         (name = "admin", description = "Tenants and API keys (COMPRESSD_ADMIN_KEY)"),
         (name = "operations", description = "Health and metrics"),
     ),
-    components(schemas(crate::domain::Problem))
+    components(schemas(crate::domain::Problem, error::ProblemAnswer))
 )]
 struct ApiDoc;
 
 /// Bearer keys on every `/v1` route, and the answers any authenticated route can give.
 struct Security;
 
-/// Every error answer is `application/problem+json` with a `Problem` body: added here once, so
+/// Every error answer is `application/problem+json` with a `ProblemAnswer` body: added here once, so
 /// the routes' annotations give only the status and what it means.
 struct ProblemBodies;
 
@@ -87,7 +88,7 @@ impl utoipa::Modify for ProblemBodies {
                             r.content.insert(
                                 "application/problem+json".into(),
                                 ContentBuilder::new()
-                                    .schema(Some(Ref::from_schema_name("Problem")))
+                                    .schema(Some(Ref::from_schema_name("ProblemAnswer")))
                                     .build(),
                             );
                         }
@@ -128,7 +129,7 @@ impl utoipa::Modify for Security {
                 .content(
                     "application/problem+json",
                     ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .schema(Some(Ref::from_schema_name("ProblemAnswer")))
                         .build(),
                 )
                 .build()
@@ -267,14 +268,19 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), tenant_routes))
-        .layer(middleware::from_fn(record_http_metrics))
+        .layer(middleware::from_fn(record_request))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let path = req
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or(req.uri().path(), MatchedPath::as_str);
-            tracing::info_span!("http", method = %req.method(), path)
+            let id = req
+                .extensions()
+                .get::<request_id::RequestId>()
+                .map_or("", |id| id.0.as_str());
+            tracing::info_span!("http", method = %req.method(), path, request_id = id)
         }))
+        .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
@@ -308,7 +314,9 @@ async fn tenant_routes(
     }
 }
 
-async fn record_http_metrics(req: Request, next: Next) -> Response {
+/// The access log (one info line per request; method, route and request id come from the
+/// request's span) and the request metrics.
+async fn record_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let path = req
         .extensions()
@@ -316,12 +324,19 @@ async fn record_http_metrics(req: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().to_string();
     let res = next.run(req).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = res.status().as_u16();
+    let tenant = res
+        .extensions()
+        .get::<auth::ServedTenant>()
+        .map_or("-", |t| t.0.as_str());
+    tracing::info!(target: "compressd::access", status, duration_ms = elapsed * 1e3, tenant, "request");
     metrics::histogram!(
         "compressd_http_request_duration_seconds",
         "method" => method,
         "path" => path,
-        "status" => res.status().as_u16().to_string()
+        "status" => status.to_string()
     )
-    .record(started.elapsed().as_secs_f64());
+    .record(elapsed);
     res
 }

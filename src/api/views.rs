@@ -224,6 +224,9 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::domain::results::JobMetrics>)]
     pub metrics: Option<Value>,
+    /// The file to download: the compressed model (for a Hugging Face folder, the folder as
+    /// one tar, `model_folder`; otherwise the `model` file). Null until the job has succeeded.
+    pub result: Option<ArtifactView>,
     pub artifacts: Vec<ArtifactView>,
     /// Set when the job was answered from the results cache: the finished job with the same
     /// model bytes, dataset bytes and pipeline whose artifacts it shares.
@@ -253,6 +256,11 @@ impl JobView {
             max_attempts: j.max_attempts,
             cancel_requested: j.cancel_requested,
             metrics,
+            result: ["model_folder", "model"]
+                .iter()
+                .find_map(|kind| artifacts.iter().find(|a| a.kind == *kind))
+                .cloned()
+                .map(ArtifactView::from),
             artifacts: artifacts.into_iter().map(ArtifactView::from).collect(),
             cache_hit: j.cached_from.is_some(),
             cached_from: j.cached_from,

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::rows::{convert, ts, uuid};
 use super::StoreError;
-use super::{now_ms, on_pool, unreferenced, BeginWrite, Result, Store, BLOB_REFERENCES};
+use super::{on_pool, unreferenced, BeginWrite, Result, Store, BLOB_REFERENCES};
 
 #[derive(Debug, Clone)]
 pub struct NewArtifact {
@@ -90,7 +90,7 @@ impl Store {
     /// Removes artifact rows whose time to live has passed (at most `limit`), returning the
     /// blob keys no row references any more.
     pub async fn expire_artifacts(&self, limit: i64) -> Result<Vec<String>> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         on_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let gone: Vec<(String,)> = sqlx::query_as(

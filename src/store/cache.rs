@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::job_record::{JobRecord, JobRow};
 use super::jobs::CreateJob;
-use super::{now_ms, on_pool, unreferenced, BeginWrite, KeyLock, Result, Store};
+use super::{on_pool, unreferenced, BeginWrite, KeyLock, Result, Store};
 
 impl Store {
     /// The newest succeeded job with this cache key whose artifacts are all still kept.
@@ -31,16 +31,16 @@ impl Store {
         job: &CreateJob,
         source: &JobRecord,
     ) -> Result<Option<JobRecord>> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         let (id, source_id) = (job.id.to_string(), source.id.to_string());
         let row: JobRow = on_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let row: JobRow = sqlx::query_as(
                 "INSERT INTO jobs (id, model_id, pipeline, status, progress, max_attempts, request_hash, run_after, created_at, updated_at,
                                    started_at, finished_at, dataset_id, tenant_id, cache_key, cached_from, webhook_url,
-                                   webhook_status, webhook_next_at, artifact_ttl_ms)
+                                   webhook_status, webhook_next_at, artifact_ttl_ms, request_id)
                  VALUES ($1, $2, $3, 'succeeded', 1, $4, $5, $6, $6, $6, $6, $6, $7, $8, $9, $10,
-                         $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $6, $12)
+                         $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $6, $12, $13)
                  RETURNING *",
             )
             .bind(&id)
@@ -55,6 +55,7 @@ impl Store {
             .bind(&source_id)
             .bind(&job.webhook_url)
             .bind(job.artifact_ttl_ms)
+            .bind(&job.request_id)
             .fetch_one(&mut *tx)
             .await?;
             sqlx::query("INSERT INTO job_metrics (job_id, metrics) SELECT $1, metrics FROM job_metrics WHERE job_id = $2")

@@ -6,9 +6,7 @@ use uuid::Uuid;
 
 use super::owned::Owned;
 use super::rows::{json, ts, uuid};
-use super::{
-    now_ms, on_pool, unreferenced, BeginWrite, KeyLock, Removal, Result, Store, StoreError,
-};
+use super::{on_pool, unreferenced, BeginWrite, KeyLock, Removal, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct NewDataset {
@@ -63,6 +61,7 @@ impl TryFrom<DatasetRow> for DatasetRecord {
 
 impl Store {
     pub async fn insert_dataset(&self, d: &NewDataset) -> Result<DatasetRecord> {
+        let now = self.clock_ms().await?;
         let row: DatasetRow = on_pool!(&self.db, pool => sqlx::query_as(
             "INSERT INTO datasets (id, name, size_bytes, sha256, summary, blob_key, created_at, tenant_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
@@ -73,7 +72,7 @@ impl Store {
         .bind(&d.sha256)
         .bind(d.summary.to_string())
         .bind(&d.blob_key)
-        .bind(now_ms())
+        .bind(now)
         .bind(&d.tenant_id)
         .fetch_one(pool)
         .await)?;

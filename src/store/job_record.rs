@@ -31,6 +31,8 @@ pub struct JobRecord {
     pub cached_from: Option<Uuid>,
     pub artifact_ttl_ms: Option<i64>,
     pub webhook: Option<WebhookState>,
+    /// The `x-request-id` of the request that submitted the job.
+    pub request_id: Option<String>,
 }
 
 /// Where a job's webhook delivery stands.
@@ -68,6 +70,7 @@ pub(super) struct JobRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     updated_at: i64,
+    request_id: Option<String>,
 }
 
 impl TryFrom<JobRow> for JobRecord {
@@ -103,6 +106,7 @@ impl TryFrom<JobRow> for JobRecord {
             started_at: r.started_at.map(ts),
             finished_at: r.finished_at.map(ts),
             updated_at: ts(r.updated_at),
+            request_id: r.request_id,
         })
     }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::artifacts::NewArtifact;
 use super::job_record::{JobRecord, JobRow, Lease};
 use super::rows::convert;
-use super::{is_unique_violation, now_ms, on_pool, BeginWrite, Db, KeyLock, Result, Store};
+use super::{is_unique_violation, on_pool, BeginWrite, Db, KeyLock, Result, Store};
 use crate::domain::results::ProgressDetail;
 use crate::domain::JobStatus;
 
@@ -24,6 +24,8 @@ pub struct CreateJob {
     pub cache_key: String,
     pub webhook_url: Option<String>,
     pub artifact_ttl_ms: Option<i64>,
+    /// The `x-request-id` of the submitting request.
+    pub request_id: Option<String>,
 }
 
 pub enum Created {
@@ -40,6 +42,11 @@ pub struct JobFilter {
     pub tenant_id: String,
     pub status: Option<JobStatus>,
     pub model_id: Option<Uuid>,
+    /// Jobs whose pipeline has a step with this op.
+    pub op: Option<String>,
+    /// Submitted at or after, and before, these times (Unix milliseconds).
+    pub created_after: Option<i64>,
+    pub created_before: Option<i64>,
     pub limit: u32,
     pub after: Option<Uuid>,
 }
@@ -88,7 +95,7 @@ const CLAIM_SET: &str =
 
 impl Store {
     pub async fn create_job(&self, job: &CreateJob) -> Result<Created> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         // Keys are unique per tenant: the stored key carries the tenant id.
         let idempotency_key = job
             .idempotency_key
@@ -116,8 +123,8 @@ impl Store {
             }
             let row: JobRow = sqlx::query_as(
             "INSERT INTO jobs (id, model_id, pipeline, status, max_attempts, idempotency_key, request_hash, run_after, created_at, updated_at, dataset_id,
-                               tenant_id, cache_key, webhook_url, webhook_status, webhook_next_at, artifact_ttl_ms)
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8, $9, $10, $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $7, $12) RETURNING *",
+                               tenant_id, cache_key, webhook_url, webhook_status, webhook_next_at, artifact_ttl_ms, request_id)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8, $9, $10, $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $7, $12, $13) RETURNING *",
             )
             .bind(job.id.to_string())
             .bind(job.model_id.to_string())
@@ -131,6 +138,7 @@ impl Store {
             .bind(&job.cache_key)
             .bind(&job.webhook_url)
             .bind(job.artifact_ttl_ms)
+            .bind(&job.request_id)
             .fetch_one(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -184,13 +192,19 @@ impl Store {
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRecord>> {
         let rows: Vec<JobRow> = on_pool!(&self.db, pool => sqlx::query_as(
             "SELECT * FROM jobs WHERE tenant_id = $5 AND ($1 IS NULL OR status = $1) AND ($2 IS NULL OR model_id = $2)
-             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+             AND ($3 IS NULL OR id < $3) AND ($6 IS NULL OR pipeline LIKE $6)
+             AND ($7 IS NULL OR created_at >= $7) AND ($8 IS NULL OR created_at < $8)
+             ORDER BY id DESC LIMIT $4",
         )
         .bind(f.status.map(JobStatus::as_str))
         .bind(f.model_id.map(|m| m.to_string()))
         .bind(f.after.map(|a| a.to_string()))
         .bind(f.limit as i64)
         .bind(&f.tenant_id)
+        // Pipelines are stored as compact JSON, so a step's op reads `"op":"<op>"`.
+        .bind(f.op.as_ref().map(|op| format!("%\"op\":\"{op}\"%")))
+        .bind(f.created_after)
+        .bind(f.created_before)
         .fetch_all(pool)
         .await)?;
         convert(rows)
@@ -228,7 +242,7 @@ impl Store {
     /// Queued jobs stop at once; running ones are asked to stop at their next checkpoint.
     /// Returns the job as it now stands, or None if there is no such job.
     pub async fn cancel_job(&self, tenant: &str, id: Uuid) -> Result<Option<JobRecord>> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         on_pool!(&self.db, pool => {
             sqlx::query("UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2 WHERE id = $1 AND status = 'queued' AND tenant_id = $3")
                 .bind(id.to_string())
@@ -254,7 +268,7 @@ impl Store {
         lease_ms: i64,
         max_running_per_tenant: i64,
     ) -> Result<Option<Lease>> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         let token = Uuid::new_v4();
         let sql = match self.db {
             Db::Sqlite(_) => format!(
@@ -281,7 +295,7 @@ impl Store {
     /// Settles running jobs whose lease ran out and that cannot be claimed again: cancelled
     /// if a cancel was asked for, failed if no attempts are left. Returns how many.
     pub async fn reap_expired(&self, error: &(dyn Fn(u32) -> Value + Sync)) -> Result<u64> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         let cancelled = on_pool!(&self.db, pool => sqlx::query(
             "UPDATE jobs SET status = 'cancelled', finished_at = $1, updated_at = $1, lease_token = NULL, lease_expires_at = NULL
              WHERE status = 'running' AND lease_expires_at < $1 AND cancel_requested = TRUE",
@@ -314,7 +328,7 @@ impl Store {
 
     /// Extends the lease. None: the lease is lost. Some(true): a cancel was asked for.
     pub async fn heartbeat(&self, id: Uuid, token: Uuid, lease_ms: i64) -> Result<Option<bool>> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         let row: Option<(bool,)> = on_pool!(&self.db, pool => sqlx::query_as(
             "UPDATE jobs SET lease_expires_at = $3, updated_at = $4 WHERE id = $1 AND lease_token = $2 AND status = 'running'
              RETURNING cancel_requested",
@@ -335,13 +349,14 @@ impl Store {
         progress: f64,
         detail: Option<&ProgressDetail>,
     ) -> Result<bool> {
+        let now = self.clock_ms().await?;
         let n = on_pool!(&self.db, pool => sqlx::query(
             "UPDATE jobs SET progress = $3, updated_at = $4, progress_detail = COALESCE($5, progress_detail) WHERE id = $1 AND lease_token = $2 AND status = 'running'",
         )
         .bind(id.to_string())
         .bind(token.to_string())
         .bind(progress)
-        .bind(now_ms())
+        .bind(now)
         .bind(detail.map(|d| serde_json::to_string(d).expect("a progress detail serialises")))
         .execute(pool)
         .await?
@@ -351,7 +366,7 @@ impl Store {
 
     /// Ends an attempt. Returns false, changing nothing, if `token` no longer holds the lease.
     pub async fn finish_job(&self, id: Uuid, token: Uuid, finish: Finish) -> Result<bool> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         const FENCE: &str = "WHERE id = $1 AND lease_token = $2 AND status = 'running'";
         // lease_owner stays: it tells which worker ran the job last.
         const UNLEASE: &str = "lease_token = NULL, lease_expires_at = NULL";

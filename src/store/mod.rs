@@ -17,6 +17,7 @@ mod uploads;
 mod webhooks;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -181,11 +182,40 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(&self.db, pool => pool.close().await)
     }
+
+    /// Now by the database's clock, in Unix milliseconds. Every time the store records or
+    /// compares (leases, backoffs, expiries, creation times) is read from it, so that replicas
+    /// whose own clocks are off neither steal live leases nor keep dead ones.
+    pub async fn clock_ms(&self) -> Result<i64> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT")
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
 }
 
-/// Now, in Unix milliseconds (the store's time unit).
+static LOCAL_CLOCK_SKEW_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Testing aid: moves this process's own clock (`now_ms`) by `ms`, as a host whose clock is
+/// off would have it.
+pub fn skew_local_clock(ms: i64) {
+    LOCAL_CLOCK_SKEW_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Now by this host's clock, in Unix milliseconds: for what goes to other parties (webhook
+/// timestamps), never for what the store compares (see [`Store::clock_ms`]).
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    chrono::Utc::now().timestamp_millis() + LOCAL_CLOCK_SKEW_MS.load(Ordering::Relaxed)
 }
 
 /// How many rows name a blob (`$1`); content-addressed files are shared, so a file goes only

@@ -7,9 +7,7 @@ use uuid::Uuid;
 
 use super::owned::Owned;
 use super::rows::{json, ts, uuid};
-use super::{
-    now_ms, on_pool, unreferenced, BeginWrite, KeyLock, Removal, Result, Store, StoreError,
-};
+use super::{on_pool, unreferenced, BeginWrite, KeyLock, Removal, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct NewModel {
@@ -101,6 +99,7 @@ impl TryFrom<ModelRow> for ModelRecord {
 
 impl Store {
     pub async fn insert_model(&self, m: &NewModel) -> Result<ModelRecord> {
+        let now = self.clock_ms().await?;
         let row: ModelRow = on_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let row: ModelRow = sqlx::query_as(
@@ -117,7 +116,7 @@ impl Store {
         .bind(m.tensors.to_string())
         .bind(m.metadata.to_string())
         .bind(&m.blob_key)
-        .bind(now_ms())
+        .bind(now)
         .bind(m.architecture.as_ref().map(Value::to_string))
         .bind(m.config.as_ref().map(Value::to_string))
         .bind(&m.tenant_id)

@@ -12,7 +12,7 @@ use std::future::Future;
 
 use uuid::Uuid;
 
-use super::{now_ms, on_pool, BeginWrite, KeyLock, Result, Store, BLOB_REFERENCES};
+use super::{on_pool, BeginWrite, KeyLock, Result, Store, BLOB_REFERENCES};
 
 /// A reservation for one file; end it once the row naming the file is written (or the upload
 /// failed).
@@ -41,7 +41,7 @@ impl Store {
         ttl_ms: i64,
     ) -> Result<std::result::Result<Reservation, OverQuota>> {
         let id = Uuid::now_v7();
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         let stored = on_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             // One tenant's reservations queue up behind each other; then the key's own lock.
@@ -119,10 +119,11 @@ impl Store {
     /// Drops reservations whose upload died before it ended them; returns their keys, for the
     /// caller to remove if nothing else names them.
     pub async fn expire_reservations(&self, limit: i64) -> Result<Vec<String>> {
+        let now = self.clock_ms().await?;
         let rows: Vec<(String,)> = on_pool!(&self.db, pool => sqlx::query_as(
             "DELETE FROM blob_reservations WHERE id IN (SELECT id FROM blob_reservations WHERE expires_at < $1 LIMIT $2) RETURNING blob_key",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(limit)
         .fetch_all(pool)
         .await)?;

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::rows::ts;
-use super::{is_unique_violation, now_ms, on_pool, Result, Store};
+use super::{is_unique_violation, on_pool, Result, Store};
 
 /// The tenant of a server that runs without keys, and of rows older than tenants.
 pub const LOCAL_TENANT: &str = "local";
@@ -131,12 +131,13 @@ pub enum TenantError {
 impl Store {
     /// Makes sure the keyless server's tenant exists.
     pub async fn ensure_local_tenant(&self) -> Result<()> {
+        let now = self.clock_ms().await?;
         on_pool!(&self.db, pool => sqlx::query(
             "INSERT INTO tenants (id, name, webhook_secret, created_at) VALUES ($1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
         )
         .bind(LOCAL_TENANT)
         .bind(format!("whsec_{}", random_hex(32)))
-        .bind(now_ms())
+        .bind(now)
         .execute(pool)
         .await
         .map(drop))?;
@@ -148,6 +149,7 @@ impl Store {
         name: &str,
         limits: &Limits,
     ) -> std::result::Result<TenantRecord, TenantError> {
+        let now = self.clock_ms().await?;
         let inserted: std::result::Result<TenantRow, sqlx::Error> = on_pool!(&self.db, pool => sqlx::query_as(
             "INSERT INTO tenants (id, name, webhook_secret, max_stored_bytes, max_running_jobs, max_queued_jobs, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
@@ -158,7 +160,7 @@ impl Store {
         .bind(limits.max_stored_bytes)
         .bind(limits.max_running_jobs)
         .bind(limits.max_queued_jobs)
-        .bind(now_ms())
+        .bind(now)
         .fetch_one(pool)
         .await);
         match inserted {
@@ -212,6 +214,7 @@ impl Store {
         label: &str,
         rate_per_minute: Option<i64>,
     ) -> Result<(KeyRecord, String)> {
+        let now = self.clock_ms().await?;
         let secret = format!("cmpd_{}", random_hex(24));
         let id = Uuid::now_v7();
         on_pool!(&self.db, pool => sqlx::query(
@@ -223,7 +226,7 @@ impl Store {
         .bind(hash_key(&secret))
         .bind(label)
         .bind(rate_per_minute)
-        .bind(now_ms())
+        .bind(now)
         .execute(pool)
         .await
         .map(drop))?;
@@ -255,11 +258,12 @@ impl Store {
 
     /// Revokes a key at once; false if there is no such key.
     pub async fn revoke_key(&self, id: Uuid) -> Result<bool> {
+        let now = self.clock_ms().await?;
         let n = on_pool!(&self.db, pool => sqlx::query(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
         )
         .bind(id.to_string())
-        .bind(now_ms())
+        .bind(now)
         .execute(pool)
         .await?
         .rows_affected());

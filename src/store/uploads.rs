@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::rows::ts;
-use super::{now_ms, on_pool, unreferenced, BeginWrite, KeyLock, Result, Store};
+use super::{on_pool, unreferenced, BeginWrite, KeyLock, Result, Store};
 
 #[derive(Debug, Clone)]
 pub struct UploadRecord {
@@ -44,7 +44,7 @@ pub struct PartRecord {
 
 impl Store {
     pub async fn create_upload(&self, tenant: &str, ttl_ms: i64) -> Result<UploadRecord> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         let row: UploadRow = on_pool!(&self.db, pool => sqlx::query_as(
             "INSERT INTO uploads (id, tenant_id, expires_at, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
         )
@@ -59,12 +59,13 @@ impl Store {
 
     /// The tenant's upload, unless it has expired.
     pub async fn get_upload(&self, tenant: &str, id: Uuid) -> Result<Option<UploadRecord>> {
+        let now = self.clock_ms().await?;
         let row: Option<UploadRow> = on_pool!(&self.db, pool => sqlx::query_as(
             "SELECT * FROM uploads WHERE id = $1 AND tenant_id = $2 AND expires_at > $3",
         )
         .bind(id.to_string())
         .bind(tenant)
-        .bind(now_ms())
+        .bind(now)
         .fetch_optional(pool)
         .await)?;
         Ok(row.map(Into::into))
@@ -73,7 +74,7 @@ impl Store {
     /// Takes the upload's one completion for `hold_ms`; false while another request holds it
     /// (a completion that dies lets go when the hold runs out).
     pub async fn begin_completion(&self, tenant: &str, id: Uuid, hold_ms: i64) -> Result<bool> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         let n = on_pool!(&self.db, pool => sqlx::query(
             "UPDATE uploads SET completing_until = $3 WHERE id = $1 AND tenant_id = $2
              AND (completing_until IS NULL OR completing_until < $4)",
@@ -171,10 +172,11 @@ impl Store {
 
     /// Uploads whose time to live has passed.
     pub async fn expired_uploads(&self, limit: i64) -> Result<Vec<Uuid>> {
+        let now = self.clock_ms().await?;
         let rows: Vec<(String,)> = on_pool!(&self.db, pool => sqlx::query_as(
             "SELECT id FROM uploads WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(limit)
         .fetch_all(pool)
         .await)?;

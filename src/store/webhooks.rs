@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::job_record::{JobRecord, JobRow};
-use super::{now_ms, on_pool, Db, Result, Store};
+use super::{on_pool, Db, Result, Store};
 
 const DUE: &str = "webhook_status = 'pending' AND status IN ('succeeded', 'failed', 'cancelled') AND webhook_next_at <= $2";
 
@@ -23,7 +23,7 @@ impl Store {
     /// Claims the next due delivery for `lease_ms`, of a tenant with fewer than `per_tenant`
     /// deliveries in flight; the returned job carries its attempt count.
     pub async fn claim_webhook(&self, lease_ms: i64, per_tenant: i64) -> Result<Option<JobRecord>> {
-        let now = now_ms();
+        let now = self.clock_ms().await?;
         let lock = match self.db {
             Db::Sqlite(_) => "",
             Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",

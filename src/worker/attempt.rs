@@ -64,7 +64,8 @@ impl Worker {
             "job",
             job_id = %lease.job.id,
             model_id = %lease.job.model_id,
-            attempt = lease.job.attempts
+            attempt = lease.job.attempts,
+            request_id = lease.job.request_id.as_deref().unwrap_or("")
         );
         self.run_claimed(lease).instrument(span).await
     }
@@ -73,6 +74,15 @@ impl Worker {
         let started = Instant::now();
         let (id, token) = (lease.job.id, lease.token);
         tracing::info!(worker = self.id(), "job claimed");
+        let op = first_op(&lease.job.pipeline);
+        if let (1, Some(started_at)) = (lease.job.attempts, lease.job.started_at) {
+            let waited = (started_at - lease.job.created_at)
+                .num_milliseconds()
+                .max(0);
+            metrics::histogram!("compressd_job_queue_wait_seconds", "op" => op.clone())
+                .record(waited as f64 / 1e3);
+        }
+        metrics::gauge!("compressd_workers_busy").increment(1.0);
         let control = Arc::new(Control::new(self.inner.settings.chunk_delay));
         self.inner
             .running
@@ -81,6 +91,7 @@ impl Worker {
             .insert(id, control.clone());
         let result = self.attempt(&lease, &control).await;
         self.inner.running.lock().expect("lock").remove(&id);
+        metrics::gauge!("compressd_workers_busy").decrement(1.0);
 
         let (finish, outcome, stored) = match result {
             Ok(outputs) => {
@@ -170,7 +181,7 @@ impl Worker {
             Outcome::StorageUnavailable => "storage_unavailable",
             Outcome::Idle | Outcome::LeaseLost(_) => "lease_lost",
         };
-        metrics::histogram!("compressd_job_duration_seconds", "outcome" => label)
+        metrics::histogram!("compressd_job_duration_seconds", "outcome" => label, "op" => op)
             .record(started.elapsed().as_secs_f64());
         tracing::info!(
             outcome = label,
@@ -270,6 +281,8 @@ impl Worker {
                 held.push(copy);
             }
             let settings = &self.inner.settings;
+            metrics::counter!("compressd_job_input_bytes_total", "op" => first_op(&job.pipeline))
+                .increment(model.size_bytes);
             let spec = JobSpec {
                 job_id: job.id,
                 attempt: job.attempts,
@@ -294,6 +307,7 @@ impl Worker {
                 chunk_delay_ms: settings.chunk_delay.as_millis() as u64,
                 progress_interval_ms: settings.progress_interval.as_millis() as u64,
                 log_format: settings.log_format.clone(),
+                request_id: job.request_id.clone(),
             };
             let prepared = self.run_job_process(lease, control, spec).await?;
             drop(held);
@@ -345,4 +359,14 @@ impl Worker {
         }
         recorded
     }
+}
+
+/// The op of a pipeline's first step: the label of the per-operation metrics.
+fn first_op(pipeline: &serde_json::Value) -> String {
+    pipeline
+        .get(0)
+        .and_then(|step| step.get("op"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("none")
+        .to_owned()
 }

@@ -43,7 +43,12 @@ pub fn main(spec_path: &Path) -> std::process::ExitCode {
         done.clone(),
         Duration::from_millis(spec.progress_interval_ms.max(10)),
     );
-    let span = tracing::info_span!("job", job_id = %spec.job_id, attempt = spec.attempt);
+    let span = tracing::info_span!(
+        "job",
+        job_id = %spec.job_id,
+        attempt = spec.attempt,
+        request_id = spec.request_id.as_deref().unwrap_or("")
+    );
     let result = span.in_scope(|| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&spec, &control)))
             .unwrap_or_else(|panic| JobResult::Panicked {

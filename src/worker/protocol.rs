@@ -34,6 +34,9 @@ pub struct JobSpec {
     pub chunk_delay_ms: u64,
     pub progress_interval_ms: u64,
     pub log_format: String,
+    /// The `x-request-id` that submitted the job, for the job process's log lines.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// The uploaded model as the job's report describes it.

@@ -2,7 +2,6 @@
 //! or is full, SIGTERM during an upload. Jobs end finished or retried, never lost or doubled,
 //! no partial file is listed, and the server keeps serving.
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,16 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{spawn_server, test_config, Backend, Limits, TestApp};
+use crate::helpers::{free_port, spawn_server, test_config, Backend, Limits, TestApp};
 use crate::models::{layered, mlp};
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A PostgreSQL cluster of this test's own, so that restarting it disturbs no other test.
 struct PrivatePg {

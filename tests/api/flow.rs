@@ -37,6 +37,7 @@ async fn upload_prune_download(backend: Backend) {
     let job: Value = res.json().await.unwrap();
     assert_eq!(job["status"], "queued");
     assert_eq!(job["progress"], 0.0);
+    assert!(job["result"].is_null(), "no result before the job has run");
     assert_eq!(job["pipeline"][0]["scope"], "global");
     let job_id = job["id"].as_str().unwrap().to_owned();
 
@@ -122,6 +123,10 @@ async fn upload_prune_download(backend: Backend) {
         .unwrap();
     assert_eq!(artifact["sha256"], hex::encode(Sha256::digest(&pruned)));
     assert_eq!(artifact["size_bytes"], pruned.len());
+    assert_eq!(
+        &job["result"], artifact,
+        "the job names its model as its result"
+    );
     let report_meta = job["artifacts"]
         .as_array()
         .unwrap()

@@ -307,6 +307,15 @@ pub fn spawn_server(app: &TestApp, bind: &str, limits: Limits, extra: &[(&str, &
     cmd.spawn().expect("start compressd")
 }
 
+/// A port nobody listens on at the moment, for a server started as its own process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Limits {
     None,

@@ -233,6 +233,55 @@ async fn cancel_queued_and_finished(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+
+    // Filters by op and by submission time.
+    let quantized = app
+        .submit(&model, json!([{"op":"quantize","scheme":"int8"}]))
+        .await;
+    let ids_of = |list: Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids_of(app.get_json("/v1/jobs?op=quantize").await),
+        [quantized.as_str()]
+    );
+    assert_eq!(
+        ids_of(app.get_json("/v1/jobs?op=prune").await),
+        [done.as_str(), job.as_str()]
+    );
+    let at = app.job(&done).await["created_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        ids_of(app.get_json(&format!("/v1/jobs?created_after={at}")).await),
+        [quantized.as_str(), done.as_str()]
+    );
+    assert_eq!(
+        ids_of(app.get_json(&format!("/v1/jobs?created_before={at}")).await),
+        [job.as_str()]
+    );
+    assert_eq!(
+        ids_of(
+            app.get_json(&format!("/v1/jobs?op=prune&created_after={at}"))
+                .await
+        ),
+        [done.as_str()]
+    );
+    for bad in ["op=bogus", "created_after=yesterday"] {
+        let res = app
+            .http
+            .get(app.url(&format!("/v1/jobs?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+    }
     app.finish().await;
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use base64::prelude::{Engine, BASE64_STANDARD};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::helpers::{files_under, Backend, TestApp};
 use crate::models::mlp;
+use crate::python_reference::reference_output;
 
 async fn put_part(app: &TestApp, upload: &str, n: u32, bytes: Vec<u8>) -> reqwest::Response {
     app.http
@@ -311,6 +313,19 @@ async fn webhooks_are_signed_and_retried(backend: Backend) {
         mac.update(body);
         let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
         assert_eq!(headers["compressd-signature"], expected.as_str());
+        // The Standard Webhooks form, as its libraries check it: the key is the base64 after
+        // `whsec_`, the signed text "{webhook-id}.{webhook-timestamp}.{body}".
+        assert_eq!(headers["webhook-id"], id.as_str());
+        assert_eq!(headers["webhook-timestamp"], ts.to_string().as_str());
+        let key = BASE64_STANDARD
+            .decode(secret.strip_prefix("whsec_").unwrap())
+            .unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{ts}.").as_bytes());
+        mac.update(body);
+        let standard = format!("v1,{}", BASE64_STANDARD.encode(mac.finalize().into_bytes()));
+        assert_eq!(headers["webhook-signature"], standard.as_str());
+        standard_webhooks_library_verifies(&secret, headers, body);
         let sent: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(sent["id"], id.as_str());
         assert_eq!(sent["status"], "succeeded");
@@ -449,3 +464,42 @@ crate::on_each_backend!(
     webhooks_are_signed_and_retried,
     artifacts_expire_and_deletes_leave_nothing,
 );
+
+/// The Standard Webhooks reference library (PyPI `standardwebhooks`) accepts the delivery as
+/// it came. CI installs it and sets COMPRESSD_REQUIRE_STANDARDWEBHOOKS.
+fn standard_webhooks_library_verifies(secret: &str, headers: &HeaderMap, body: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("body");
+    std::fs::write(&path, body).unwrap();
+    let script = r#"
+import sys
+try:
+    from standardwebhooks.webhooks import Webhook
+except ImportError:
+    print("NO_STANDARDWEBHOOKS"); sys.exit(0)
+secret, msg_id, ts, sig, path = sys.argv[1:6]
+payload = Webhook(secret).verify(open(path, "rb").read(),
+    {"webhook-id": msg_id, "webhook-timestamp": ts, "webhook-signature": sig})
+print(payload["id"])
+"#;
+    let header = |name: &str| headers[name].to_str().unwrap().to_owned();
+    let mut python = std::process::Command::new("python3");
+    python
+        .arg("-c")
+        .arg(script)
+        .arg(secret)
+        .arg(header("webhook-id"))
+        .arg(header("webhook-timestamp"))
+        .arg(header("webhook-signature"))
+        .arg(&path);
+    let Some(text) = reference_output(
+        "standardwebhooks",
+        &mut python,
+        "NO_STANDARDWEBHOOKS",
+        "COMPRESSD_REQUIRE_STANDARDWEBHOOKS",
+        "standardwebhooks",
+    ) else {
+        return;
+    };
+    assert_eq!(text.trim(), header("webhook-id"));
+}

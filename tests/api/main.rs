@@ -21,6 +21,7 @@ mod jobs;
 mod lifecycle;
 mod llama_export;
 mod openapi;
+mod operability;
 mod operations;
 mod pruning;
 mod quantize;

@@ -232,7 +232,73 @@ async fn two_servers_share_the_queue(backend: Backend) {
     app.finish().await;
 }
 
+/// Workers whose clocks are ten minutes fast: one that dies holding a job leaves a lease that
+/// runs out by the database's clock (not ten minutes later), and one that joins while another
+/// worker holds a live lease does not take it.
+async fn skewed_clocks_neither_keep_dead_leases_nor_steal_live_ones(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |c| c.lease_ms = 1000).await else {
+        return;
+    };
+    let model = app.upload_ok(layered(20), "m").await;
+    let worker = |skew: &'static str| {
+        spawn_server(
+            &app,
+            "127.0.0.1:0",
+            Limits::None,
+            &[
+                ("COMPRESSD_WORKERS", "1"),
+                ("COMPRESSD_LEASE_MS", "1000"),
+                ("COMPRESSD_TEST_CHUNK_DELAY_MS", "200"),
+                ("COMPRESSD_TEST_CLOCK_SKEW_MS", skew),
+            ],
+        )
+    };
+
+    let job = app.submit(&model, pipeline()).await;
+    let mut fast = worker("600000");
+    app.wait_for(&job, "running", Duration::from_secs(20)).await;
+    let victim = app.worker_of(&job).await;
+    fast.kill().unwrap();
+    fast.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        app.run_jobs().await.len(),
+        1,
+        "the dead worker's lease ran out by the database's clock"
+    );
+    let done = app.job(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["attempts"], 2);
+    assert_ne!(app.worker_of(&job).await, victim);
+
+    // Another pipeline: the same one would be answered from the results cache.
+    let other = json!([{"op":"prune","method":"magnitude","sparsity":0.4,"scope":"global"}]);
+    let job = app.submit(&model, other).await;
+    let mut holder = worker("0");
+    app.wait_for(&job, "running", Duration::from_secs(20)).await;
+    let owner = app.worker_of(&job).await;
+    let mut fast = worker("600000");
+    // Three lease lengths while the holder renews its lease and the fast worker polls.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let running = app.job(&job).await;
+    assert_eq!(running["status"], "running", "{running:#}");
+    assert_eq!(running["attempts"], 1, "the live lease was not taken");
+    assert_eq!(app.worker_of(&job).await, owner);
+    let done = app
+        .wait_for(&job, "succeeded", Duration::from_secs(60))
+        .await;
+    assert_eq!(done["attempts"], 1, "{done:#}");
+    for server in [&mut holder, &mut fast] {
+        let _ = Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status();
+        server.wait().unwrap();
+    }
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    skewed_clocks_neither_keep_dead_leases_nor_steal_live_ones,
     expired_lease_is_taken_over_and_fenced,
     attempts_run_out,
     killed_worker_process_is_recovered,

@@ -498,34 +498,34 @@ async fn quotas_and_rate_limits_answer_with_the_limit_named(backend: Backend) {
     // Rate: 6 a minute allows a burst of one; the next request waits.
     let key = new_key(&app, "small", json!({"rate_limit_per_minute": 6})).await;
     let slow = client(&key);
-    assert_eq!(
-        slow.get(app.url("/v1/models"))
-            .send()
-            .await
+    let header = |res: &reqwest::Response, name: &str| -> String {
+        res.headers()
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .to_str()
             .unwrap()
-            .status(),
-        200
-    );
+            .to_owned()
+    };
+    // Every answer says where the key stands, not only a refusal.
+    let res = slow.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "ratelimit-limit"), "1");
+    assert_eq!(header(&res, "ratelimit-remaining"), "0");
+    assert_eq!(header(&res, "ratelimit-policy"), "6;w=60;burst=1");
+    let reset: u64 = header(&res, "ratelimit-reset").parse().unwrap();
+    assert!((1..=10).contains(&reset), "RateLimit-Reset {reset}");
     let res = slow.get(app.url("/v1/models")).send().await.unwrap();
     assert_eq!(res.status(), 429);
-    let wait: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait: u64 = header(&res, "retry-after").parse().unwrap();
     assert!((1..=10).contains(&wait), "Retry-After {wait}");
+    assert_eq!(header(&res, "ratelimit-remaining"), "0");
     assert_eq!(json_of(res).await["limit"], "rate_per_minute");
     // Limits are per key: the tenant's other key is unaffected.
-    assert_eq!(
-        small
-            .http
-            .get(app.url("/v1/models"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let res = small.http.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "ratelimit-limit"), "120");
+    let remaining: u32 = header(&res, "ratelimit-remaining").parse().unwrap();
+    assert!((100..120).contains(&remaining), "{remaining}");
     app.finish().await;
 }
 
@@ -534,10 +534,12 @@ async fn keys_subcommands_make_list_and_revoke_keys(backend: Backend) {
     let Some(app) = TestApp::spawn(backend, |_| {}).await else {
         return;
     };
+    // The database flag goes after the subcommand, where an operator types it.
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_compressd"))
             .args(args)
-            .env("DATABASE_URL", &app.config.database_url)
+            .args(["--database-url", &app.config.database_url])
+            .env_remove("DATABASE_URL")
             .output()
             .unwrap();
         assert!(
@@ -592,10 +594,42 @@ async fn keys_subcommands_make_list_and_revoke_keys(backend: Backend) {
             .status(),
         401
     );
+    // Limits change one at a time; --reset returns the others to the defaults.
+    let limits_of_ops = || {
+        let list = cli(&["tenants", "list"]);
+        let line = list
+            .lines()
+            .find(|l| l.starts_with("ops "))
+            .unwrap_or_else(|| panic!("{list}"))
+            .to_owned();
+        line.split_whitespace()
+            .skip(1)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     cli(&["tenants", "limits", "ops", "--max-queued-jobs", "3"]);
-    assert!(cli(&["tenants", "list"])
-        .lines()
-        .any(|l| l.starts_with("ops") && l.trim_end().ends_with('3')));
+    assert_eq!(limits_of_ops(), ["default", "default", "3"]);
+    cli(&["tenants", "limits", "ops", "--max-running-jobs", "2"]);
+    assert_eq!(limits_of_ops(), ["default", "2", "3"]);
+    cli(&[
+        "tenants",
+        "limits",
+        "ops",
+        "--reset",
+        "--max-stored-bytes",
+        "1000",
+    ]);
+    assert_eq!(limits_of_ops(), ["1000", "default", "default"]);
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_compressd"))
+        .args(["serve", "--log-format", "yaml"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("[possible values: text, json]"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
     app.finish().await;
 }
 

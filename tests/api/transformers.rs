@@ -191,6 +191,7 @@ async fn a_llama_folder_is_pruned_and_measured_like_pytorch(backend: Backend) {
         .iter()
         .find(|a| a["kind"] == "model_folder")
         .unwrap();
+    assert_eq!(&job["result"], tar, "a folder's result is the whole folder");
     let bytes = app.download(tar["file_url"].as_str().unwrap()).await;
     let mut archive = tar::Archive::new(bytes.as_slice());
     let mut inside: Vec<String> = archive

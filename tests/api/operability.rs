@@ -1,0 +1,301 @@
+//! Operating the service: request ids (what a user quotes in a bug report is what the
+//! server's answer and log carry), the access log, and metrics a scraper can read from
+//! start-up.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{free_port, Backend, TestApp};
+use crate::models::mlp;
+
+fn request_id(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("x-request-id")
+        .expect("every answer has x-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_names_its_request() {
+    let app = TestApp::spawn(Backend::Sqlite, |_| {}).await.unwrap();
+
+    // Generated when the client sends none, and new for each request.
+    let a = app.http.get(app.url("/healthz")).send().await.unwrap();
+    let b = app.http.get(app.url("/v1/models")).send().await.unwrap();
+    assert!(a.status().is_success() && b.status().is_success());
+    let (a, b) = (request_id(&a), request_id(&b));
+    assert!(a.len() >= 16, "{a}");
+    assert_ne!(a, b);
+
+    // The client's own id is kept, and a problem body names it.
+    let res = app
+        .http
+        .get(app.url("/v1/models/no-such-model"))
+        .header("x-request-id", "ci-run-42.step:7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(problem_names_its_request(res).await, "ci-run-42.step:7");
+
+    // Unknown routes and refused bodies are answered the same way.
+    let res = app
+        .http
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    problem_names_its_request(res).await;
+    let res = app
+        .http
+        .post(app.url("/v1/jobs"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    problem_names_its_request(res).await;
+
+    // An id that is not short and plain is replaced rather than echoed into headers and logs.
+    let res = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "x\tset-cookie=1")
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&res);
+    assert!(!id.contains("set-cookie") && id.len() >= 16, "{id}");
+    app.finish().await;
+}
+
+/// Asserts that the problem body of `res` names the request id its header gives; that id.
+async fn problem_names_its_request(res: reqwest::Response) -> String {
+    let id = request_id(&res);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["request_id"], id.as_str(), "{problem}");
+    id
+}
+
+/// The server as an operator runs it (JSON logs on stdout): each request leaves one access
+/// line with its route, status, duration, tenant and request id, and the log lines of a job
+/// carry the id of the request that submitted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_and_job_log_lines_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, base, log) = start_server(dir.path(), &[("COMPRESSD_WORKERS", "1")]).await;
+    let http = reqwest::Client::new();
+    let res = http
+        .get(format!("{base}/v1/models/no-such-model"))
+        .header("x-request-id", "access-log-check-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let job = run_job(
+        &base,
+        json!([{"op": "prune", "method": "magnitude", "sparsity": 0.5}]),
+        "job-submit-check-2",
+    )
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    server.wait().unwrap();
+    let out = log.join().unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let with_id = |id: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["span"]["request_id"] == id)
+            .collect()
+    };
+
+    let access: Vec<&Value> = with_id("access-log-check-1")
+        .into_iter()
+        .filter(|l| l["target"] == "compressd::access")
+        .collect();
+    assert_eq!(access.len(), 1, "{out}");
+    let line = access[0];
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["fields"]["status"], 404, "{line}");
+    assert_eq!(line["fields"]["tenant"], "local", "{line}");
+    assert!(
+        line["fields"]["duration_ms"].as_f64().unwrap() >= 0.0,
+        "{line}"
+    );
+    assert_eq!(line["span"]["method"], "GET", "{line}");
+    assert_eq!(line["span"]["path"], "/v1/models/{id}", "{line}");
+
+    // The submission's own line, then the worker's lines for the job it made.
+    let job_lines = with_id("job-submit-check-2");
+    assert!(
+        job_lines
+            .iter()
+            .any(|l| l["target"] == "compressd::access" && l["fields"]["status"] == 202),
+        "{out}"
+    );
+    assert!(
+        job_lines
+            .iter()
+            .any(|l| l["span"]["name"] == "job" && l["span"]["job_id"] == job["id"]),
+        "no job log line carries the request id: {out}"
+    );
+}
+
+/// The server binary on its own SQLite database under `dir`, once it answers: the process,
+/// its base URL, and its JSON log (stdout, read as it comes; whole once the process ends).
+async fn start_server(
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Child, String, std::thread::JoinHandle<String>) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_compressd"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/db.sqlite", dir.display()),
+        )
+        .env("COMPRESSD_DATA_DIR", dir.join("data"))
+        .env("COMPRESSD_BIND", format!("127.0.0.1:{port}"))
+        .env("COMPRESSD_WORKERS", "0")
+        .env("COMPRESSD_POLL_MS", "50")
+        .env("COMPRESSD_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start compressd");
+    let mut stdout = server.stdout.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (server, base, log)
+}
+
+/// A fresh process already lists its metrics with their HELP text (a dashboard or alert on
+/// a metric must not wait for its first event), and a job adds the per-operation figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_described_from_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, base, _log) = start_server(dir.path(), &[("COMPRESSD_WORKERS", "2")]).await;
+    let http = reqwest::Client::new();
+    let metrics = || async {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = metrics().await;
+    for (name, sample) in [
+        ("compressd_jobs", "compressd_jobs{status=\"queued\"} 0"),
+        ("compressd_workers", "compressd_workers 2"),
+        ("compressd_workers_busy", "compressd_workers_busy 0"),
+        (
+            "compressd_upload_bytes_total",
+            "compressd_upload_bytes_total 0",
+        ),
+        ("compressd_cache_hits_total", "compressd_cache_hits_total 0"),
+        (
+            "compressd_rate_limited_total",
+            "compressd_rate_limited_total 0",
+        ),
+        (
+            "compressd_webhooks_total",
+            "compressd_webhooks_total{outcome=\"failed\"} 0",
+        ),
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}:\n{text}"
+        );
+        assert!(text.contains(sample), "no {sample}:\n{text}");
+    }
+
+    run_job(
+        &base,
+        json!([{"op": "quantize", "scheme": "int8"}]),
+        "metrics-check-1",
+    )
+    .await;
+    let text = metrics().await;
+    for needle in [
+        "# HELP compressd_job_queue_wait_seconds ",
+        "compressd_job_queue_wait_seconds_count{op=\"quantize\"} 1",
+        "compressd_job_duration_seconds_count{outcome=\"succeeded\",op=\"quantize\"} 1",
+        &format!(
+            "compressd_job_input_bytes_total{{op=\"quantize\"}} {}",
+            mlp().len()
+        ),
+        "compressd_workers_busy 0",
+    ] {
+        assert!(text.contains(needle), "no {needle}:\n{text}");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    server.wait().unwrap();
+}
+
+/// Uploads the small MLP to the server at `base`, runs `pipeline` on it as request
+/// `request_id`, and returns the succeeded job.
+async fn run_job(base: &str, pipeline: Value, request_id: &str) -> Value {
+    let http = reqwest::Client::new();
+    let model: Value = http
+        .post(format!("{base}/v1/models?name=mlp"))
+        .header("content-type", "application/octet-stream")
+        .body(mlp())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .header("x-request-id", request_id)
+        .json(&json!({"model_id": model["id"], "pipeline": pipeline}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{base}/v1/jobs/{}", job["id"].as_str().expect("job id"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        if job["status"] == "succeeded" {
+            return job;
+        }
+        assert!(job["status"] != "failed", "{job}");
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
