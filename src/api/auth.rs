@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use super::rate_limit::Standing;
 use super::AppState;
 use crate::domain::Code;
 use crate::store::{KeyRecord, TenantRecord, LOCAL_TENANT};
@@ -72,18 +73,21 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
                 app.rate_limits.check(key.id, rate)
             });
             let tenant = ServedTenant(caller.tenant_id().to_owned());
-            let mut res = match standing.and_then(|s| s.wait) {
-                Some(wait) => {
+            let mut res = match standing {
+                Some(Standing {
+                    wait: Some(wait),
+                    per_minute,
+                    ..
+                }) => {
                     metrics::counter!("compressd_rate_limited_total").increment(1);
-                    let rate = standing.map_or(0, |s| s.per_minute);
                     ApiError::over_limit(Code::RateLimited,
                         "rate_per_minute",
-                        format!("this key may make {rate} requests per minute; slow down and retry after the Retry-After header's seconds"),
+                        format!("this key may make {per_minute} requests per minute; slow down and retry after the Retry-After header's seconds"),
                     )
                     .retry_after(wait.as_secs_f64().ceil() as u64)
                     .into_response()
                 }
-                None => {
+                _ => {
                     req.extensions_mut().insert(caller);
                     next.run(req).await
                 }

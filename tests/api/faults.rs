@@ -3,13 +3,15 @@
 //! no partial file is listed, and the server keeps serving.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{free_port, spawn_server, test_config, Backend, Limits, TestApp};
+use crate::helpers::{
+    free_port, spawn_server, stop_server, test_config, wait_ready, Backend, Limits, TestApp,
+};
 use crate::models::{layered, mlp};
 
 /// A PostgreSQL cluster of this test's own, so that restarting it disturbs no other test.
@@ -266,22 +268,6 @@ async fn unwritable_disk_holds_the_queue_until_it_is_back(backend: Backend) {
     app.finish().await;
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(http, &format!("{base}/readyz")).await.is_none() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn stop(child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let mut child = child;
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-}
-
 async fn wait_job(http: &reqwest::Client, base: &str, job: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -390,7 +376,7 @@ async fn full_disk_fails_the_job_and_the_server_recovers(backend: Backend) {
         scratch_left, 0,
         "the failed attempt's scratch files are gone"
     );
-    stop(child).await;
+    stop_server(child).await;
     // With room again, the same job runs.
     let child = spawn_server(
         &app,
@@ -404,7 +390,7 @@ async fn full_disk_fails_the_job_and_the_server_recovers(backend: Backend) {
         .unwrap()
         .to_owned();
     wait_job(&app.http, &base, &job, "succeeded").await;
-    stop(child).await;
+    stop_server(child).await;
     app.finish().await;
 }
 

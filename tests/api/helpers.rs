@@ -279,6 +279,19 @@ impl TestApp {
 /// any file it writes (512-byte blocks), as a full disk would, with SIGXFSZ ignored so that
 /// it is an error; `Limits::memory_kib(n)` caps its address space.
 pub fn spawn_server(app: &TestApp, bind: &str, limits: Limits, extra: &[(&str, &str)]) -> Child {
+    server_command(app, bind, limits, extra)
+        .spawn()
+        .expect("start compressd")
+}
+
+/// The command [`spawn_server`] runs, for a test that wants its output (the server logs to
+/// stdout; stdout and stderr go nowhere unless TEST_LOG is set or the caller redirects them).
+pub fn server_command(
+    app: &TestApp,
+    bind: &str,
+    limits: Limits,
+    extra: &[(&str, &str)],
+) -> Command {
     let limit = match limits {
         Limits::None => String::new(),
         Limits::FileBlocks(b) => format!("ulimit -f {b}; "),
@@ -304,7 +317,28 @@ pub fn spawn_server(app: &TestApp, bind: &str, limits: Limits, extra: &[(&str, &
     if std::env::var("TEST_LOG").is_err() {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
     }
-    cmd.spawn().expect("start compressd")
+    cmd
+}
+
+/// Waits until the server at `base` answers /readyz with success.
+pub async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM to a server process, then waits for it to exit.
+pub async fn stop_server(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
 
 /// A port nobody listens on at the moment, for a server started as its own process.

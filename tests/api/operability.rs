@@ -3,13 +3,14 @@
 //! start-up.
 
 use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{free_port, Backend, TestApp};
+use crate::helpers::{
+    free_port, server_command, stop_server, wait_ready, Backend, Limits, TestApp,
+};
 use crate::models::mlp;
 
 fn request_id(res: &reqwest::Response) -> String {
@@ -90,8 +91,7 @@ async fn problem_names_its_request(res: reqwest::Response) -> String {
 /// carry the id of the request that submitted it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_and_job_log_lines_carry_the_request_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut server, base, log) = start_server(dir.path(), &[("COMPRESSD_WORKERS", "1")]).await;
+    let (app, server, base, log) = start_server(&[("COMPRESSD_WORKERS", "1")]).await;
     let http = reqwest::Client::new();
     let res = http
         .get(format!("{base}/v1/models/no-such-model"))
@@ -106,10 +106,8 @@ async fn access_and_job_log_lines_carry_the_request_id() {
         "job-submit-check-2",
     )
     .await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    server.wait().unwrap();
+    stop_server(server).await;
+    app.finish().await;
     let out = log.join().unwrap();
     let lines: Vec<Value> = out
         .lines()
@@ -154,31 +152,19 @@ async fn access_and_job_log_lines_carry_the_request_id() {
     );
 }
 
-/// The server binary on its own SQLite database under `dir`, once it answers: the process,
-/// its base URL, and its JSON log (stdout, read as it comes; whole once the process ends).
+/// The server binary as its own process, on a new SQLite database, once it answers: the test
+/// app that holds the database, the process, its base URL, and its JSON log (stdout, read as
+/// it comes; whole once the process ends).
 async fn start_server(
-    dir: &Path,
     env: &[(&str, &str)],
-) -> (Child, String, std::thread::JoinHandle<String>) {
+) -> (TestApp, Child, String, std::thread::JoinHandle<String>) {
+    let app = TestApp::spawn(Backend::Sqlite, |_| {}).await.unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_compressd"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/db.sqlite", dir.display()),
-        )
-        .env("COMPRESSD_DATA_DIR", dir.join("data"))
-        .env("COMPRESSD_BIND", format!("127.0.0.1:{port}"))
-        .env("COMPRESSD_WORKERS", "0")
-        .env("COMPRESSD_POLL_MS", "50")
-        .env("COMPRESSD_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
+    let mut env = env.to_vec();
+    env.extend([("COMPRESSD_LOG_FORMAT", "json")]);
+    let mut server = server_command(&app, &format!("127.0.0.1:{port}"), Limits::None, &env)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start compressd");
     let mut stdout = server.stdout.take().unwrap();
@@ -187,21 +173,15 @@ async fn start_server(
         stdout.read_to_string(&mut out).unwrap();
         out
     });
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{base}/readyz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (server, base, log)
+    wait_ready(&app.http, &base).await;
+    (app, server, base, log)
 }
 
 /// A fresh process already lists its metrics with their HELP text (a dashboard or alert on
 /// a metric must not wait for its first event), and a job adds the per-operation figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_described_from_start_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut server, base, _log) = start_server(dir.path(), &[("COMPRESSD_WORKERS", "2")]).await;
+    let (app, server, base, _log) = start_server(&[("COMPRESSD_WORKERS", "2")]).await;
     let http = reqwest::Client::new();
     let metrics = || async {
         http.get(format!("{base}/metrics"))
@@ -257,10 +237,8 @@ async fn metrics_are_described_from_start_up() {
     ] {
         assert!(text.contains(needle), "no {needle}:\n{text}");
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    server.wait().unwrap();
+    stop_server(server).await;
+    app.finish().await;
 }
 
 /// Uploads the small MLP to the server at `base`, runs `pipeline` on it as request

@@ -9,7 +9,7 @@ use compressd::store::Finish;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{spawn_server, Backend, Limits, TestApp};
+use crate::helpers::{spawn_server, stop_server, Backend, Limits, TestApp};
 use crate::models::{layered, mlp};
 
 const PRUNE: &str = r#"[{"op":"prune","method":"magnitude","sparsity":0.5,"scope":"global"}]"#;
@@ -196,7 +196,7 @@ async fn two_servers_share_the_queue(backend: Backend) {
         ("COMPRESSD_WORKERS", "2"),
         ("COMPRESSD_TEST_CHUNK_DELAY_MS", "20"),
     ];
-    let mut servers = [
+    let servers = [
         spawn_server(&app, "127.0.0.1:0", Limits::None, &workers),
         spawn_server(&app, "127.0.0.1:0", Limits::None, &workers),
     ];
@@ -218,11 +218,8 @@ async fn two_servers_share_the_queue(backend: Backend) {
         processes.insert(worker.split('/').nth(1).unwrap().to_owned());
     }
     assert_eq!(processes.len(), 2, "both servers took jobs: {processes:?}");
-    for server in &mut servers {
-        let _ = Command::new("kill")
-            .args(["-TERM", &server.id().to_string()])
-            .status();
-        server.wait().unwrap();
+    for server in servers {
+        stop_server(server).await;
     }
     let attempt_dirs: usize = std::fs::read_dir(app.config.data_dir.join("blobs/artifacts"))
         .unwrap()
@@ -274,10 +271,10 @@ async fn skewed_clocks_neither_keep_dead_leases_nor_steal_live_ones(backend: Bac
     // Another pipeline: the same one would be answered from the results cache.
     let other = json!([{"op":"prune","method":"magnitude","sparsity":0.4,"scope":"global"}]);
     let job = app.submit(&model, other).await;
-    let mut holder = worker("0");
+    let holder = worker("0");
     app.wait_for(&job, "running", Duration::from_secs(20)).await;
     let owner = app.worker_of(&job).await;
-    let mut fast = worker("600000");
+    let fast = worker("600000");
     // Three lease lengths while the holder renews its lease and the fast worker polls.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let running = app.job(&job).await;
@@ -288,12 +285,8 @@ async fn skewed_clocks_neither_keep_dead_leases_nor_steal_live_ones(backend: Bac
         .wait_for(&job, "succeeded", Duration::from_secs(60))
         .await;
     assert_eq!(done["attempts"], 1, "{done:#}");
-    for server in [&mut holder, &mut fast] {
-        let _ = Command::new("kill")
-            .args(["-TERM", &server.id().to_string()])
-            .status();
-        server.wait().unwrap();
-    }
+    stop_server(holder).await;
+    stop_server(fast).await;
     app.finish().await;
 }
 
