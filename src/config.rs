@@ -26,6 +26,18 @@ pub enum Command {
     /// Manage tenants in the database named by DATABASE_URL.
     #[command(subcommand)]
     Tenants(TenantsCommand),
+    /// Upload a model file, a Hugging Face folder or a dataset to a server; prints its id.
+    Upload(crate::cli::client::UploadArgs),
+    /// Submit a compression job (from flags or a pipeline file); prints its id, or with
+    /// --wait follows it to the end.
+    Run(crate::cli::client::RunArgs),
+    /// List, show, follow, cancel or delete jobs on a server.
+    #[command(subcommand)]
+    Jobs(crate::cli::client::JobsCommand),
+    /// Download a job's result (or another artifact), checked against its SHA-256.
+    Download(crate::cli::client::DownloadArgs),
+    /// Save a job's HTML report, and open it.
+    Report(crate::cli::client::ReportArgs),
     /// Exit 0 if the server at COMPRESSD_BIND answers /readyz with 200 (for container
     /// health checks, where no curl is installed).
     Healthcheck,
@@ -115,7 +127,13 @@ pub struct Config {
         default_value = "./data"
     )]
     pub data_dir: PathBuf,
-    /// Jobs run at once by this process (default: number of cores; 0 runs no worker).
+    /// What this process does: `all` serves the API and runs jobs; `api` only serves the API
+    /// (no workers); `worker` only runs jobs, and its address serves only /healthz, /readyz and
+    /// /metrics. API and worker replicas scale apart, sharing the database and the blobs.
+    #[arg(long, global = true, env = "COMPRESSD_ROLE", default_value = "all", value_parser = ["all", "api", "worker"])]
+    pub role: String,
+    /// Jobs run at once by this process (default: number of cores; 0 runs no worker; the `api`
+    /// role runs none).
     #[arg(long, global = true, env = "COMPRESSD_WORKERS")]
     pub workers: Option<usize>,
     /// Largest accepted upload, in bytes.
@@ -308,8 +326,19 @@ pub struct Config {
 
 impl Config {
     pub fn workers(&self) -> usize {
+        if !self.runs_jobs() {
+            return 0;
+        }
         self.workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn serves_api(&self) -> bool {
+        self.role != "worker"
+    }
+
+    pub fn runs_jobs(&self) -> bool {
+        self.role != "api"
     }
 
     pub fn job_memory_budget(&self) -> u64 {

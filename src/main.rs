@@ -3,18 +3,39 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use clap::Parser;
+use compressd::cli::client::ClientCommand;
 use compressd::config::{Cli, Command};
 use compressd::startup::{Application, ShutdownSignal};
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     // A job process runs the math alone: no async runtime, no database, no listener.
     if let Some(Command::RunJob { spec }) = &cli.command {
         return Ok(compressd::worker::job_process::main(spec));
     }
-    tokio::runtime::Runtime::new()?
+    let runtime = tokio::runtime::Runtime::new()?;
+    if let Some(client) = client_command(&mut cli) {
+        return Ok(runtime.block_on(compressd::cli::client::main(client)));
+    }
+    runtime
         .block_on(serve_or_manage(cli))
         .map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// Takes the client subcommand out of `cli`, if it holds one.
+fn client_command(cli: &mut Cli) -> Option<ClientCommand> {
+    let command = match cli.command.take() {
+        Some(Command::Upload(a)) => ClientCommand::Upload(a),
+        Some(Command::Run(a)) => ClientCommand::Run(a),
+        Some(Command::Jobs(c)) => ClientCommand::Jobs(c),
+        Some(Command::Download(a)) => ClientCommand::Download(a),
+        Some(Command::Report(a)) => ClientCommand::Report(a),
+        other => {
+            cli.command = other;
+            return None;
+        }
+    };
+    Some(command)
 }
 
 async fn serve_or_manage(cli: Cli) -> anyhow::Result<()> {
@@ -26,7 +47,14 @@ async fn serve_or_manage(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Healthcheck) => healthcheck(&cli.config.bind),
         Some(Command::Keys(c)) => compressd::cli::keys(&cli.config.database_url, c).await,
         Some(Command::Tenants(c)) => compressd::cli::tenants(&cli.config.database_url, c).await,
-        Some(Command::RunJob { .. }) => unreachable!("handled before the runtime starts"),
+        Some(
+            Command::RunJob { .. }
+            | Command::Upload(_)
+            | Command::Run(_)
+            | Command::Jobs(_)
+            | Command::Download(_)
+            | Command::Report(_),
+        ) => unreachable!("handled before the runtime starts"),
         Some(Command::Serve) | None => {
             let signal = ShutdownSignal::install();
             compressd::telemetry::init_logging(&cli.config.log_format);

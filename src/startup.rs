@@ -58,14 +58,14 @@ impl Application {
         let loopback = address.ip().is_loopback();
         let open = loopback && config.admin_key.is_none();
         let keys = store.live_keys_exist().await?;
-        if !loopback && !keys && config.admin_key.is_none() {
+        if config.serves_api() && !loopback && !keys && config.admin_key.is_none() {
             anyhow::bail!(
                 "refusing to serve on {address} with no API keys: anyone who can reach it could use it. \
                  Create a key first (`compressd keys create --tenant NAME`), set COMPRESSD_ADMIN_KEY, \
                  or bind to 127.0.0.1"
             );
         }
-        if open && !keys {
+        if config.serves_api() && open && !keys {
             tracing::warn!(%address, "no API keys exist: serving without authentication, as tenant 'local', because the address is loopback");
         }
         let storage = Arc::new(crate::storage_health::StorageHealth::new(vec![
@@ -114,7 +114,12 @@ impl Application {
             storage,
         };
         let state_for_metrics = state.clone();
-        let app = api::router(state);
+        // A worker has no API to offer: its address is for probes and the scraper.
+        let app = if config.serves_api() {
+            api::router(state)
+        } else {
+            api::metrics_router(state)
+        };
         let stop = shutdown.clone();
         let header_timeout = Duration::from_millis(config.header_timeout_ms.max(100));
         let limits = crate::serve::Limits {
@@ -148,6 +153,7 @@ impl Application {
             %address,
             metrics_address = metrics_address.map(|a| a.to_string()),
             store = store.backend(),
+            role = %config.role,
             workers = config.workers(),
             worker_id = worker.id(),
             "compressd listening"

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::json;
@@ -31,12 +32,16 @@ pub struct SseEvent {
 
 /// Live job events: `status` (on every status change, first with the current state),
 /// `progress` (fraction done, and while a model trains `detail`: step, op, round, epoch,
-/// latest accuracy) and finally `done` with the whole job; then the stream ends.
+/// latest accuracy) and finally `done` with the whole job; then the stream ends. Each event
+/// has an `id`; a client that reconnects with `Last-Event-ID` gets only what changed since.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}/events",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job id")),
+    params(
+        ("id" = String, Path, description = "Job id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received, when reconnecting"),
+    ),
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = SseEvent),
         (status = 404, description = "No such job"),
@@ -46,12 +51,17 @@ pub async fn job_events(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let job = find_job(&app, &caller, &id).await?;
+    let seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_seen);
     let state = Follow {
         app,
         job_id: job.id,
-        last: None,
+        last: seen,
         last_detail: None,
         pending: std::collections::VecDeque::new(),
         finished: false,
@@ -76,10 +86,26 @@ pub async fn job_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// The state a client has seen, which is also the id of the event that showed it:
+/// `attempts:status:progress`.
+type Seen = (JobStatus, f64, u32);
+
+fn parse_seen(id: &str) -> Option<Seen> {
+    let mut fields = id.splitn(3, ':');
+    let attempts = fields.next()?.parse().ok()?;
+    let status = JobStatus::parse(fields.next()?).ok()?;
+    let progress: f64 = fields.next()?.parse().ok()?;
+    progress.is_finite().then_some((status, progress, attempts))
+}
+
+fn seen_id(seen: &Seen) -> String {
+    format!("{}:{}:{}", seen.2, seen.0.as_str(), seen.1)
+}
+
 struct Follow {
     app: AppState,
     job_id: uuid::Uuid,
-    last: Option<(JobStatus, f64, u32)>,
+    last: Option<Seen>,
     last_detail: Option<serde_json::Value>,
     pending: std::collections::VecDeque<Event>,
     finished: bool,
@@ -102,18 +128,23 @@ impl Follow {
         let before = self.last.replace(now);
         let detail_changed = self.last_detail != job.progress_detail;
         self.last_detail.clone_from(&job.progress_detail);
+        let id = seen_id(&now);
         if before.map(|b| (b.0, b.2)) != Some((now.0, now.2)) {
-            self.pending.push_back(event("status", &summary(&job)));
+            self.pending
+                .push_back(event("status", &summary(&job)).id(id.clone()));
         } else if before.map(|b| b.1) != Some(now.1) || detail_changed {
-            self.pending.push_back(event(
-                "progress",
-                &json!({ "id": job.id, "progress": job.progress, "detail": job.progress_detail }),
-            ));
+            self.pending.push_back(
+                event(
+                    "progress",
+                    &json!({ "id": job.id, "progress": job.progress, "detail": job.progress_detail }),
+                )
+                .id(id.clone()),
+            );
         }
         if job.status.is_terminal() {
             self.finished = true;
             if let Ok(view) = job_view(&self.app, job, true).await {
-                self.pending.push_back(event("done", &view));
+                self.pending.push_back(event("done", &view).id(id));
             }
         }
     }

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod extract;
 mod job_checks;
+mod job_logs;
 mod jobs;
 mod model_files;
 mod model_folder;
@@ -184,6 +185,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::get_job, jobs::delete_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(events::job_events))
+        .routes(routes!(job_logs::job_logs))
         .routes(routes!(report::job_report))
         .routes(routes!(artifacts::get_artifact))
         .routes(routes!(artifacts::download_artifact))
@@ -297,6 +299,12 @@ pub fn metrics_router(state: AppState) -> Router {
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .fallback(|| async {
+            ApiError::new(
+                Code::NotFound,
+                "this address serves only /healthz, /readyz and /metrics (a worker, or the metrics listener); the API is on the API replicas",
+            )
+        })
         .with_state(state)
 }
 

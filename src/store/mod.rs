@@ -6,6 +6,7 @@ mod artifacts;
 pub mod blobs;
 mod cache;
 mod datasets;
+mod job_logs;
 mod job_record;
 mod jobs;
 mod models;
@@ -28,6 +29,7 @@ use sqlx::sqlite::{
 pub use artifacts::{ArtifactRecord, NewArtifact};
 pub use blobs::{BlobReader, BlobStore, LocalBlobs, ScratchFile};
 pub use datasets::{DatasetRecord, NewDataset};
+pub use job_logs::LogLine;
 pub use job_record::{JobRecord, Lease, WebhookState};
 pub use jobs::{CreateJob, Created, Finish, JobFilter};
 pub use models::{ModelFile, ModelRecord, NewModel};

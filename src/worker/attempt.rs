@@ -74,6 +74,17 @@ impl Worker {
         let started = Instant::now();
         let (id, token) = (lease.job.id, lease.token);
         tracing::info!(worker = self.id(), "job claimed");
+        let attempt = lease.job.attempts;
+        self.job_log(
+            id,
+            attempt,
+            format!(
+                "attempt {attempt} of {} started on worker {}",
+                lease.job.max_attempts,
+                self.id()
+            ),
+        )
+        .await;
         let op = first_op(&lease.job.pipeline);
         if let (1, Some(started_at)) = (lease.job.attempts, lease.job.started_at) {
             let waited = (started_at - lease.job.created_at)
@@ -162,6 +173,7 @@ impl Worker {
             tracing::warn!("lease lost; discarding this attempt");
             return Ok(Outcome::LeaseLost(id));
         };
+        let said = said(&finish, attempt, started.elapsed());
         let recorded = self.record(id, token, finish, &stored).await;
         if !matches!(recorded, Ok(true)) {
             for key in stored {
@@ -188,7 +200,16 @@ impl Worker {
             seconds = started.elapsed().as_secs_f64(),
             "attempt finished"
         );
+        self.job_log(id, attempt, said).await;
         Ok(outcome)
+    }
+
+    /// One line of the worker's in the job's own log; a log that cannot be written does not
+    /// stop the job.
+    pub(super) async fn job_log(&self, id: uuid::Uuid, attempt: u32, line: String) {
+        if let Err(e) = self.inner.store.append_job_log(id, attempt, &[line]).await {
+            tracing::warn!(error = %e, "could not write the job's log");
+        }
     }
 
     /// Whether this process's own storage is what failed (checked afresh).
@@ -369,4 +390,31 @@ fn first_op(pipeline: &serde_json::Value) -> String {
         .and_then(serde_json::Value::as_str)
         .unwrap_or("none")
         .to_owned()
+}
+
+/// What the job's log says about how an attempt ended.
+fn said(finish: &Finish, attempt: u32, took: Duration) -> String {
+    let detail =
+        |error: &serde_json::Value| error["detail"].as_str().unwrap_or("no detail").to_owned();
+    match finish {
+        Finish::Succeeded { .. } => format!(
+            "attempt {attempt} succeeded in {:.1} s",
+            took.as_secs_f64()
+        ),
+        Finish::Failed { error } => format!("attempt {attempt} failed: {}", detail(error)),
+        Finish::Retry { error, delay_ms } => format!(
+            "attempt {attempt} failed: {}; retrying in {:.1} s",
+            detail(error),
+            *delay_ms as f64 / 1e3
+        ),
+        Finish::Deferred { error, delay_ms } => format!(
+            "file storage failed under attempt {attempt} ({}); the job waits {:.0} s, the attempt not counted",
+            detail(error),
+            *delay_ms as f64 / 1e3
+        ),
+        Finish::Cancelled => format!("attempt {attempt} stopped: the job was cancelled"),
+        Finish::Released => format!(
+            "attempt {attempt} released at shutdown; the job goes back to the queue, the attempt not counted"
+        ),
+    }
 }

@@ -101,6 +101,8 @@ impl Worker {
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         let (mut progress, mut detail, mut published) = (0.0f64, None, (-1.0f64, None));
         let mut asked: Option<(Interrupt, Instant)> = None;
+        // The process's lines on their way to the job's log, written with each progress tick.
+        let mut log = Vec::new();
         let (mut out_open, mut err_open) = (true, true);
         let status = loop {
             tokio::select! {
@@ -114,13 +116,17 @@ impl Worker {
                             }
                         }
                         Ok(FromJob::Finished) => {}
-                        Err(_) => keep(&mut tail, line),
+                        Err(_) => {
+                            log.push(line.clone());
+                            keep(&mut tail, line);
+                        }
                     },
                     _ => out_open = false,
                 },
                 line = stderr.next_line(), if err_open => match line {
                     Ok(Some(line)) => {
                         eprintln!("{line}");
+                        log.push(line.clone());
                         keep(&mut tail, line);
                     }
                     _ => err_open = false,
@@ -133,6 +139,7 @@ impl Worker {
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 },
                 _ = publish.tick() => {
+                    self.flush_log(id, lease.job.attempts, &mut log).await;
                     let now = (progress, detail.clone());
                     if now != published && store.set_progress(id, token, now.0, now.1.as_ref()).await.unwrap_or(true) {
                         published = now;
@@ -158,6 +165,7 @@ impl Worker {
                 }
             }
         };
+        self.flush_log(id, lease.job.attempts, &mut log).await;
         let watched = match status {
             Ok(Ok(status)) => Watched::Exited(status),
             Ok(Err(e)) => {
@@ -167,6 +175,18 @@ impl Worker {
             Err(why) => Watched::Killed(why),
         };
         (watched, tail.into())
+    }
+}
+
+impl Worker {
+    async fn flush_log(&self, id: uuid::Uuid, attempt: u32, lines: &mut Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inner.store.append_job_log(id, attempt, lines).await {
+            tracing::warn!(error = %e, "could not write the job's log");
+        }
+        lines.clear();
     }
 }
 

@@ -161,7 +161,16 @@ async fn upload_prune_download(backend: Backend) {
 
 /// Reads an SSE stream to its end: (event name, JSON data) pairs.
 async fn collect_events(http: reqwest::Client, url: String) -> Vec<(String, Value)> {
-    let res = http.get(url).send().await.unwrap();
+    events_with_ids(http.get(url))
+        .await
+        .into_iter()
+        .map(|(name, _, data)| (name, data))
+        .collect()
+}
+
+/// Reads the SSE stream `request` answers to its end: (event name, id, JSON data).
+async fn events_with_ids(request: reqwest::RequestBuilder) -> Vec<(String, String, Value)> {
+    let res = request.send().await.unwrap();
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut body = res.bytes_stream();
     let mut text = String::new();
@@ -171,10 +180,55 @@ async fn collect_events(http: reqwest::Client, url: String) -> Vec<(String, Valu
     text.split("\n\n")
         .filter_map(|block| {
             let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let id = block.lines().find_map(|l| l.strip_prefix("id: "))?;
             let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
-            Some((name.to_owned(), serde_json::from_str(data).unwrap()))
+            Some((
+                name.to_owned(),
+                id.to_owned(),
+                serde_json::from_str(data).unwrap(),
+            ))
         })
         .collect()
+}
+
+/// Every event has an id; a client reconnecting with `Last-Event-ID` is sent only what
+/// changed after that event (here: nothing but the end), and an id the server cannot read
+/// counts as none.
+async fn events_resume_from_the_last_event_seen(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "m").await;
+    let job = app
+        .submit(&model, json!([{ "op": "prune", "sparsity": 0.5 }]))
+        .await;
+    let url = app.url(&format!("/v1/jobs/{job}/events"));
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut events = app.http.get(&url).send().await.unwrap().bytes_stream();
+        String::from_utf8(events.next().await.unwrap().unwrap().to_vec()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(first.contains("id: 0:queued:0"), "{first}");
+    app.run_jobs().await;
+
+    let whole = events_with_ids(app.http.get(&url)).await;
+    let names: Vec<&str> = whole.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["status", "done"], "{whole:?}");
+    let (_, last_id, _) = whole.last().unwrap();
+    assert_eq!(last_id, "1:succeeded:1");
+
+    let resumed = events_with_ids(app.http.get(&url).header("last-event-id", last_id)).await;
+    let names: Vec<&str> = resumed.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["done"], "{resumed:?}");
+    assert_eq!(resumed[0].2["status"], "succeeded");
+
+    let from_queued =
+        events_with_ids(app.http.get(&url).header("last-event-id", "0:queued:0")).await;
+    assert_eq!(from_queued[0].2["status"], "succeeded", "{from_queued:?}");
+    let unreadable = events_with_ids(app.http.get(&url).header("last-event-id", "x:y")).await;
+    assert_eq!(unreadable.len(), 2, "{unreadable:?}");
+    app.finish().await;
 }
 
 async fn downloads_support_ranges_and_etags(backend: Backend) {
@@ -400,6 +454,7 @@ async fn operations_endpoints_answer(backend: Backend) {
 
 crate::on_each_backend!(
     upload_prune_download,
+    events_resume_from_the_last_event_seen,
     downloads_support_ranges_and_etags,
     models_list_paginate_and_delete,
     operations_endpoints_answer,

@@ -132,7 +132,15 @@ pub fn run_pipeline(
             state: &mut *state,
             control,
         };
+        let started = std::time::Instant::now();
+        tracing::info!("step {}/{count} {} started", index + 1, step.op());
         let out = run_step(step, &mut cx)?;
+        tracing::info!(
+            "step {}/{count} {} finished in {:.2} s",
+            index + 1,
+            step.op(),
+            started.elapsed().as_secs_f64()
+        );
         if let Some(file) = out.file {
             if let Some(previous) = current.replace(file) {
                 let _ = std::fs::remove_file(previous);

@@ -1,0 +1,68 @@
+//! Separate roles: API replicas that run no jobs, worker replicas that offer no API, sharing
+//! only the database and the blobs.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{free_port, spawn_server, stop_server, wait_ready, Backend, Limits, TestApp};
+use crate::models::mlp;
+
+async fn api_and_worker_roles_scale_apart(backend: Backend) {
+    // Asked for two workers, an `api` process still runs none.
+    let Some(app) = TestApp::spawn(backend, |c| {
+        c.role = "api".into();
+        c.workers = Some(2);
+    })
+    .await
+    else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "mlp").await;
+    let job = app
+        .submit(&model, json!([{ "op": "prune", "sparsity": 0.5 }]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(app.job(&job).await["status"], "queued");
+
+    let bind = format!("127.0.0.1:{}", free_port());
+    let worker = spawn_server(
+        &app,
+        &bind,
+        Limits::None,
+        &[("COMPRESSD_ROLE", "worker"), ("COMPRESSD_WORKERS", "1")],
+    );
+    let worker_base = format!("http://{bind}");
+    wait_ready(&app.http, &worker_base).await;
+    let done = app
+        .wait_for(&job, "succeeded", Duration::from_secs(60))
+        .await;
+    assert_eq!(done["attempts"], 1);
+
+    // The worker's address is for probes and the scraper only.
+    let res = app
+        .http
+        .get(format!("{worker_base}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let metrics = app
+        .http
+        .get(format!("{worker_base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("compressd_workers 1"), "{metrics}");
+    stop_server(worker).await;
+    app.finish().await;
+}
+
+crate::on_each_backend!(api_and_worker_roles_scale_apart);
