@@ -119,6 +119,11 @@ pub struct Config {
         default_value = "sqlite://./data/compressd.db"
     )]
     pub database_url: String,
+    /// Where models, datasets and artifacts are kept: unset, the `blobs` folder of the data
+    /// directory; `s3://bucket/prefix`, S3-compatible object storage shared by every replica
+    /// (credentials, region and endpoint from the AWS_* variables).
+    #[arg(long, global = true, env = "COMPRESSD_BLOB_URL")]
+    pub blob_url: Option<String>,
     /// Where uploaded models, artifacts and scratch files live.
     #[arg(
         long,

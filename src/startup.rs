@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::store::{BlobStore, LocalBlobs, Store};
+use crate::store::{BlobStore, LocalBlobs, ObjectBlobs, Store};
 use crate::telemetry;
 use crate::worker::{Worker, WorkerPool, WorkerSettings};
 
@@ -43,10 +43,13 @@ impl Application {
         for dir in [config.tmp_dir(), config.scratch_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let blobs: Arc<dyn BlobStore> = Arc::new(
-            LocalBlobs::new(config.blob_dir())
-                .with_context(|| format!("creating {}", config.blob_dir().display()))?,
-        );
+        let blobs: Arc<dyn BlobStore> = match &config.blob_url {
+            Some(url) => Arc::new(ObjectBlobs::from_url(url)?),
+            None => Arc::new(
+                LocalBlobs::new(config.blob_dir())
+                    .with_context(|| format!("creating {}", config.blob_dir().display()))?,
+            ),
+        };
         // Refuse to serve before anything starts: a refused process must not run jobs.
         let listener = TcpListener::bind(&config.bind)
             .await
@@ -68,11 +71,11 @@ impl Application {
         if config.serves_api() && open && !keys {
             tracing::warn!(%address, "no API keys exist: serving without authentication, as tenant 'local', because the address is loopback");
         }
-        let storage = Arc::new(crate::storage_health::StorageHealth::new(vec![
-            config.tmp_dir(),
-            config.scratch_dir(),
-            config.blob_dir(),
-        ]));
+        let mut local_dirs = vec![config.tmp_dir(), config.scratch_dir()];
+        if config.blob_url.is_none() {
+            local_dirs.push(config.blob_dir());
+        }
+        let storage = Arc::new(crate::storage_health::StorageHealth::new(local_dirs));
         let worker = Worker::new(
             store.clone(),
             blobs.clone(),
@@ -103,6 +106,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let background = background_tasks(&config, &store, &blobs, &shutdown);
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
+        let blobs_described = blobs.describe();
         let state = AppState {
             store: store.clone(),
             blobs,
@@ -154,6 +158,7 @@ impl Application {
             metrics_address = metrics_address.map(|a| a.to_string()),
             store = store.backend(),
             role = %config.role,
+            blobs = blobs_described,
             workers = config.workers(),
             worker_id = worker.id(),
             "compressd listening"

@@ -1,6 +1,6 @@
 //! Blob storage for uploaded models and artifacts. Everything that touches model or artifact
-//! bytes goes through `BlobStore`; `LocalBlobs` keeps them in a directory, and an
-//! S3-compatible store can implement the same trait so that replicas share files.
+//! bytes goes through `BlobStore`; `LocalBlobs` keeps them in a directory, `ObjectBlobs`
+//! (object_blobs.rs) in S3-compatible object storage, so that replicas share files.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,11 @@ pub struct ScratchFile {
 }
 
 impl ScratchFile {
+    /// A downloaded copy, removed when dropped.
+    pub(super) fn owned(path: PathBuf) -> ScratchFile {
+        ScratchFile { path, owned: true }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -46,10 +51,12 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Every blob whose key starts with `prefix`, and when it was last written: for the sweep
     /// that finds files no row names.
     async fn list(&self, prefix: &str) -> io::Result<Vec<(String, std::time::SystemTime)>>;
+    /// Where the blobs are, for the start-up log.
+    fn describe(&self) -> String;
 }
 
 /// Refuses keys that could escape the store's root.
-fn check_key(key: &str) -> io::Result<()> {
+pub(super) fn check_key(key: &str) -> io::Result<()> {
     let ok = !key.is_empty()
         && !key.starts_with('/')
         && key
@@ -179,6 +186,10 @@ impl BlobStore for LocalBlobs {
         })
         .await
         .map_err(io::Error::other)?
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
     }
 }
 

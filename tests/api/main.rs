@@ -22,6 +22,7 @@ mod job_logs;
 mod jobs;
 mod lifecycle;
 mod llama_export;
+mod object_storage;
 mod openapi;
 mod operability;
 mod operations;
