@@ -114,7 +114,6 @@ impl Application {
             metrics,
             shutdown: shutdown.clone(),
             open,
-            rate_limits: Default::default(),
             storage,
         };
         let state_for_metrics = state.clone();

@@ -64,14 +64,20 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     };
     match resolve(&app, presented).await {
         Ok(caller) => {
-            let standing = caller.key.as_ref().map(|key| {
-                let rate = key
-                    .rate_per_minute
-                    .map_or(app.config.rate_limit_per_minute, |r| {
-                        r.clamp(1, u32::MAX as i64) as u32
-                    });
-                app.rate_limits.check(key.id, rate)
-            });
+            let standing = match &caller.key {
+                Some(key) => {
+                    let rate = key
+                        .rate_per_minute
+                        .map_or(app.config.rate_limit_per_minute, |r| {
+                            r.clamp(1, u32::MAX as i64) as u32
+                        });
+                    match super::rate_limit::check(&app.store, key.id, rate).await {
+                        Ok(standing) => Some(standing),
+                        Err(e) => return ApiError::from(e).into_response(),
+                    }
+                }
+                None => None,
+            };
             let tenant = ServedTenant(caller.tenant_id().to_owned());
             let mut res = match standing {
                 Some(Standing {

@@ -30,21 +30,31 @@ pub(super) fn check_webhook_url(url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Refuses (409, naming `queued_jobs`) a job that would pass the tenant's queue limit.
-pub(super) async fn check_queue_room(app: &AppState, caller: &Caller) -> Result<(), ApiError> {
-    let limit = caller
+/// How many queued jobs the caller's tenant may have.
+pub(super) fn queue_limit(app: &AppState, caller: &Caller) -> i64 {
+    caller
         .tenant
         .limits
         .max_queued_jobs
-        .unwrap_or(i64::from(app.config.max_queued_jobs));
+        .unwrap_or(i64::from(app.config.max_queued_jobs))
+}
+
+/// Refuses (409, naming `queued_jobs`) a job that would pass the tenant's queue limit. The
+/// store checks again where it adds the job, under the tenant's queue lock.
+pub(super) async fn check_queue_room(app: &AppState, caller: &Caller) -> Result<(), ApiError> {
     let queued = app.store.queued_jobs(caller.tenant_id()).await?;
-    if queued >= limit {
-        return Err(ApiError::over_limit(Code::QueueFull,
-            "queued_jobs",
-            format!("this tenant has {queued} queued jobs, its limit; wait for some to start or cancel some"),
-        ));
+    if queued >= queue_limit(app, caller) {
+        return Err(queue_full(queued));
     }
     Ok(())
+}
+
+pub(super) fn queue_full(queued: i64) -> ApiError {
+    ApiError::over_limit(
+        Code::QueueFull,
+        "queued_jobs",
+        format!("this tenant has {queued} queued jobs, its limit; wait for some to start or cancel some"),
+    )
 }
 
 /// Refuses, before queueing, a job whose steps need an architecture or a dataset it lacks, or

@@ -15,7 +15,8 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{parse_id, ttl_ms, ApiJson, ApiQuery};
 use super::job_checks::{
-    check_against_model, check_model_inputs, check_queue_room, check_webhook_url,
+    check_against_model, check_model_inputs, check_queue_room, check_webhook_url, queue_full,
+    queue_limit,
 };
 use super::views::{next_cursor, JobView, Page, PageQuery};
 use super::AppState;
@@ -132,6 +133,7 @@ pub async fn create_job(
         webhook_url: req.webhook_url.clone(),
         artifact_ttl_ms: ttl_ms,
         request_id: super::request_id::current(),
+        max_queued_jobs: queue_limit(&app, &caller),
     };
     if req.cache && new.idempotency_key.is_none() {
         if let Some(source) = app.store.cache_source(tenant, &new.cache_key).await? {
@@ -157,6 +159,7 @@ pub async fn create_job(
                 "the model or dataset was deleted while the job was being submitted",
             ))
         }
+        Created::QueueFull(queued) => return Err(queue_full(queued)),
         Created::KeyReused => {
             return Err(ApiError::new(Code::IdempotencyKeyReused, "this Idempotency-Key was already used with a different request body; use a new key for a new job",
             ))

@@ -4,7 +4,9 @@
 mod admin;
 mod artifacts;
 pub mod auth;
+mod dashboard;
 mod datasets;
+mod doc_headers;
 mod download;
 mod error;
 mod events;
@@ -74,14 +76,7 @@ impl utoipa::Modify for ProblemBodies {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{ContentBuilder, Ref, RefOr};
         for item in doc.paths.paths.values_mut() {
-            let ops = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in ops.into_iter().flatten() {
+            for op in operations(item) {
                 for (status, response) in op.responses.responses.iter_mut() {
                     let error = status.starts_with('4') || status.starts_with('5');
                     if let (true, RefOr::T(r)) = (error, response) {
@@ -141,16 +136,7 @@ impl utoipa::Modify for Security {
             }
             let admin = path.starts_with("/v1/admin/");
             let scheme = if admin { "admin_key" } else { "api_key" };
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item) {
                 op.security = Some(vec![SecurityRequirement::new(scheme, Vec::<String>::new())]);
                 let responses = &mut op.responses.responses;
                 responses.insert(
@@ -203,12 +189,28 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
 }
 
+/// The operations of a path in the document, whichever methods it has.
+fn operations(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// The OpenAPI description of every route, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_router().into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     utoipa::Modify::modify(&ProblemBodies, &mut doc);
     utoipa::Modify::modify(&Security, &mut doc);
+    doc_headers::document_headers(&mut doc);
     open_tagged_variants(&mut doc);
     doc
 }
@@ -262,6 +264,7 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),
         )
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -1,29 +1,11 @@
-//! Per-key request rates, held in this process (each replica enforces the limit on what it
-//! serves; a load balancer that spreads one key over n replicas allows up to n times as much).
+//! Per-key request rates, counted in the database (`Store::take_rate`), so that a key spread
+//! over any number of API replicas gets the rate it was given, not that rate per replica.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use uuid::Uuid;
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
-
-#[derive(Default)]
-pub struct RateLimits {
-    limiters: Mutex<HashMap<Uuid, (u32, Arc<Limiter>)>>,
-}
-
-impl std::fmt::Debug for RateLimits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RateLimits")
-    }
-}
+use crate::store::{Store, StoreError};
 
 /// Where a key stands against its rate after a request, for the `RateLimit-*` headers.
 #[derive(Debug, Clone, Copy)]
@@ -57,53 +39,36 @@ impl Standing {
     }
 }
 
-impl RateLimits {
-    /// Counts one request for `key` against `per_minute`; `wait` is set when it is over.
-    pub fn check(&self, key: Uuid, per_minute: u32) -> Standing {
-        let per_minute = per_minute.max(1);
-        let limiter = {
-            let mut map = self.limiters.lock().expect("rate limit lock");
-            let entry = map.entry(key).or_insert_with(|| (0, Arc::new(limiter(1))));
-            if entry.0 != per_minute {
-                *entry = (per_minute, Arc::new(limiter(per_minute)));
-            }
-            entry.1.clone()
-        };
-        let burst = burst(per_minute);
-        let period = Duration::from_secs(60) / per_minute;
-        match limiter.check() {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity().min(burst);
-                Standing {
-                    per_minute,
-                    burst,
-                    remaining,
-                    reset: period * (burst - remaining),
-                    wait: None,
-                }
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Standing {
-                    per_minute,
-                    burst,
-                    remaining: 0,
-                    reset: wait + period * (burst - 1),
-                    wait: Some(wait),
-                }
-            }
+/// Counts one request for `key` against `per_minute`; `wait` is set when it is over.
+pub async fn check(store: &Store, key: Uuid, per_minute: u32) -> Result<Standing, StoreError> {
+    let per_minute = per_minute.max(1);
+    let burst = burst(per_minute);
+    let interval_us = 60_000_000 / i64::from(per_minute);
+    let taken = store.take_rate(key, interval_us, i64::from(burst)).await?;
+    let ahead = (taken.tat_us - taken.now_us).max(0);
+    let limit = interval_us * i64::from(burst);
+    let micros = |us: i64| Duration::from_micros(us.max(0) as u64);
+    Ok(if taken.allowed {
+        Standing {
+            per_minute,
+            burst,
+            remaining: ((limit - ahead) / interval_us).clamp(0, i64::from(burst)) as u32,
+            reset: micros(ahead),
+            wait: None,
         }
-    }
+    } else {
+        Standing {
+            per_minute,
+            burst,
+            remaining: 0,
+            reset: micros(ahead),
+            // Until the request would fit: one interval past the burst's edge.
+            wait: Some(micros(ahead + interval_us - limit).max(Duration::from_millis(1))),
+        }
+    })
 }
 
+/// A tenth of the minute's requests may come at once.
 fn burst(per_minute: u32) -> u32 {
     (per_minute / 10).max(1)
-}
-
-/// `per_minute` requests a minute, of which a tenth may come at once.
-fn limiter(per_minute: u32) -> Limiter {
-    let rate = NonZeroU32::new(per_minute.max(1)).expect("at least one");
-    let burst = NonZeroU32::new(burst(per_minute)).expect("at least one");
-    RateLimiter::direct(Quota::per_minute(rate).allow_burst(burst))
-        .with_middleware::<StateInformationMiddleware>()
 }

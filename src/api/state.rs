@@ -1,12 +1,11 @@
 //! What every handler shares: the store, the blob storage, the configuration, metrics, the
-//! shutdown signal and the rate limiters.
+//! shutdown signal and the storage health check.
 
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::rate_limit;
 use crate::config::Config;
 use crate::store::{BlobStore, Store};
 
@@ -21,7 +20,6 @@ pub struct AppState {
     /// Bound to loopback with no admin key: with no live API key, requests run as the
     /// `local` tenant.
     pub open: bool,
-    pub rate_limits: Arc<rate_limit::RateLimits>,
     pub storage: Arc<crate::storage_health::StorageHealth>,
 }
 

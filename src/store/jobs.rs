@@ -26,6 +26,8 @@ pub struct CreateJob {
     pub artifact_ttl_ms: Option<i64>,
     /// The `x-request-id` of the submitting request.
     pub request_id: Option<String>,
+    /// The tenant's queued jobs may not pass this.
+    pub max_queued_jobs: i64,
 }
 
 pub enum Created {
@@ -36,6 +38,15 @@ pub enum Created {
     KeyReused,
     /// The model or dataset was deleted while the job was being submitted.
     InputGone,
+    /// The tenant already has this many queued jobs, its limit.
+    QueueFull(i64),
+}
+
+/// What the insert transaction found.
+enum Inserted {
+    Row(Box<JobRow>),
+    InputGone,
+    QueueFull(i64),
 }
 
 pub struct JobFilter {
@@ -82,6 +93,9 @@ const CLAIMABLE: &str = "((status = 'queued' AND run_after <= $4)
     AND (SELECT COUNT(*) FROM jobs r WHERE r.tenant_id = jobs.tenant_id AND r.status = 'running' AND r.id <> jobs.id)
         < COALESCE((SELECT t.max_running_jobs FROM tenants t WHERE t.id = jobs.tenant_id), $5)";
 
+/// The advisory lock job claims take turns on (PostgreSQL).
+const CLAIM_LOCK: i64 = 0x636c_6169_6d00;
+
 // Fair share between tenants: first the tenant with the fewest jobs running, then the one
 // whose latest job started longest ago (so tenants take turns), then the oldest job.
 const FAIR_ORDER: &str =
@@ -103,8 +117,19 @@ impl Store {
             .map(|k| format!("{}:{k}", job.tenant_id));
         // Under the model's (and dataset's) lock: a delete of either either counts this job
         // as active or has happened, and then the job is refused instead of orphaned.
-        let inserted: std::result::Result<Option<JobRow>, sqlx::Error> = on_pool!(&self.db, pool => async {
+        let inserted: std::result::Result<Inserted, sqlx::Error> = on_pool!(&self.db, pool => async {
             let mut tx = pool.begin_write().await?;
+            // Under the tenant's queue lock: parallel submits cannot pass the queue limit.
+            tx.lock_key(&format!("queue:{}", job.tenant_id)).await?;
+            let (queued,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM jobs WHERE tenant_id = $1 AND status = 'queued'",
+            )
+            .bind(&job.tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if queued >= job.max_queued_jobs {
+                return Ok(Inserted::QueueFull(queued));
+            }
             tx.lock_key(&format!("model:{}", job.model_id)).await?;
             if let Some(d) = job.dataset_id {
                 tx.lock_key(&format!("dataset:{d}")).await?;
@@ -119,7 +144,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             if present == 0 {
-                return Ok(None);
+                return Ok(Inserted::InputGone);
             }
             let row: JobRow = sqlx::query_as(
             "INSERT INTO jobs (id, model_id, pipeline, status, max_attempts, idempotency_key, request_hash, run_after, created_at, updated_at, dataset_id,
@@ -142,11 +167,12 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(Some(row))
+            Ok(Inserted::Row(Box::new(row)))
         }.await);
         match inserted {
-            Ok(Some(row)) => Ok(Created::New(row.try_into()?)),
-            Ok(None) => Ok(Created::InputGone),
+            Ok(Inserted::Row(row)) => Ok(Created::New((*row).try_into()?)),
+            Ok(Inserted::InputGone) => Ok(Created::InputGone),
+            Ok(Inserted::QueueFull(queued)) => Ok(Created::QueueFull(queued)),
             Err(e) if is_unique_violation(&e) && idempotency_key.is_some() => {
                 let (row, hash): (JobRow, Option<String>) = on_pool!(&self.db, pool => {
                     let row: JobRow = sqlx::query_as("SELECT * FROM jobs WHERE idempotency_key = $1")
@@ -278,14 +304,32 @@ impl Store {
                 "UPDATE jobs SET {CLAIM_SET} WHERE id = (SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY {FAIR_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *"
             ),
         };
-        let row: Option<JobRow> = on_pool!(&self.db, pool => sqlx::query_as(&sql)
-            .bind(token.to_string())
-            .bind(worker)
-            .bind(now + lease_ms)
-            .bind(now)
-            .bind(max_running_per_tenant)
-            .fetch_optional(pool)
-            .await)?;
+        macro_rules! claim {
+            () => {
+                sqlx::query_as(&sql)
+                    .bind(token.to_string())
+                    .bind(worker)
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(max_running_per_tenant)
+            };
+        }
+        let row: Option<JobRow> = match &self.db {
+            Db::Sqlite(pool) => claim!().fetch_optional(pool).await?,
+            Db::Postgres(pool) => {
+                // Claims take turns, so that the running-jobs count each one reads includes the
+                // claim committed just before it (two at the same instant would both see room
+                // for one more). SQLite's single writer already orders them.
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CLAIM_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let row = claim!().fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                row
+            }
+        };
         Ok(row
             .map(JobRecord::try_from)
             .transpose()?

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{free_port, spawn_server, stop_server, wait_ready, Backend, Limits, TestApp};
+use crate::helpers::{
+    create_key, free_port, spawn_server, stop_server, wait_ready, Backend, Limits, TestApp,
+};
 use crate::models::mlp;
 
 struct Ran {
@@ -254,20 +256,7 @@ async fn a_rate_limited_upload_waits_and_finishes(backend: Backend) {
         return;
     };
     let home = tempfile::tempdir().unwrap();
-    let key = std::process::Command::new(env!("CARGO_BIN_EXE_compressd"))
-        .args([
-            "keys",
-            "create",
-            "--tenant",
-            "ci",
-            "--rate-limit-per-minute",
-            "120",
-        ])
-        .args(["--database-url", &app.config.database_url])
-        .output()
-        .unwrap();
-    assert!(key.status.success());
-    let key = String::from_utf8(key.stdout).unwrap().trim().to_owned();
+    let key = create_key(&app, "ci", 120);
     let model = mlp();
     let file = home.path().join("mlp.safetensors");
     std::fs::write(&file, &model).unwrap();

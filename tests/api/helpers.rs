@@ -341,6 +341,23 @@ pub async fn stop_server(mut child: Child) {
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
 
+/// A key for `tenant` (made if new) with its own rate, through `compressd keys create` on the
+/// app's database, as an operator makes one.
+pub fn create_key(app: &TestApp, tenant: &str, rate_per_minute: u32) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_compressd"))
+        .args(["keys", "create", "--tenant", tenant])
+        .args(["--rate-limit-per-minute", &rate_per_minute.to_string()])
+        .args(["--database-url", &app.config.database_url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A port nobody listens on at the moment, for a server started as its own process.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -11,6 +11,7 @@ mod python_reference;
 mod calibration;
 mod client;
 mod concurrency;
+mod dashboard;
 mod export;
 mod faults;
 mod flow;

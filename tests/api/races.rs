@@ -253,24 +253,8 @@ async fn tenants_take_turns_in_the_queue(backend: Backend) {
                 .to_owned()
         }
     };
-    let upload = |key: &str| {
-        let http = client(key);
-        let url = app.url("/v1/models");
-        async move {
-            let form = reqwest::multipart::Form::new().part(
-                "file",
-                reqwest::multipart::Part::bytes(mlp()).file_name("m.safetensors"),
-            );
-            let res = http.post(url).multipart(form).send().await.unwrap();
-            assert_eq!(res.status(), 201);
-            res.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let model_a = upload(&a.key).await;
-    let model_b = upload(&b.key).await;
+    let model_a = upload_as(&app, &a.key).await;
+    let model_b = upload_as(&app, &b.key).await;
     let mut a_jobs = Vec::new();
     for _ in 0..4 {
         a_jobs.push(submit(a.http.clone(), model_a.clone()).await);
@@ -290,7 +274,81 @@ async fn tenants_take_turns_in_the_queue(backend: Backend) {
     app.finish().await;
 }
 
+/// Workers claiming at the same instant keep a tenant's running-jobs limit: of eight parallel
+/// claims with room for one running job, one gets a job.
+async fn parallel_claims_keep_the_running_limit(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "m").await;
+    for s in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8] {
+        app.submit(&model, json!([{ "op": "prune", "sparsity": s }]))
+            .await;
+    }
+    let store = app.app.as_ref().unwrap().store().clone();
+    for round in 0..3 {
+        let claims = join_all((0..8).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .claim_job(&format!("w{round}-{i}"), 60_000, 1)
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+        let claimed = claims.iter().filter(|c| c.is_some()).count();
+        assert_eq!(claimed, usize::from(round == 0), "round {round}");
+    }
+    app.finish().await;
+}
+
+/// Parallel submits cannot pass the queue limit: of eight at once with room for two, two are
+/// queued and the rest refused naming the limit.
+async fn parallel_submits_keep_the_queue_limit(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let t = tenant(&app, "busy", json!({ "max_queued_jobs": 2 })).await;
+    let model = upload_as(&app, &t.key).await;
+    let answers = join_all((0..8).map(|i| {
+        t.http
+            .post(app.url("/v1/jobs"))
+            .json(&json!({"model_id": model, "pipeline": [{"op": "prune", "sparsity": 0.1 * f64::from(i + 1)}]}))
+            .send()
+    }))
+    .await;
+    let mut statuses: Vec<u16> = answers
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 202, 409, 409, 409, 409, 409, 409]);
+    app.finish().await;
+}
+
+/// Uploads the small MLP with tenant `key`; the model's id.
+async fn upload_as(app: &TestApp, key: &str) -> String {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(mlp()).file_name("m.safetensors"),
+    );
+    let res = client(key)
+        .post(app.url("/v1/models"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 crate::on_each_backend!(
+    parallel_submits_keep_the_queue_limit,
+    parallel_claims_keep_the_running_limit,
     an_upload_racing_a_delete_of_the_same_bytes_keeps_its_file,
     parallel_parts_cannot_overshoot_the_quota,
     a_job_racing_its_models_delete_is_never_orphaned,

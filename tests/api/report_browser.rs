@@ -36,22 +36,40 @@ const FLAGS: [&str; 4] = [
 ];
 
 pub async fn render_in_chromium(app: &TestApp, job: &str) {
+    let url = app.url(&format!("/v1/jobs/{job}/report"));
+    let Some(dom) = in_chromium(&url, "report-screenshot.png", "1280,2400").await else {
+        return;
+    };
+    assert!(
+        dom.contains("<figure class=\"chart\""),
+        "rendered DOM lacks the charts:\n{dom:.2000}"
+    );
+    assert!(
+        dom.matches("<svg").count() >= 4,
+        "fewer than four charts rendered"
+    );
+}
+
+/// Loads `url` in headless Chromium (scripts run until the page is idle): the DOM as rendered,
+/// and a screenshot kept at `target/<shot>`. None when there is no Chromium (which fails when
+/// COMPRESSD_REQUIRE_CHROMIUM is set).
+pub async fn in_chromium(url: &str, shot: &str, window: &str) -> Option<String> {
     let Some(browser) = chromium() else {
         assert!(
             std::env::var("COMPRESSD_REQUIRE_CHROMIUM").is_err(),
             "COMPRESSD_REQUIRE_CHROMIUM is set but no chromium was found"
         );
-        eprintln!("report_browser: no chromium on PATH; the browser check is skipped");
-        return;
+        eprintln!("no chromium on PATH; the browser check is skipped");
+        return None;
     };
-    let url = app.url(&format!("/v1/jobs/{job}/report"));
     let profile = tempfile::tempdir().unwrap();
     let run = |extra: Vec<String>| {
         let mut cmd = Command::new(&browser);
         cmd.args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--virtual-time-budget=10000")
             .args(extra)
-            .arg(&url)
+            .arg(url)
             .kill_on_drop(true);
         cmd
     };
@@ -62,39 +80,34 @@ pub async fn render_in_chromium(app: &TestApp, job: &str) {
     .await
     .expect("chromium answers within 90 s")
     .expect("chromium runs");
-    let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(
-        dom.contains("<figure class=\"chart\""),
-        "rendered DOM lacks the charts:\n{dom:.2000}"
-    );
-    assert!(
-        dom.matches("<svg").count() >= 4,
-        "fewer than four charts rendered"
-    );
-    // Both store backends run this at once: each shoots into its own file, then renames.
-    let kept = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/report-screenshot.png");
-    let shot = profile.path().join("report.png");
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    // Tests run at once: each shoots into its own file, then renames.
+    let kept = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(shot);
+    let taken = profile.path().join("shot.png");
     let out = tokio::time::timeout(
         Duration::from_secs(90),
         run(vec![
-            format!("--screenshot={}", shot.display()),
-            "--window-size=1280,2400".into(),
+            format!("--screenshot={}", taken.display()),
+            format!("--window-size={window}"),
         ])
         .output(),
     )
     .await
     .expect("chromium answers within 90 s")
     .expect("chromium runs");
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(&taken).map(|m| m.len()).unwrap_or(0);
     assert!(
         size > 10_000,
         "screenshot of {size} bytes: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     if std::fs::create_dir_all(kept.parent().expect("target")).is_ok() {
-        let staged = kept.with_extension(format!("{job}.png"));
-        if std::fs::copy(&shot, &staged).is_ok() {
+        let staged = kept.with_extension(format!("{}.png", uuid::Uuid::new_v4()));
+        if std::fs::copy(&taken, &staged).is_ok() {
             let _ = std::fs::rename(&staged, &kept);
         }
     }
+    Some(dom)
 }
