@@ -6,7 +6,7 @@ mod attempt;
 pub mod job_process;
 mod outputs;
 mod pool;
-mod prepare;
+pub(crate) mod prepare;
 pub mod protocol;
 mod run;
 mod transformer_job;

@@ -1,16 +1,16 @@
 //! `compressd download` and `compressd report`: an artifact to a file, resumed with Range from
 //! `PATH.part` after an interruption, checked against its SHA-256 before it takes its name.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::args::{DownloadArgs, ReportArgs};
 use super::connection::{Connection, Failure};
 use super::progress;
+use crate::worker::prepare::hash_file;
 
 pub async fn download(args: DownloadArgs) -> Result<(), Failure> {
     let conn = Connection::new(&args.server)?;
@@ -145,7 +145,7 @@ pub async fn fetch(conn: &Connection, artifact: &Value, output: &Path) -> Result
     }
     bar.finish_and_clear();
     let path = partial.clone();
-    let actual = tokio::task::spawn_blocking(move || sha256_of(&path))
+    let actual = tokio::task::spawn_blocking(move || hash_file(&path).map(|(sha, _)| sha))
         .await
         .map_err(|e| Failure::Unavailable(e.to_string()))?
         .map_err(local)?;
@@ -163,19 +163,6 @@ pub async fn fetch(conn: &Connection, artifact: &Value, output: &Path) -> Result
         progress::human_bytes(size)
     ));
     Ok(())
-}
-
-fn sha256_of(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
 }
 
 pub async fn report(args: ReportArgs) -> Result<(), Failure> {

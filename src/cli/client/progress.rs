@@ -44,17 +44,5 @@ pub fn job(conn: &Connection) -> ProgressBar {
     bar
 }
 
-pub fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
-}
+/// Bytes as a person reads them (the same words the server's messages use).
+pub use crate::compress::budget::human as human_bytes;
