@@ -59,6 +59,14 @@ pub enum KeysCommand {
         /// Requests per minute for this key (default: COMPRESSD_RATE_LIMIT_PER_MINUTE).
         #[arg(long)]
         rate_limit_per_minute: Option<u32>,
+        /// Move what the server stored while it ran without keys (tenant `local`) to this
+        /// key's tenant. Without the flag the command asks at a terminal, and elsewhere says
+        /// how to.
+        #[arg(long, conflicts_with = "keep_local")]
+        adopt_local: bool,
+        /// Leave the keyless server's data with tenant `local` without asking.
+        #[arg(long)]
+        keep_local: bool,
     },
     /// List keys (never the keys themselves: id, prefix, tenant, state).
     List {
@@ -171,6 +179,15 @@ pub struct Config {
     /// How often idle workers look for new jobs.
     #[arg(long, global = true, env = "COMPRESSD_POLL_MS", default_value_t = 500)]
     pub poll_ms: u64,
+    /// With blobs in object storage: answer a plain download (no Range or conditional
+    /// headers) with a redirect to a presigned URL valid this many seconds, so the bytes flow
+    /// from the store to the client without passing through an API replica.
+    #[arg(long, global = true, env = "COMPRESSD_PRESIGNED_DOWNLOAD_SECONDS")]
+    pub presigned_download_seconds: Option<u64>,
+    /// How often a job's event stream reads the job: the pace on SQLite (default 200), and on
+    /// PostgreSQL the fallback behind its change notifications (default 2000).
+    #[arg(long, global = true, env = "COMPRESSD_EVENTS_POLL_MS")]
+    pub events_poll_ms: Option<u64>,
     /// On SIGTERM, how long running jobs may take to finish before they go back to the queue.
     #[arg(
         long,

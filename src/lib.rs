@@ -11,6 +11,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod notify;
+pub mod otlp;
 pub mod report;
 pub mod serve;
 pub mod startup;

@@ -57,9 +57,12 @@ async fn serve_or_manage(cli: Cli) -> anyhow::Result<()> {
         ) => unreachable!("handled before the runtime starts"),
         Some(Command::Serve) | None => {
             let signal = ShutdownSignal::install();
-            compressd::telemetry::init_logging(&cli.config.log_format);
+            let traces = compressd::telemetry::init_logging(&cli.config.log_format);
             let app = Application::build(cli.config).await?;
-            app.run_until_stopped(signal).await
+            let stopped = app.run_until_stopped(signal).await;
+            // The exporter's last batch goes out on a thread of its own, off the runtime.
+            tokio::task::spawn_blocking(move || drop(traces)).await?;
+            stopped
         }
     }
 }

@@ -115,6 +115,7 @@ impl Application {
             shutdown: shutdown.clone(),
             open,
             storage,
+            job_changes: store.job_changes(shutdown.clone()),
         };
         let state_for_metrics = state.clone();
         // A worker has no API to offer: its address is for probes and the scraper.

@@ -1,31 +1,49 @@
-//! Logs (text or JSON) and the Prometheus recorder.
+//! Logs (text or JSON), traces (see `otlp`) and the Prometheus recorder.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-pub fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+use crate::otlp::Traces;
+
+/// The server's logs on stdout, and its traces when a collector is configured. Keep the
+/// answer until the process ends: dropping it sends the spans still batched.
+pub fn init_logging(format: &str) -> Option<Traces> {
+    init(format, false)
 }
 
 /// Logs of a job process: on stderr, which its worker passes on (stdout speaks to the worker).
-pub fn init_logging_to_stderr(format: &str) {
+pub fn init_logging_to_stderr(format: &str) -> Option<Traces> {
+    init(format, true)
+}
+
+fn init(format: &str, to_stderr: bool) -> Option<Traces> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.with_ansi(false).try_init()
+    let traces = Traces::from_env();
+    let json = format == "json";
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
     };
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(!to_stderr)
+    });
+    let json = json.then(|| tracing_subscriber::fmt::layer().json().with_writer(writer));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(traces.as_ref().map(|t| t.layer()))
+        .try_init();
+    traces
 }
 
 /// The process-wide recorder; installed once, shared by every app in the process.

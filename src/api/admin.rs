@@ -72,13 +72,34 @@ pub struct TenantView {
     /// Signs this tenant's webhook deliveries (HMAC-SHA256).
     pub webhook_secret: String,
     pub limits: LimitsBody,
+    /// What the tenant holds and runs now, to read beside `limits`.
+    pub usage: UsageView,
     pub created_at: DateTime<Utc>,
 }
 
-impl From<TenantRecord> for TenantView {
-    fn from(t: TenantRecord) -> Self {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    /// Bytes kept: models, datasets, artifacts and upload parts, each distinct file once.
+    pub stored_bytes: u64,
+    pub running_jobs: u64,
+    pub queued_jobs: u64,
+}
+
+async fn tenant_view(app: &AppState, t: TenantRecord) -> Result<TenantView, ApiError> {
+    let u = app.store.usage(&t.id).await?;
+    let usage = UsageView {
+        stored_bytes: u.stored_bytes.max(0) as u64,
+        running_jobs: u.running_jobs.max(0) as u64,
+        queued_jobs: u.queued_jobs.max(0) as u64,
+    };
+    Ok(TenantView::new(t, usage))
+}
+
+impl TenantView {
+    fn new(t: TenantRecord, usage: UsageView) -> Self {
         let l = &t.limits;
         TenantView {
+            usage,
             limits: LimitsBody {
                 max_stored_bytes: l.max_stored_bytes.map(|v| v as u64),
                 max_running_jobs: l.max_running_jobs.map(|v| v as u32),
@@ -182,7 +203,7 @@ pub async fn create_tenant(
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     check_tenant_name(&body.name)?;
     match app.store.create_tenant(&body.name, &body.limits()).await {
-        Ok(t) => Ok((StatusCode::CREATED, Json(t.into()))),
+        Ok(t) => Ok((StatusCode::CREATED, Json(tenant_view(&app, t).await?))),
         Err(TenantError::Exists(name)) => Err(ApiError::new(
             Code::TenantExists,
             format!("a tenant named '{name}' already exists"),
@@ -202,8 +223,11 @@ pub async fn list_tenants(
     _: Admin,
     State(app): State<AppState>,
 ) -> Result<Json<Vec<TenantView>>, ApiError> {
-    let tenants = app.store.list_tenants().await?;
-    Ok(Json(tenants.into_iter().map(Into::into).collect()))
+    let mut views = Vec::new();
+    for t in app.store.list_tenants().await? {
+        views.push(tenant_view(&app, t).await?);
+    }
+    Ok(Json(views))
 }
 
 /// Replace a tenant's limits (omitted ones return to the server defaults).
@@ -228,9 +252,8 @@ pub async fn put_limits(
     ApiJson(body): ApiJson<LimitsBody>,
 ) -> Result<Json<TenantView>, ApiError> {
     let tenant = app.store.set_limits(&name, &body.limits()).await?;
-    tenant
-        .map(|t| Json(t.into()))
-        .ok_or_else(|| no_tenant(&name))
+    let tenant = tenant.ok_or_else(|| no_tenant(&name))?;
+    Ok(Json(tenant_view(&app, tenant).await?))
 }
 
 /// Create an API key for a tenant. The answer holds the key; it is never shown again.

@@ -6,7 +6,7 @@ use axum::response::Response;
 use axum::Json;
 
 use super::auth::Caller;
-use super::download::serve_blob;
+use super::download::serve_download;
 use super::error::ApiError;
 use super::extract::parse_id;
 use super::views::ArtifactView;
@@ -60,6 +60,7 @@ pub async fn get_artifact(
             (String = "image/svg+xml"),
         )),
         (status = 304, description = "Unchanged (If-None-Match)"),
+        (status = 307, description = "With COMPRESSD_PRESIGNED_DOWNLOAD_SECONDS and object storage: the file at a presigned URL (`Location`), for a request without Range or conditional headers"),
         (status = 404, description = "No such artifact"),
         (status = 416, description = "Range not satisfiable"),
     )
@@ -71,7 +72,7 @@ pub async fn download_artifact(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let a = find(&app, &caller, &id).await?;
-    serve_blob(
+    serve_download(
         &app,
         &a.blob_key,
         &a.sha256,

@@ -50,6 +50,32 @@ pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
     }
 }
 
+/// A file download: from object storage by redirect where the server is set to (see
+/// [`presigned`]), otherwise streamed by [`serve_blob`].
+pub async fn serve_download(
+    app: &AppState,
+    key: &str,
+    sha256: &str,
+    file_name: &str,
+    content_type: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(location) = presigned(app, key, headers).await? {
+        let mut out = HeaderMap::new();
+        out.insert(
+            header::LOCATION,
+            HeaderValue::from_str(&location).map_err(ApiError::internal)?,
+        );
+        out.insert(
+            header::ETAG,
+            HeaderValue::from_str(&format!("\"{sha256}\"")).map_err(ApiError::internal)?,
+        );
+        out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok((StatusCode::TEMPORARY_REDIRECT, out).into_response());
+    }
+    serve_blob(app, key, sha256, file_name, content_type, headers).await
+}
+
 pub async fn serve_blob(
     app: &AppState,
     key: &str,
@@ -126,6 +152,32 @@ pub async fn serve_blob(
         Body::from_stream(ReaderStream::with_capacity(reader, 256 << 10)),
     )
         .into_response())
+}
+
+/// Where the client may fetch the whole file straight from object storage, when the server is
+/// set to send it there. Ranged and conditional requests are answered here: the store's ETags
+/// are not our SHA-256s, so it could not honour `If-Range` or `If-None-Match` with ours.
+async fn presigned(
+    app: &AppState,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let Some(seconds) = app.config.presigned_download_seconds else {
+        return Ok(None);
+    };
+    let conditional = [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MATCH,
+    ]
+    .iter()
+    .any(|h| headers.contains_key(h));
+    if conditional {
+        return Ok(None);
+    }
+    let expires = std::time::Duration::from_secs(seconds.clamp(1, 7 * 86_400));
+    Ok(app.blobs.presigned_get(key, expires).await?)
 }
 
 #[cfg(test)]

@@ -12,12 +12,15 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::jobs::{find_job, job_view};
+use super::jobs::{find_job, job_view, MetricsView};
 use super::AppState;
 use crate::domain::JobStatus;
 use crate::store::JobRecord;
 
+/// How often a stream reads its job where nothing announces changes (SQLite).
 const POLL: Duration = Duration::from_millis(200);
+/// The read behind change announcements (PostgreSQL), for one that was lost.
+const FALLBACK: Duration = Duration::from_secs(2);
 
 /// One server-sent event: `event` names it, `data` is its JSON text.
 #[derive(utoipa::ToSchema)]
@@ -58,7 +61,16 @@ pub async fn job_events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_seen);
+    let changes = app.job_changes.as_ref().map(|c| c.subscribe());
+    let pace = app
+        .config
+        .events_poll_ms
+        .map_or(if changes.is_some() { FALLBACK } else { POLL }, |ms| {
+            Duration::from_millis(ms.max(10))
+        });
     let state = Follow {
+        changes,
+        pace,
         app,
         job_id: job.id,
         last: seen,
@@ -75,8 +87,16 @@ pub async fn job_events(
                 return None;
             }
             if s.last.is_some() {
+                let (job_id, changes) = (s.job_id, &mut s.changes);
+                let announced = async move {
+                    match changes.as_mut() {
+                        Some(rx) => crate::store::job_changed(rx, job_id).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
+                    _ = announced => {}
+                    _ = tokio::time::sleep(s.pace) => {}
                     _ = s.app.shutdown.cancelled() => return None,
                 }
             }
@@ -104,6 +124,8 @@ fn seen_id(seen: &Seen) -> String {
 
 struct Follow {
     app: AppState,
+    changes: Option<tokio::sync::broadcast::Receiver<uuid::Uuid>>,
+    pace: Duration,
     job_id: uuid::Uuid,
     last: Option<Seen>,
     last_detail: Option<serde_json::Value>,
@@ -143,7 +165,7 @@ impl Follow {
         }
         if job.status.is_terminal() {
             self.finished = true;
-            if let Ok(view) = job_view(&self.app, job, true).await {
+            if let Ok(view) = job_view(&self.app, job, MetricsView::Summary).await {
                 self.pending.push_back(event("done", &view).id(id));
             }
         }

@@ -133,6 +133,7 @@ pub async fn create_job(
         webhook_url: req.webhook_url.clone(),
         artifact_ttl_ms: ttl_ms,
         request_id: super::request_id::current(),
+        trace_parent: crate::otlp::current_traceparent(),
         max_queued_jobs: queue_limit(&app, &caller),
     };
     if req.cache && new.idempotency_key.is_none() {
@@ -170,7 +171,7 @@ pub async fn create_job(
 
 async fn accepted(app: &AppState, job: JobRecord, replayed: bool) -> Result<Response, ApiError> {
     let location = format!("/v1/jobs/{}", job.id);
-    let view = job_view(app, job, true).await?;
+    let view = job_view(app, job, MetricsView::Summary).await?;
     let mut res = (StatusCode::ACCEPTED, Json(view)).into_response();
     res.headers_mut().insert(
         header::LOCATION,
@@ -197,21 +198,69 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// How much of a finished job's metrics an answer carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricsView {
+    /// No metrics (list pages).
+    None,
+    /// Warnings, summary, evaluation and fidelity: what a status poll needs.
+    #[default]
+    Summary,
+    /// Also the weight histograms and every step's per-tensor report.
+    Full,
+}
+
+/// Query of `GET /v1/jobs/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    /// `summary` (default): the figures a status poll needs; `full`: also the weight
+    /// histograms and every step's per-tensor report (can be large for big models).
+    #[param(inline)]
+    pub view: Option<JobViewParam>,
+}
+
+/// The values `view` takes.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobViewParam {
+    Summary,
+    Full,
+}
+
 pub async fn job_view(
     app: &AppState,
     job: JobRecord,
-    with_metrics: bool,
+    view: MetricsView,
 ) -> Result<JobView, ApiError> {
     let (artifacts, metrics) = if job.status == JobStatus::Succeeded {
-        let metrics = match with_metrics {
-            true => app.store.job_metrics(job.id).await?,
-            false => None,
+        let metrics = match view {
+            MetricsView::None => None,
+            MetricsView::Summary => app.store.job_metrics(job.id).await?.map(summary_only),
+            MetricsView::Full => app.store.job_metrics(job.id).await?,
         };
         (app.store.artifacts_of_job(job.id).await?, metrics)
     } else {
         (Vec::new(), None)
     };
-    Ok(JobView::new(job, artifacts, metrics))
+    let queue = match (job.status, view) {
+        (JobStatus::Queued, MetricsView::Summary | MetricsView::Full) => {
+            app.store.queue_standing(job.id).await?.map(Into::into)
+        }
+        _ => None,
+    };
+    let mut view = JobView::new(job, artifacts, metrics);
+    view.queue = queue;
+    Ok(view)
+}
+
+/// The metrics without what grows with the model (histograms, per-tensor step reports).
+fn summary_only(mut metrics: Value) -> Value {
+    if let Value::Object(fields) = &mut metrics {
+        fields.remove("histograms");
+        fields.remove("steps");
+    }
+    metrics
 }
 
 pub async fn find_job(
@@ -231,7 +280,7 @@ pub async fn find_job(
     get,
     path = "/v1/jobs/{id}",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job id")),
+    params(("id" = String, Path, description = "Job id"), JobQuery),
     responses(
         (status = 200, description = "The job", body = JobView),
         (status = 404, description = "No such job"),
@@ -241,9 +290,14 @@ pub async fn get_job(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<JobQuery>,
 ) -> Result<Json<JobView>, ApiError> {
     let job = find_job(&app, &caller, &id).await?;
-    Ok(Json(job_view(&app, job, true).await?))
+    let view = match q.view {
+        Some(JobViewParam::Full) => MetricsView::Full,
+        Some(JobViewParam::Summary) | None => MetricsView::Summary,
+    };
+    Ok(Json(job_view(&app, job, view).await?))
 }
 
 /// Delete a finished job and its artifacts (files no other job shares are removed). A queued
@@ -351,7 +405,7 @@ pub async fn list_jobs(
     let next = next_cursor(&jobs, limit, |j| j.id);
     let mut data = Vec::with_capacity(jobs.len());
     for job in jobs {
-        data.push(job_view(&app, job, false).await?);
+        data.push(job_view(&app, job, MetricsView::None).await?);
     }
     Ok(Json(Page { data, next }))
 }
@@ -389,5 +443,8 @@ pub async fn cancel_job(
         .cancel_job(caller.tenant_id(), job.id)
         .await?
         .ok_or_else(|| ApiError::not_found("job", &id))?;
-    Ok((StatusCode::ACCEPTED, Json(job_view(&app, job, true).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(job_view(&app, job, MetricsView::Summary).await?),
+    ))
 }

@@ -45,6 +45,7 @@ pub use error::ApiError;
 pub use state::AppState;
 
 use crate::domain::Code;
+use crate::otlp;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -283,7 +284,14 @@ pub fn router(state: AppState) -> Router {
                 .extensions()
                 .get::<request_id::RequestId>()
                 .map_or("", |id| id.0.as_str());
-            tracing::info_span!("http", method = %req.method(), path, request_id = id)
+            let span = tracing::info_span!("http", method = %req.method(), path, request_id = id);
+            // A client that traces its own calls sees the server's spans in its trace.
+            let traceparent = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok());
+            otlp::continue_trace(&span, traceparent);
+            span
         }))
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)

@@ -7,7 +7,7 @@ use axum::Json;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::download::serve_blob;
+use super::download::serve_download;
 use super::error::ApiError;
 
 use serde_json::Value;
@@ -228,6 +228,7 @@ pub async fn get_model(
         (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 304, description = "Unchanged (If-None-Match)"),
+        (status = 307, description = "With COMPRESSD_PRESIGNED_DOWNLOAD_SECONDS and object storage: the file at a presigned URL (`Location`), for a request without Range or conditional headers"),
         (status = 404, description = "No such model"),
         (status = 416, description = "Range not satisfiable"),
     )
@@ -241,7 +242,7 @@ pub async fn download_model(
     let id = parse_id("model", &id)?;
     let model = find_model(&app, &caller, id).await?;
     let file_name = format!("{}.safetensors", model.name.replace(['"', '\\', '/'], "_"));
-    serve_blob(
+    serve_download(
         &app,
         &model.blob_key,
         &model.sha256,

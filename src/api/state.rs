@@ -21,6 +21,8 @@ pub struct AppState {
     /// `local` tenant.
     pub open: bool,
     pub storage: Arc<crate::storage_health::StorageHealth>,
+    /// Announcements of changed jobs (PostgreSQL); None where event streams poll.
+    pub job_changes: Option<crate::store::JobChanges>,
 }
 
 impl AppState {

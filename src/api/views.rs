@@ -220,7 +220,8 @@ pub struct JobView {
     pub attempts: u32,
     pub max_attempts: u32,
     pub cancel_requested: bool,
-    /// Before/after figures per tensor and for the model (single-job responses only).
+    /// What the finished job measured (single-job answers only): the summary, evaluation and
+    /// fidelity; with `?view=full` also the histograms and each step's per-tensor report.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::domain::results::JobMetrics>)]
     pub metrics: Option<Value>,
@@ -234,6 +235,9 @@ pub struct JobView {
     pub cache_hit: bool,
     /// The webhook delivery, if the job named a `webhook_url`.
     pub webhook: Option<WebhookView>,
+    /// Where a queued job stands (single-job answers only; absent once it has started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueView>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -270,10 +274,44 @@ impl JobView {
                 attempts: w.attempts,
                 last_error: w.last_error,
             }),
+            queue: None,
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
             updated_at: j.updated_at,
+        }
+    }
+}
+
+/// Where a queued job stands, and when it should start at the pace the service keeps.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    /// 1 when the job is its tenant's next to start: a tenant's jobs start in the order they
+    /// were submitted.
+    pub position: u64,
+    /// Queued jobs of every tenant submitted before this one. Workers share out turns
+    /// between tenants, so some of them may start after it.
+    pub jobs_ahead: u64,
+    /// Jobs the service (every worker) finished in the last 15 minutes: the pace the
+    /// estimate assumes.
+    pub finished_last_15_minutes: u64,
+    /// `jobs_ahead` at that pace, from now (or from the job's retry time, if later). Null
+    /// when no job finished in the last 15 minutes: then there is no pace to go by.
+    pub estimated_start_at: Option<DateTime<Utc>>,
+}
+
+impl From<crate::store::QueueStanding> for QueueView {
+    fn from(q: crate::store::QueueStanding) -> Self {
+        let estimated_start_at = (q.finished_recently > 0).then(|| {
+            let seconds =
+                q.jobs_ahead as f64 * q.window_ms as f64 / 1e3 / q.finished_recently as f64;
+            q.now.max(q.run_after) + chrono::Duration::milliseconds((seconds * 1e3) as i64)
+        });
+        QueueView {
+            position: q.tenant_ahead + 1,
+            jobs_ahead: q.jobs_ahead,
+            finished_last_15_minutes: q.finished_recently,
+            estimated_start_at,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The `keys` and `tenants` subcommands: administration straight on the database, for the
 //! operator who holds DATABASE_URL (no server needs to run).
 
+use std::io::{BufRead, IsTerminal, Write};
+
 use anyhow::Context;
 use uuid::Uuid;
 
 use crate::config::{KeysCommand, TenantsCommand};
-use crate::store::{Limits, Store, TenantError};
+use crate::store::{Limits, Store, TenantError, TenantRecord, LOCAL_TENANT};
 
 pub async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()> {
     let store = Store::connect(database_url)
@@ -16,6 +18,8 @@ pub async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()
             tenant,
             label,
             rate_limit_per_minute,
+            adopt_local,
+            keep_local,
         } => {
             let t = match store.tenant_by_name(&tenant).await? {
                 Some(t) => t,
@@ -34,6 +38,9 @@ pub async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()
                     Err(TenantError::Store(e)) => return Err(e.into()),
                 },
             };
+            if !keep_local {
+                offer_local_data(&store, &t, adopt_local).await?;
+            }
             let (key, secret) = store
                 .create_key(&t, &label, rate_limit_per_minute.map(i64::from))
                 .await?;
@@ -71,6 +78,48 @@ pub async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()
     Ok(())
 }
 
+/// The first key ends open mode, and with it the keyless requests' view of what they stored:
+/// offers to move that data to the key's tenant so it stays visible.
+async fn offer_local_data(store: &Store, t: &TenantRecord, adopt: bool) -> anyhow::Result<()> {
+    if t.id == LOCAL_TENANT {
+        return Ok(());
+    }
+    let local = store.local_data().await?;
+    if local.is_empty() {
+        return Ok(());
+    }
+    let adopt = adopt
+        || ask(&format!(
+            "The server stored {local} while it ran without keys (tenant 'local'); no key sees \
+         them unless they move. Move them to tenant '{}'? [y/N] ",
+            t.name
+        ))?;
+    if adopt {
+        let moved = store.adopt_local_data(&t.id).await?;
+        eprintln!("moved {moved} from tenant 'local' to '{}'", t.name);
+    } else {
+        eprintln!(
+            "tenant 'local' keeps {local} from open mode: `compressd keys create --tenant {} \
+             --adopt-local` moves them to this tenant, `compressd keys create --tenant local` \
+             makes a key that sees them where they are",
+            t.name
+        );
+    }
+    Ok(())
+}
+
+/// A yes/no question at a terminal; anywhere else the answer is no.
+fn ask(question: &str) -> anyhow::Result<bool> {
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Ok(false);
+    }
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
 pub async fn tenants(database_url: &str, command: TenantsCommand) -> anyhow::Result<()> {
     let store = Store::connect(database_url)
         .await
@@ -78,18 +127,23 @@ pub async fn tenants(database_url: &str, command: TenantsCommand) -> anyhow::Res
     let show = |v: Option<i64>| v.map_or_else(|| "default".to_owned(), |v| v.to_string());
     match command {
         TenantsCommand::List => {
+            // Limits first (the columns scripts read), then what each tenant uses now.
             println!(
-                "{:<20}  {:>16}  {:>8}  {:>8}",
-                "name", "stored bytes", "running", "queued"
+                "{:<20}  {:>16}  {:>8}  {:>8}  {:>16}  {:>8}  {:>8}",
+                "name", "stored bytes", "running", "queued", "stored now", "running", "queued"
             );
             for t in store.list_tenants().await? {
                 let l = &t.limits;
+                let u = store.usage(&t.id).await?;
                 println!(
-                    "{:<20}  {:>16}  {:>8}  {:>8}",
+                    "{:<20}  {:>16}  {:>8}  {:>8}  {:>16}  {:>8}  {:>8}",
                     t.name,
                     show(l.max_stored_bytes),
                     show(l.max_running_jobs),
-                    show(l.max_queued_jobs)
+                    show(l.max_queued_jobs),
+                    u.stored_bytes,
+                    u.running_jobs,
+                    u.queued_jobs
                 );
             }
         }

@@ -53,6 +53,15 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, prefix: &str) -> io::Result<Vec<(String, std::time::SystemTime)>>;
     /// Where the blobs are, for the start-up log.
     fn describe(&self) -> String;
+    /// A URL that serves the blob without this service for `expires`, where the store can
+    /// sign one (object storage); None where it cannot (a local directory).
+    async fn presigned_get(
+        &self,
+        _key: &str,
+        _expires: std::time::Duration,
+    ) -> io::Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Refuses keys that could escape the store's root.

@@ -33,6 +33,8 @@ pub struct JobRecord {
     pub webhook: Option<WebhookState>,
     /// The `x-request-id` of the request that submitted the job.
     pub request_id: Option<String>,
+    /// The submitting request's W3C `traceparent`, when traces are on.
+    pub trace_parent: Option<String>,
 }
 
 /// Where a job's webhook delivery stands.
@@ -71,6 +73,8 @@ pub(super) struct JobRow {
     finished_at: Option<i64>,
     updated_at: i64,
     request_id: Option<String>,
+    #[sqlx(default)]
+    trace_parent: Option<String>,
 }
 
 impl TryFrom<JobRow> for JobRecord {
@@ -107,6 +111,7 @@ impl TryFrom<JobRow> for JobRecord {
             finished_at: r.finished_at.map(ts),
             updated_at: ts(r.updated_at),
             request_id: r.request_id,
+            trace_parent: r.trace_parent,
         })
     }
 }

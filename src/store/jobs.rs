@@ -1,12 +1,13 @@
 //! The job queue. A claim is a lease: a token and an expiry. Every write a worker makes is
 //! fenced by its token, so an attempt that lost its lease can no longer change the job.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::artifacts::NewArtifact;
 use super::job_record::{JobRecord, JobRow, Lease};
-use super::rows::convert;
+use super::rows::{convert, ts};
 use super::{is_unique_violation, on_pool, BeginWrite, Db, KeyLock, Result, Store};
 use crate::domain::results::ProgressDetail;
 use crate::domain::JobStatus;
@@ -26,6 +27,8 @@ pub struct CreateJob {
     pub artifact_ttl_ms: Option<i64>,
     /// The `x-request-id` of the submitting request.
     pub request_id: Option<String>,
+    /// The submitting request's W3C `traceparent`, when traces are on.
+    pub trace_parent: Option<String>,
     /// The tenant's queued jobs may not pass this.
     pub max_queued_jobs: i64,
 }
@@ -107,7 +110,53 @@ const CLAIM_SET: &str =
     lease_expires_at = $3, started_at = COALESCE(started_at, $4), updated_at = $4, progress = 0,
     progress_detail = NULL";
 
+/// A queued job's place: what the store counts for it at one instant of the database's clock.
+#[derive(Debug, Clone)]
+pub struct QueueStanding {
+    /// The tenant's queued jobs submitted before it.
+    pub tenant_ahead: u64,
+    /// Every tenant's queued jobs submitted before it.
+    pub jobs_ahead: u64,
+    /// Jobs that ended (succeeded or failed) in the last `window_ms`.
+    pub finished_recently: u64,
+    pub window_ms: i64,
+    pub now: DateTime<Utc>,
+    /// When the job may be claimed (later than now while it waits out a retry backoff).
+    pub run_after: DateTime<Utc>,
+}
+
+/// The window the start estimate takes its pace from.
+const PACE_WINDOW_MS: i64 = 15 * 60 * 1000;
+
 impl Store {
+    /// Where a queued job stands; None when it is not queued (any more).
+    pub async fn queue_standing(&self, id: Uuid) -> Result<Option<QueueStanding>> {
+        let now = self.clock_ms().await?;
+        // Job ids are UUIDv7: their text sorts by submission time.
+        let row: Option<(i64, i64, i64, i64)> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT
+                (SELECT COUNT(*) FROM jobs a WHERE a.status = 'queued' AND a.tenant_id = j.tenant_id AND a.id < j.id),
+                (SELECT COUNT(*) FROM jobs a WHERE a.status = 'queued' AND a.id < j.id),
+                (SELECT COUNT(*) FROM jobs f WHERE f.status IN ('succeeded', 'failed') AND f.finished_at >= $2),
+                j.run_after
+             FROM jobs j WHERE j.id = $1 AND j.status = 'queued'",
+        )
+        .bind(id.to_string())
+        .bind(now - PACE_WINDOW_MS)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(
+            |(tenant_ahead, jobs_ahead, finished, run_after)| QueueStanding {
+                tenant_ahead: tenant_ahead as u64,
+                jobs_ahead: jobs_ahead as u64,
+                finished_recently: finished as u64,
+                window_ms: PACE_WINDOW_MS,
+                now: ts(now),
+                run_after: ts(run_after),
+            },
+        ))
+    }
+
     pub async fn create_job(&self, job: &CreateJob) -> Result<Created> {
         let now = self.clock_ms().await?;
         // Keys are unique per tenant: the stored key carries the tenant id.
@@ -148,8 +197,8 @@ impl Store {
             }
             let row: JobRow = sqlx::query_as(
             "INSERT INTO jobs (id, model_id, pipeline, status, max_attempts, idempotency_key, request_hash, run_after, created_at, updated_at, dataset_id,
-                               tenant_id, cache_key, webhook_url, webhook_status, webhook_next_at, artifact_ttl_ms, request_id)
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8, $9, $10, $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $7, $12, $13) RETURNING *",
+                               tenant_id, cache_key, webhook_url, webhook_status, webhook_next_at, artifact_ttl_ms, request_id, trace_parent)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $7, $7, $8, $9, $10, $11, CASE WHEN $11 IS NULL THEN NULL ELSE 'pending' END, $7, $12, $13, $14) RETURNING *",
             )
             .bind(job.id.to_string())
             .bind(job.model_id.to_string())
@@ -164,6 +213,7 @@ impl Store {
             .bind(&job.webhook_url)
             .bind(job.artifact_ttl_ms)
             .bind(&job.request_id)
+            .bind(&job.trace_parent)
             .fetch_one(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -6,6 +6,7 @@ mod artifacts;
 pub mod blobs;
 mod cache;
 mod datasets;
+mod job_changes;
 mod job_logs;
 mod job_record;
 mod jobs;
@@ -31,14 +32,17 @@ use sqlx::sqlite::{
 pub use artifacts::{ArtifactRecord, NewArtifact};
 pub use blobs::{BlobReader, BlobStore, LocalBlobs, ScratchFile};
 pub use datasets::{DatasetRecord, NewDataset};
+pub use job_changes::{changed as job_changed, JobChanges};
 pub use job_logs::LogLine;
 pub use job_record::{JobRecord, Lease, WebhookState};
-pub use jobs::{CreateJob, Created, Finish, JobFilter};
+pub use jobs::{CreateJob, Created, Finish, JobFilter, QueueStanding};
 pub use models::{ModelFile, ModelRecord, NewModel};
 pub use object_blobs::ObjectBlobs;
 pub use rate_limits::RateTaken;
 pub use reservations::{OverQuota, Reservation};
-pub use tenants::{hash_key, KeyRecord, Limits, TenantError, TenantRecord, LOCAL_TENANT};
+pub use tenants::{
+    hash_key, KeyRecord, Limits, LocalData, TenantError, TenantRecord, Usage, LOCAL_TENANT,
+};
 pub use uploads::{PartRecord, UploadRecord};
 pub use webhooks::Delivery;
 

@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
+use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore};
 use tokio::io::AsyncWriteExt;
 
@@ -30,6 +31,9 @@ const PARTS_IN_FLIGHT: usize = 4;
 #[derive(Debug)]
 pub struct ObjectBlobs {
     store: Arc<dyn ObjectStore>,
+    /// The bucket itself, for presigned URLs (which name the whole key, prefix included).
+    signer: AmazonS3,
+    prefix: String,
     url: String,
 }
 
@@ -55,12 +59,14 @@ impl ObjectBlobs {
             .map_err(|e| invalid(&e.to_string()))?;
         let prefix = prefix.trim_matches('/');
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            Arc::new(s3)
+            Arc::new(s3.clone())
         } else {
-            Arc::new(PrefixStore::new(s3, prefix))
+            Arc::new(PrefixStore::new(s3.clone(), prefix))
         };
         Ok(ObjectBlobs {
             store,
+            signer: s3,
+            prefix: prefix.to_owned(),
             url: url.to_owned(),
         })
     }
@@ -149,6 +155,26 @@ impl BlobStore for ObjectBlobs {
             }
         }
         Ok(out)
+    }
+
+    async fn presigned_get(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> io::Result<Option<String>> {
+        Self::path(key)?;
+        let whole = match self.prefix.as_str() {
+            "" => key.to_owned(),
+            prefix => format!("{prefix}/{key}"),
+        };
+        let path =
+            ObjectPath::parse(whole).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let url = self
+            .signer
+            .signed_url(axum::http::Method::GET, &path, expires)
+            .await
+            .map_err(to_io)?;
+        Ok(Some(url.to_string()))
     }
 
     fn describe(&self) -> String {

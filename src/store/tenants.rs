@@ -7,10 +7,52 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::rows::ts;
-use super::{is_unique_violation, on_pool, Result, Store};
+use super::{is_unique_violation, on_pool, BeginWrite, KeyLock, Result, Store};
 
 /// The tenant of a server that runs without keys, and of rows older than tenants.
 pub const LOCAL_TENANT: &str = "local";
+
+/// What the keyless server stored, as counted for (or moved by) an adoption.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalData {
+    pub models: i64,
+    pub datasets: i64,
+    pub jobs: i64,
+}
+
+impl LocalData {
+    pub fn is_empty(&self) -> bool {
+        *self == LocalData::default()
+    }
+}
+
+impl std::fmt::Display for LocalData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} models, {} datasets and {} jobs",
+            self.models, self.datasets, self.jobs
+        )
+    }
+}
+
+/// What a tenant holds and runs now, beside its limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub stored_bytes: i64,
+    pub running_jobs: i64,
+    pub queued_jobs: i64,
+}
+
+/// Every table whose rows belong to a tenant.
+const TENANT_TABLES: [&str; 6] = [
+    "models",
+    "datasets",
+    "jobs",
+    "artifacts",
+    "uploads",
+    "blob_reservations",
+];
 
 /// Per-tenant limits; None means the server's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -305,6 +347,72 @@ impl Store {
         Ok(row.is_some())
     }
 
+    pub async fn usage(&self, tenant: &str) -> Result<Usage> {
+        let query = format!(
+            "SELECT ({STORED_BYTES}),
+                (SELECT COUNT(*) FROM jobs WHERE tenant_id = $1 AND status = 'running'),
+                (SELECT COUNT(*) FROM jobs WHERE tenant_id = $1 AND status = 'queued')"
+        );
+        let (stored_bytes, running_jobs, queued_jobs): (i64, i64, i64) = on_pool!(&self.db, pool => sqlx::query_as(&query)
+            .bind(tenant)
+            .fetch_one(pool)
+            .await)?;
+        Ok(Usage {
+            stored_bytes,
+            running_jobs,
+            queued_jobs,
+        })
+    }
+
+    /// What the keyless server's tenant holds.
+    pub async fn local_data(&self) -> Result<LocalData> {
+        let (models, datasets, jobs): (i64, i64, i64) = on_pool!(&self.db, pool => sqlx::query_as(LOCAL_COUNTS)
+            .bind(LOCAL_TENANT)
+            .fetch_one(pool)
+            .await)?;
+        Ok(LocalData {
+            models,
+            datasets,
+            jobs,
+        })
+    }
+
+    /// Moves everything the keyless server stored to `tenant_id`, in one transaction: its keys
+    /// then see the models, datasets, jobs and artifacts made before keys existed, and a
+    /// submission retried with an Idempotency-Key used in open mode still finds its job.
+    pub async fn adopt_local_data(&self, tenant_id: &str) -> Result<LocalData> {
+        let moved = on_pool!(&self.db, pool => async {
+            let mut tx = pool.begin_write().await?;
+            // Under both queue locks: a submission racing the move counts its queue in full.
+            for tenant in sorted_pair(LOCAL_TENANT, tenant_id) {
+                tx.lock_key(&format!("queue:{tenant}")).await?;
+            }
+            let (models, datasets, jobs): (i64, i64, i64) = sqlx::query_as(LOCAL_COUNTS)
+                .bind(LOCAL_TENANT)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE jobs SET idempotency_key = $1 || substr(idempotency_key, CAST($2 AS INTEGER))
+                 WHERE tenant_id = $3 AND idempotency_key IS NOT NULL",
+            )
+            .bind(format!("{tenant_id}:"))
+            .bind(LOCAL_TENANT.len() as i64 + 2)
+            .bind(LOCAL_TENANT)
+            .execute(&mut *tx)
+            .await?;
+            for table in TENANT_TABLES {
+                sqlx::query(&format!("UPDATE {table} SET tenant_id = $1 WHERE tenant_id = $2"))
+                    .bind(tenant_id)
+                    .bind(LOCAL_TENANT)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(LocalData { models, datasets, jobs })
+        }.await)?;
+        Ok(moved)
+    }
+
     /// Bytes the tenant keeps: each distinct file counted once (shared bytes are stored once).
     pub async fn stored_bytes(&self, tenant: &str) -> Result<i64> {
         let (n,): (i64,) = on_pool!(&self.db, pool => sqlx::query_as(STORED_BYTES)
@@ -312,6 +420,18 @@ impl Store {
         .fetch_one(pool)
         .await)?;
         Ok(n)
+    }
+}
+
+const LOCAL_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM models WHERE tenant_id = $1),
+    (SELECT COUNT(*) FROM datasets WHERE tenant_id = $1),
+    (SELECT COUNT(*) FROM jobs WHERE tenant_id = $1)";
+
+fn sorted_pair<'a>(a: &'a str, b: &'a str) -> [&'a str; 2] {
+    if a <= b {
+        [a, b]
+    } else {
+        [b, a]
     }
 }
 

@@ -67,6 +67,7 @@ impl Worker {
             attempt = lease.job.attempts,
             request_id = lease.job.request_id.as_deref().unwrap_or("")
         );
+        crate::otlp::continue_trace(&span, lease.job.trace_parent.as_deref());
         self.run_claimed(lease).instrument(span).await
     }
 
@@ -329,6 +330,7 @@ impl Worker {
                 progress_interval_ms: settings.progress_interval.as_millis() as u64,
                 log_format: settings.log_format.clone(),
                 request_id: job.request_id.clone(),
+                trace_parent: crate::otlp::current_traceparent(),
             };
             let prepared = self.run_job_process(lease, control, spec).await?;
             drop(held);

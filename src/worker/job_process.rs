@@ -30,7 +30,7 @@ pub fn main(spec_path: &Path) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    crate::telemetry::init_logging_to_stderr(&spec.log_format);
+    let traces = crate::telemetry::init_logging_to_stderr(&spec.log_format);
     if let Err(e) = limit_heap(spec.memory_budget.saturating_add(runtime_reserve())) {
         tracing::warn!(error = %e, "could not set the job's memory limit; running without it");
     }
@@ -49,12 +49,16 @@ pub fn main(spec_path: &Path) -> std::process::ExitCode {
         attempt = spec.attempt,
         request_id = spec.request_id.as_deref().unwrap_or("")
     );
+    crate::otlp::continue_trace(&span, spec.trace_parent.as_deref());
     let result = span.in_scope(|| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&spec, &control)))
             .unwrap_or_else(|panic| JobResult::Panicked {
                 detail: panic_message(&panic),
             })
     });
+    drop(span);
+    // Sends the job's spans before the worker sees the process end.
+    drop(traces);
     done.store(true, Ordering::SeqCst);
     let _ = reporter.join();
     match write_result(&spec, &result) {

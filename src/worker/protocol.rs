@@ -37,6 +37,10 @@ pub struct JobSpec {
     /// The `x-request-id` that submitted the job, for the job process's log lines.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// The worker's attempt span, as a W3C `traceparent`, when traces are on: the job
+    /// process's spans continue its trace.
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 /// The uploaded model as the job's report describes it.

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::helpers::{
     create_key, free_port, spawn_server, stop_server, wait_ready, Backend, Limits, TestApp,
 };
-use crate::models::mlp;
+use crate::models::{f32_tensor, mlp, safetensors, values};
 
 struct Ran {
     code: i32,
@@ -154,6 +154,17 @@ async fn upload_run_and_download_from_the_command_line(backend: Backend) {
     .await;
     assert_eq!(shown.code, 0, "{}", shown.stderr);
     assert!(shown.stdout.contains("succeeded") && shown.stdout.contains("prune"));
+    let full = run(client(
+        home.path(),
+        &["jobs", "show", job_id, "--full", "--json", "--url", base],
+    ))
+    .await;
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    let tensors = &full.json()["metrics"]["steps"][0]["tensors"];
+    assert!(
+        tensors.as_array().is_some_and(|t| !t.is_empty()),
+        "{tensors}"
+    );
 
     let logged = run(client(
         home.path(),
@@ -189,15 +200,49 @@ async fn upload_run_and_download_from_the_command_line(backend: Backend) {
     app.finish().await;
 }
 
-/// Exit codes a CI script branches on: 2 for what the user must change, 3 for a server that
-/// cannot be reached; the message says which.
+/// Exit codes a CI script branches on: 1 for a job that failed, 2 for what the user must
+/// change, 3 for a server that cannot be reached; the message says which.
 async fn exit_codes_say_whose_problem_it_is(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+    let Some(app) = TestApp::spawn(backend, |c| c.workers = Some(1)).await else {
         return;
     };
     let home = tempfile::tempdir().unwrap();
     let base = app.base.as_str();
     let missing = "0193d6f0-0000-7000-8000-000000000000";
+
+    let mut weights = values(100, 5);
+    weights[17] = f32::NAN;
+    let nan = home.path().join("nan.safetensors");
+    std::fs::write(
+        &nan,
+        safetensors(&[f32_tensor("bad.weight", &[10, 10], &weights)], None),
+    )
+    .unwrap();
+    let uploaded = run(client(
+        home.path(),
+        &["upload", nan.to_str().unwrap(), "--url", base],
+    ))
+    .await;
+    assert_eq!(uploaded.code, 0, "{}", uploaded.stderr);
+    let ran = run(client(
+        home.path(),
+        &[
+            "run",
+            uploaded.stdout.trim(),
+            "--prune",
+            "0.5",
+            "--wait",
+            "--url",
+            base,
+        ],
+    ))
+    .await;
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("failed") && ran.stderr.contains("'bad.weight'"),
+        "the job's own reason: {}",
+        ran.stderr
+    );
 
     let ran = run(client(
         home.path(),

@@ -141,6 +141,25 @@ async fn upload_prune_download(backend: Backend) {
     assert_eq!(report["metrics"], job["metrics"]);
     assert_eq!(report["artifacts"][0]["sha256"], artifact["sha256"]);
 
+    // A status poll is lean: the figures and the result, without what grows with the model.
+    let poll = app.get_json(&format!("/v1/jobs/{job_id}")).await;
+    assert_eq!(poll["metrics"]["summary"], job["metrics"]["summary"]);
+    assert_eq!(poll["result"], job["result"]);
+    for heavy in ["steps", "histograms"] {
+        assert!(poll["metrics"].get(heavy).is_none(), "{heavy} in a poll");
+        assert!(job["metrics"][heavy].is_array(), "{heavy} with view=full");
+    }
+    let polled = serde_json::to_vec(&poll).unwrap().len();
+    let full = serde_json::to_vec(&job).unwrap().len();
+    assert!(polled < full, "poll {polled} bytes, full view {full}");
+    let res = app
+        .http
+        .get(app.url(&format!("/v1/jobs/{job_id}?view=everything")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "an unknown view is refused");
+
     // Live events saw the job start, progress and finish.
     let events = tokio::time::timeout(Duration::from_secs(10), events)
         .await
@@ -228,6 +247,33 @@ async fn events_resume_from_the_last_event_seen(backend: Backend) {
     assert_eq!(from_queued[0].2["status"], "succeeded", "{from_queued:?}");
     let unreadable = events_with_ids(app.http.get(&url).header("last-event-id", "x:y")).await;
     assert_eq!(unreadable.len(), 2, "{unreadable:?}");
+    app.finish().await;
+}
+
+/// On PostgreSQL the database announces each change of a job: an event stream hears of it at
+/// once, not at its next read (here a minute away), whichever process moved the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_announces_job_changes_to_event_streams() {
+    let Some(app) = TestApp::spawn(Backend::Postgres, |c| c.events_poll_ms = Some(60_000)).await
+    else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "m").await;
+    let job = app
+        .submit(&model, json!([{ "op": "prune", "sparsity": 0.5 }]))
+        .await;
+    let url = app.url(&format!("/v1/jobs/{job}/events"));
+    let events = tokio::spawn(events_with_ids(app.http.get(&url)));
+    // The stream has read the queued job; from here only an announcement wakes it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.run_jobs().await;
+    let events = tokio::time::timeout(Duration::from_secs(10), events)
+        .await
+        .expect("the stream heard the job finish well before its next read")
+        .unwrap();
+    let names: Vec<&str> = events.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names.last(), Some(&"done"), "{events:?}");
+    assert_eq!(events.last().unwrap().2["status"], "succeeded");
     app.finish().await;
 }
 

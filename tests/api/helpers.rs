@@ -216,7 +216,7 @@ impl TestApp {
     }
 
     pub async fn job(&self, id: &str) -> Value {
-        self.get_json(&format!("/v1/jobs/{id}")).await
+        self.get_json(&format!("/v1/jobs/{id}?view=full")).await
     }
 
     pub async fn download(&self, path: &str) -> Vec<u8> {

@@ -336,7 +336,54 @@ async fn cancel_running(backend: Backend) {
     app.finish().await;
 }
 
+/// A queued job says where it stands: its place in its tenant's queue, the jobs ahead of it,
+/// and when it should start at the pace the service has kept.
+async fn queued_jobs_say_where_they_stand(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "m").await;
+    let pipeline = json!([{"op":"prune","method":"magnitude","sparsity":0.5}]);
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(app.submit(&model, pipeline.clone()).await);
+    }
+    for (i, id) in jobs.iter().enumerate() {
+        let queue = &app.get_json(&format!("/v1/jobs/{id}")).await["queue"];
+        assert_eq!(queue["position"], i + 1, "{queue}");
+        assert_eq!(queue["jobs_ahead"], i, "{queue}");
+        assert_eq!(queue["finished_last_15_minutes"], 0, "{queue}");
+        assert!(
+            queue["estimated_start_at"].is_null(),
+            "no pace yet: {queue}"
+        );
+    }
+    let listed = app.get_json("/v1/jobs?status=queued").await;
+    assert!(listed["data"][0].get("queue").is_none(), "lists stay lean");
+
+    // One job runs: the others move up, and the pace it set dates them.
+    let worker = app.worker();
+    worker.run_next_job().await.unwrap();
+    let first = app.get_json(&format!("/v1/jobs/{}", jobs[0])).await;
+    assert_eq!(first["status"], "succeeded");
+    assert!(first.get("queue").is_none(), "{first}");
+    let second = app.get_json(&format!("/v1/jobs/{}", jobs[1])).await;
+    let third = app.get_json(&format!("/v1/jobs/{}", jobs[2])).await;
+    assert_eq!(second["queue"]["position"], 1);
+    assert_eq!(third["queue"]["position"], 2);
+    assert_eq!(third["queue"]["finished_last_15_minutes"], 1);
+    let at = |job: &Value| {
+        chrono::DateTime::parse_from_rfc3339(job["queue"]["estimated_start_at"].as_str().unwrap())
+            .unwrap()
+    };
+    // One job finished in 15 minutes: one job ahead is 15 minutes away.
+    let gap = (at(&third) - at(&second)).num_seconds();
+    assert!((890..=910).contains(&gap), "{gap} s between the estimates");
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    queued_jobs_say_where_they_stand,
     bad_jobs_are_refused_before_queueing,
     idempotency_key_makes_retries_safe,
     cancel_queued_and_finished,

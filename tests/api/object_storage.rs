@@ -1,5 +1,6 @@
 //! Blobs in S3-compatible object storage: an API replica and a worker replica with separate
-//! disks serve one model and its job through the bucket alone. The bucket is moto's S3 server
+//! disks serve one model and its job through the bucket alone, and downloads can come straight
+//! from the bucket at presigned URLs. The bucket is moto's S3 server
 //! (PyPI `moto[server]`), started by the test; without it the test is skipped and says so,
 //! unless COMPRESSD_REQUIRE_S3=1 (set by CI) makes that a failure.
 
@@ -126,7 +127,9 @@ async fn replicas_with_separate_disks_share_one_bucket(backend: Backend) {
     let prefix = format!("{backend:?}").to_lowercase();
     let api_bind = format!("127.0.0.1:{}", free_port());
     let worker_bind = format!("127.0.0.1:{}", free_port());
-    let api = start(&app, &api_bind, "api", &bucket.env(&prefix, a));
+    let mut api_env = bucket.env(&prefix, a);
+    api_env.push(("COMPRESSD_PRESIGNED_DOWNLOAD_SECONDS", "300".into()));
+    let api = start(&app, &api_bind, "api", &api_env);
     let worker = start(&app, &worker_bind, "worker", &bucket.env(&prefix, b));
     let base = format!("http://{api_bind}");
     wait_ready(&app.http, &base).await;
@@ -184,9 +187,21 @@ async fn replicas_with_separate_disks_share_one_bucket(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    // The API replica serves what the worker wrote, byte for byte, with ranges.
+    // A plain download goes straight to the bucket at a presigned URL; what arrives is what
+    // the worker wrote, byte for byte. Ranges are served by the API replica itself.
     let result = &job["result"];
     let url = format!("{base}{}", result["file_url"].as_str().unwrap());
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirect = no_redirects.get(&url).send().await.unwrap();
+    assert_eq!(redirect.status(), 307);
+    let location = redirect.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&bucket.endpoint) && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
     let pruned = app
         .http
         .get(&url)

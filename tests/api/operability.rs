@@ -1,9 +1,10 @@
 //! Operating the service: request ids (what a user quotes in a bug report is what the
 //! server's answer and log carry), the access log, and metrics a scraper can read from
-//! start-up.
+//! start-up, and traces that follow a job from its request to its steps.
 
 use std::io::Read;
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -276,4 +277,153 @@ async fn run_job(base: &str, pipeline: Value, request_id: &str) -> Value {
         assert!(Instant::now() < deadline, "{job}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A stand-in for an OpenTelemetry collector: the OTLP/JSON trace batches sent to it.
+async fn otlp_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let router = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post({
+            let got = got.clone();
+            move |body: axum::body::Bytes| async move {
+                let batch = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                got.lock().unwrap().push(batch);
+                ([("content-type", "application/json")], "{}")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (format!("http://{addr}"), got)
+}
+
+/// Every span received: (service name, span).
+fn received_spans(batches: &[Value]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for batch in batches {
+        for rs in batch["resourceSpans"].as_array().into_iter().flatten() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "service.name")
+                .map(|a| a["value"]["stringValue"].as_str().unwrap_or("").to_owned())
+                .unwrap_or_default();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    out.push((service.clone(), span.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn attribute<'a>(span: &'a Value, key: &str) -> &'a Value {
+    span["attributes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["key"] == key))
+        .map_or(&Value::Null, |a| &a["value"])
+}
+
+/// With a collector configured, one trace runs from the client's call through the worker's
+/// attempt to each step in the job process (three processes' spans, linked parent to child).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_follow_a_job_from_request_to_step() {
+    let (collector, got) = otlp_receiver().await;
+    let (app, server, base, _log) = start_server(&[
+        ("COMPRESSD_WORKERS", "1"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let model: Value = http
+        .post(format!("{base}/v1/models?name=mlp"))
+        .header("content-type", "application/octet-stream")
+        .body(mlp())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let job: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .json(&json!({"model_id": model["id"], "pipeline": [
+            {"op": "prune", "method": "magnitude", "sparsity": 0.5},
+            {"op": "quantize", "scheme": "int8"}
+        ]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = job["id"].as_str().unwrap().to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let spans = loop {
+        let spans: Vec<(String, Value)> = received_spans(&got.lock().unwrap())
+            .into_iter()
+            .filter(|(_, s)| s["traceId"] == trace_id)
+            .collect();
+        let named = |name: &str| spans.iter().filter(|(_, s)| s["name"] == name).count();
+        // The attempt's span ends last: after the job process, once its outputs are recorded.
+        if named("step") == 2 && named("job") == 2 {
+            break spans;
+        }
+        assert!(Instant::now() < deadline, "spans so far: {spans:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop_server(server).await;
+    app.finish().await;
+
+    assert!(
+        spans.iter().all(|(service, _)| service == "compressd"),
+        "{spans:#?}"
+    );
+    let child_of = |parent: &Value, name: &str| -> Vec<Value> {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s["name"] == name && s["parentSpanId"] == *parent)
+            .cloned()
+            .collect()
+    };
+    let request = child_of(&json!(client_span), "http");
+    assert_eq!(
+        request.len(),
+        1,
+        "the submission continues the client's trace: {spans:#?}"
+    );
+    assert_eq!(attribute(&request[0], "path")["stringValue"], "/v1/jobs");
+    let attempt = child_of(&request[0]["spanId"], "job");
+    assert_eq!(attempt.len(), 1, "the worker's attempt: {spans:#?}");
+    assert_eq!(
+        attribute(&attempt[0], "job_id")["stringValue"],
+        job_id.as_str()
+    );
+    let process = child_of(&attempt[0]["spanId"], "job");
+    assert_eq!(process.len(), 1, "the job process: {spans:#?}");
+    let mut steps = child_of(&process[0]["spanId"], "step");
+    // OTLP/JSON writes 64-bit integers as strings or numbers, depending on the encoder.
+    let start = |s: &Value| {
+        let t = &s["startTimeUnixNano"];
+        t.as_u64()
+            .or_else(|| t.as_str().and_then(|t| t.parse().ok()))
+            .unwrap_or_default()
+    };
+    steps.sort_by_key(start);
+    let ops: Vec<&Value> = steps
+        .iter()
+        .map(|s| &attribute(s, "op")["stringValue"])
+        .collect();
+    assert_eq!(ops, [&json!("prune"), &json!("quantize")], "{steps:#?}");
 }

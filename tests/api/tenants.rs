@@ -30,6 +30,10 @@ pub async fn tenant(app: &TestApp, name: &str, limits: Value) -> Tenant {
         .unwrap();
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let info: Value = res.json().await.unwrap();
+    assert_eq!(
+        info["usage"],
+        json!({"stored_bytes": 0, "running_jobs": 0, "queued_jobs": 0})
+    );
     assert!(info["webhook_secret"]
         .as_str()
         .unwrap()
@@ -462,6 +466,28 @@ async fn quotas_and_rate_limits_answer_with_the_limit_named(backend: Backend) {
     let res = job(0.6).send().await.unwrap();
     assert_eq!(res.status(), 409);
     assert_eq!(json_of(res).await["limit"], "queued_jobs");
+    // The admin API shows usage beside the limits it is measured against.
+    let tenants = json_of(
+        app.http
+            .get(app.url("/v1/admin/tenants"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let listed = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "small")
+        .unwrap();
+    assert_eq!(
+        listed["usage"],
+        json!({"stored_bytes": model_bytes, "running_jobs": 0, "queued_jobs": 1}),
+        "{listed:#}"
+    );
+    assert_eq!(listed["limits"]["max_queued_jobs"], 1);
 
     // Running jobs: a tenant at its limit waits while others run.
     let paused = tenant(&app, "paused", json!({"max_running_jobs": 0})).await;
@@ -604,6 +630,7 @@ async fn keys_subcommands_make_list_and_revoke_keys(backend: Backend) {
             .to_owned();
         line.split_whitespace()
             .skip(1)
+            .take(3)
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
@@ -620,6 +647,21 @@ async fn keys_subcommands_make_list_and_revoke_keys(backend: Backend) {
         "1000",
     ]);
     assert_eq!(limits_of_ops(), ["1000", "default", "default"]);
+    // Usage beside the limits: what the open-mode tenant holds now.
+    app.upload_ok(mlp(), "counted").await;
+    let list = cli(&["tenants", "list"]);
+    let local: Vec<&str> = list
+        .lines()
+        .find(|l| l.starts_with("local "))
+        .unwrap_or_else(|| panic!("{list}"))
+        .split_whitespace()
+        .skip(4)
+        .collect();
+    assert_eq!(
+        local,
+        [mlp().len().to_string().as_str(), "0", "0"],
+        "{list}"
+    );
     let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_compressd"))
         .args(["serve", "--log-format", "yaml"])
         .output()
@@ -633,7 +675,103 @@ async fn keys_subcommands_make_list_and_revoke_keys(backend: Backend) {
     app.finish().await;
 }
 
+/// The first key ends open mode; `keys create --adopt-local` keeps what was stored before it
+/// visible, to the new key, with its jobs' idempotency keys.
+async fn keys_create_adopts_what_open_mode_stored(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend, |_| {}).await else {
+        return;
+    };
+    let model = app.upload_ok(mlp(), "before-keys").await;
+    let body = json!({"model_id": model, "pipeline": [{"op":"prune","method":"magnitude","sparsity":0.5}]});
+    let submit = |http: reqwest::Client| {
+        http.post(app.url("/v1/jobs"))
+            .header("idempotency-key", "nightly-1")
+            .json(&body)
+            .send()
+    };
+    let job: Value = submit(app.http.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    app.run_jobs().await;
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_compressd"))
+            .args(args)
+            .args(["--database-url", &app.config.database_url])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // Without the flag and without a terminal: nothing moves, and the command says how.
+    let (kept_key, said) = cli(&["keys", "create", "--tenant", "team"]);
+    assert!(
+        said.contains("1 models, 0 datasets and 1 jobs") && said.contains("--adopt-local"),
+        "{said}"
+    );
+    let models: Value = client(&kept_key)
+        .get(app.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"].as_array().unwrap().len(), 0, "{models}");
+
+    let (key, said) = cli(&["keys", "create", "--tenant", "team", "--adopt-local"]);
+    assert!(
+        said.contains("moved 1 models, 0 datasets and 1 jobs"),
+        "{said}"
+    );
+    let team = client(&key);
+    let models: Value = team
+        .get(app.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], model.as_str());
+    let seen: Value = team
+        .get(app.url(&format!("/v1/jobs/{}", job["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["status"], "succeeded", "{seen:#}");
+    let res = team
+        .get(app.url(seen["result"]["file_url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the result downloads with the new key");
+    let again = submit(team.clone()).await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], job["id"]);
+
+    // Nothing is left to move; a third key says nothing about it.
+    let (_, said) = cli(&["keys", "create", "--tenant", "team", "--adopt-local"]);
+    assert!(!said.contains("moved"), "{said}");
+    app.finish().await;
+}
+
 crate::on_each_backend!(
+    keys_create_adopts_what_open_mode_stored,
     keys_subcommands_make_list_and_revoke_keys,
     other_tenants_ids_are_not_found,
     keys_are_required_once_they_exist_and_revocation_is_immediate,

@@ -133,14 +133,19 @@ pub fn run_pipeline(
             control,
         };
         let started = std::time::Instant::now();
-        tracing::info!("step {}/{count} {} started", index + 1, step.op());
-        let out = run_step(step, &mut cx)?;
-        tracing::info!(
-            "step {}/{count} {} finished in {:.2} s",
-            index + 1,
-            step.op(),
-            started.elapsed().as_secs_f64()
-        );
+        // A span per step: with traces on, each step is a span of the job's trace.
+        let span = tracing::info_span!("step", index = index + 1, op = step.op());
+        let out = span.in_scope(|| {
+            tracing::info!("step {}/{count} {} started", index + 1, step.op());
+            let out = run_step(step, &mut cx)?;
+            tracing::info!(
+                "step {}/{count} {} finished in {:.2} s",
+                index + 1,
+                step.op(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok::<_, CompressError>(out)
+        })?;
         if let Some(file) = out.file {
             if let Some(previous) = current.replace(file) {
                 let _ = std::fs::remove_file(previous);

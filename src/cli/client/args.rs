@@ -111,6 +111,9 @@ pub enum JobsCommand {
     /// One job: status, metrics, result.
     Show {
         id: String,
+        /// Also the weight histograms and every step's per-tensor report (with --json).
+        #[arg(long)]
+        full: bool,
         #[command(flatten)]
         server: Server,
     },

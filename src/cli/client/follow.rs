@@ -71,7 +71,9 @@ pub async fn follow(conn: &Connection, id: &str) -> Result<Value, Failure> {
         status => Err(Failure::Job(format!(
             "job {id} {}: {}",
             status.unwrap_or("ended"),
-            done["error"].as_str().unwrap_or("no reason given")
+            done["error"]["detail"]
+                .as_str()
+                .unwrap_or("no reason given")
         ))),
     }
 }

@@ -43,10 +43,11 @@ pub async fn jobs(command: JobsCommand) -> Result<(), Failure> {
             }
             conn.print(&page, &table);
         }
-        JobsCommand::Show { id, server } => {
+        JobsCommand::Show { id, full, server } => {
             let conn = Connection::new(&server)?;
+            let view = if full { "full" } else { "summary" };
             let job = conn
-                .get_json("looking up the job", &format!("/v1/jobs/{id}"))
+                .get_json("looking up the job", &format!("/v1/jobs/{id}?view={view}"))
                 .await?;
             conn.print(&job, &summary(&job));
         }
@@ -156,8 +157,19 @@ pub fn summary(job: &Value) -> String {
         job["max_attempts"]
     )];
     lines.push(format!("pipeline: {}", ops(job)));
-    if let Some(error) = job["error"].as_str() {
+    // A failed job's error is a problem document; its detail says what went wrong.
+    if let Some(error) = job["error"]["detail"].as_str() {
         lines.push(format!("error: {error}"));
+    }
+    if let Some(queue) = job["queue"].as_object() {
+        let start = queue["estimated_start_at"].as_str().map_or_else(
+            || "no estimate yet".to_owned(),
+            |at| format!("start about {at}"),
+        );
+        lines.push(format!(
+            "queue: position {} of its tenant, {} jobs ahead in all; {start}",
+            queue["position"], queue["jobs_ahead"]
+        ));
     }
     if let Some(result) = job["result"].as_object() {
         lines.push(format!(

@@ -166,9 +166,12 @@ pub struct JobMetrics {
     /// A transformer's fidelity on the evaluation text, before and after.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fidelity: Option<super::fidelity::Fidelity>,
-    /// Weight distributions before and after, for the layers that changed most.
+    /// Weight distributions before and after, for the layers that changed most
+    /// (`GET /v1/jobs/{id}?view=full` only).
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub histograms: Vec<Histogram>,
-    /// Every step's report, in pipeline order.
+    /// Every step's report, in pipeline order (`GET /v1/jobs/{id}?view=full` only).
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub steps: Vec<StepReport>,
 }
 
