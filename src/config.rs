@@ -179,6 +179,16 @@ pub struct Config {
     /// How often idle workers look for new jobs.
     #[arg(long, global = true, env = "COMPRESSD_POLL_MS", default_value_t = 500)]
     pub poll_ms: u64,
+    /// With blobs in object storage: bytes of job inputs a worker keeps on its disk (under
+    /// DATA_DIR/inputs), so that a retried job, or another job on the same model, does not
+    /// fetch it again. 0 keeps none.
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_INPUT_CACHE_BYTES",
+        default_value_t = 16 << 30
+    )]
+    pub input_cache_bytes: u64,
     /// With blobs in object storage: answer a plain download (no Range or conditional
     /// headers) with a redirect to a presigned URL valid this many seconds, so the bytes flow
     /// from the store to the client without passing through an API replica.
@@ -317,6 +327,16 @@ pub struct Config {
         default_value_t = 3_600_000
     )]
     pub orphan_sweep_ms: u64,
+    /// How old an unnamed blob or a dead attempt's scratch folder must be before the orphan
+    /// pass removes it (younger ones may belong to work under way). For soak runs.
+    #[arg(
+        long,
+        global = true,
+        env = "COMPRESSD_ORPHAN_SETTLE_MS",
+        default_value_t = 300_000,
+        hide = true
+    )]
+    pub orphan_settle_ms: u64,
     /// Heap limit of each job's process, in bytes; a job that needs more fails saying so.
     /// Default: three quarters of the machine's (or container's) memory, shared among this
     /// process's workers, and at least 1 GiB.

@@ -93,6 +93,8 @@ impl Application {
                     .context("finding the executable that runs jobs")?,
                 memory_budget: config.job_memory_budget(),
                 log_format: config.log_format.clone(),
+                input_cache_dir: config.data_dir.join("inputs"),
+                input_cache_bytes: config.input_cache_bytes,
             },
         );
         // The recorder first: what is recorded before it exists is lost.
@@ -290,6 +292,7 @@ fn background_tasks(
                 tmp_dir: config.tmp_dir(),
                 scratch_dir: config.scratch_dir(),
                 orphans_every: Duration::from_millis(config.orphan_sweep_ms.max(1000)),
+                settle: Duration::from_millis(config.orphan_settle_ms),
             }
             .run(
                 Duration::from_millis(config.sweep_ms.max(50)),

@@ -14,9 +14,6 @@ use crate::store::{BlobStore, Store};
 
 /// Temporary upload files older than this belong to no live request.
 const ORPHAN_AGE: Duration = Duration::from_secs(24 * 3600);
-/// A blob or scratch folder this young may belong to work under way that has not yet
-/// recorded it; the orphan pass leaves it for the next pass.
-const SETTLE: Duration = Duration::from_secs(300);
 const BATCH: i64 = 500;
 
 pub struct Sweeper {
@@ -26,6 +23,9 @@ pub struct Sweeper {
     pub scratch_dir: PathBuf,
     /// How often the orphan pass (which lists all of blob storage) runs.
     pub orphans_every: Duration,
+    /// A blob or scratch folder this young may belong to work under way that has not yet
+    /// recorded it; the orphan pass leaves it for the next pass.
+    pub settle: Duration,
 }
 
 impl Sweeper {
@@ -37,7 +37,7 @@ impl Sweeper {
             }
             if last_orphans.is_none_or(|t| t.elapsed() >= self.orphans_every) {
                 last_orphans = Some(Instant::now());
-                match self.sweep_orphans(SETTLE).await {
+                match self.sweep_orphans(self.settle).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(removed = n, "orphaned files removed"),
                     Err(e) => tracing::warn!(error = %e, "orphan sweep failed; will try again"),

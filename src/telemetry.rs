@@ -106,6 +106,14 @@ fn describe_metrics() {
         "Jobs answered from the results cache"
     );
     describe_counter!(
+        "compressd_input_cache_hits_total",
+        "Job inputs from object storage found on the worker's disk from an earlier attempt"
+    );
+    describe_counter!(
+        "compressd_input_cache_misses_total",
+        "Job inputs fetched from object storage (then kept for later attempts)"
+    );
+    describe_counter!(
         "compressd_rate_limited_total",
         "Requests refused by a key's rate limit"
     );
@@ -122,6 +130,8 @@ fn describe_metrics() {
     metrics::counter!("compressd_upload_bytes_total").increment(0);
     metrics::counter!("compressd_cache_hits_total").increment(0);
     metrics::counter!("compressd_rate_limited_total").increment(0);
+    metrics::counter!("compressd_input_cache_hits_total").increment(0);
+    metrics::counter!("compressd_input_cache_misses_total").increment(0);
     for outcome in ["delivered", "failed"] {
         metrics::counter!("compressd_webhooks_total", "outcome" => outcome).increment(0);
     }

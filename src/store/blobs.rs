@@ -20,7 +20,7 @@ pub struct ScratchFile {
 
 impl ScratchFile {
     /// A downloaded copy, removed when dropped.
-    pub(super) fn owned(path: PathBuf) -> ScratchFile {
+    pub(crate) fn owned(path: PathBuf) -> ScratchFile {
         ScratchFile { path, owned: true }
     }
 
@@ -53,6 +53,11 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, prefix: &str) -> io::Result<Vec<(String, std::time::SystemTime)>>;
     /// Where the blobs are, for the start-up log.
     fn describe(&self) -> String;
+    /// Whether `scratch_copy` transfers the bytes (object storage) rather than naming a file
+    /// already on this disk: then a worker keeps copies for later attempts.
+    fn copies_on_read(&self) -> bool {
+        false
+    }
     /// A URL that serves the blob without this service for `expires`, where the store can
     /// sign one (object storage); None where it cannot (a local directory).
     async fn presigned_get(

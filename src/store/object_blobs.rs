@@ -157,6 +157,10 @@ impl BlobStore for ObjectBlobs {
         Ok(out)
     }
 
+    fn copies_on_read(&self) -> bool {
+        true
+    }
+
     async fn presigned_get(
         &self,
         key: &str,

@@ -275,15 +275,15 @@ impl Worker {
         let result = async {
             let input = self
                 .inner
-                .blobs
-                .scratch_copy(&model.blob_key, &workdir)
+                .inputs
+                .fetch(self.inner.blobs.as_ref(), &model.blob_key, &workdir)
                 .await
                 .map_err(|e| AttemptError::Transient(io_problem(&e)))?;
             let data = match &dataset {
                 Some(d) => Some((
                     self.inner
-                        .blobs
-                        .scratch_copy(&d.blob_key, &workdir)
+                        .inputs
+                        .fetch(self.inner.blobs.as_ref(), &d.blob_key, &workdir)
                         .await
                         .map_err(|e| AttemptError::Transient(io_problem(&e)))?,
                     format!("evaluation split of dataset {} ('{}')", d.id, d.name),
@@ -295,8 +295,8 @@ impl Worker {
             for f in &model.files {
                 let copy = self
                     .inner
-                    .blobs
-                    .scratch_copy(&f.blob_key, &workdir)
+                    .inputs
+                    .fetch(self.inner.blobs.as_ref(), &f.blob_key, &workdir)
                     .await
                     .map_err(|e| AttemptError::Transient(io_problem(&e)))?;
                 model_files.push((f.path.clone(), copy.path().to_owned()));

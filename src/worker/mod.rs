@@ -3,6 +3,7 @@
 //! processes, share one queue through the store alone.
 
 mod attempt;
+mod input_cache;
 pub mod job_process;
 mod outputs;
 mod pool;
@@ -41,6 +42,10 @@ pub struct WorkerSettings {
     pub memory_budget: u64,
     /// Log format for the job processes, as the server's.
     pub log_format: String,
+    /// Where inputs fetched from object storage are kept for later attempts, and how many
+    /// bytes of them (0: none).
+    pub input_cache_dir: PathBuf,
+    pub input_cache_bytes: u64,
 }
 
 /// What one call of `run_next_job` did.
@@ -71,6 +76,7 @@ struct Inner {
     blobs: Arc<dyn BlobStore>,
     storage: Arc<StorageHealth>,
     settings: WorkerSettings,
+    inputs: input_cache::InputCache,
     running: Mutex<HashMap<Uuid, Arc<Control>>>,
 }
 
@@ -90,6 +96,10 @@ impl Worker {
                 store,
                 blobs,
                 storage,
+                inputs: input_cache::InputCache::new(
+                    settings.input_cache_dir.clone(),
+                    settings.input_cache_bytes,
+                ),
                 settings,
                 running: Mutex::new(HashMap::new()),
             }),

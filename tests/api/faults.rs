@@ -2,118 +2,17 @@
 //! or is full, SIGTERM during an upload. Jobs end finished or retried, never lost or doubled,
 //! no partial file is listed, and the server keeps serving.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
+use crate::cluster::PrivatePg;
 use crate::helpers::{
     free_port, spawn_server, stop_server, test_config, wait_ready, Backend, Limits, TestApp,
 };
 use crate::models::{layered, mlp};
-
-/// A PostgreSQL cluster of this test's own, so that restarting it disturbs no other test.
-struct PrivatePg {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn as_postgres(program: &Path) -> Command {
-    // PostgreSQL refuses to run as root; CI runs as root.
-    if running_as_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-impl PrivatePg {
-    /// None (the test is skipped, and says so) when PostgreSQL's programs are not installed.
-    fn start() -> Option<PrivatePg> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .find(|b| b.join("initdb").exists());
-        let Some(bin) = bin else {
-            eprintln!("skipped: PostgreSQL server programs not found under /usr/lib/postgresql");
-            return None;
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("compressd-pg")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let _ = Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(dir.path())
-            .status();
-        let data = dir.path().join("data");
-        let ok = as_postgres(&bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "initdb");
-        let pg = PrivatePg {
-            bin,
-            data,
-            port: free_port(),
-            _dir: dir,
-        };
-        pg.ctl(&["start"]);
-        Some(pg)
-    }
-
-    fn ctl(&self, action: &[&str]) {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.data.parent().unwrap().display()
-        );
-        let ok = as_postgres(&self.bin.join("pg_ctl"))
-            .args(action)
-            .args(["-w", "-m", "fast", "-o", &opts, "-l"])
-            .arg(self.data.parent().unwrap().join("log"))
-            .arg("-D")
-            .arg(&self.data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pg_ctl {action:?}");
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = as_postgres(&self.bin.join("pg_ctl"))
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(&self.data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
     let res = http.get(url).send().await.ok()?;

@@ -320,6 +320,11 @@ pub fn server_command(
     cmd
 }
 
+/// The body of a GET of `url`, as text (a server's /metrics, a report page).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// Waits until the server at `base` answers /readyz with success.
 pub async fn wait_ready(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -359,13 +364,7 @@ pub fn create_key(app: &TestApp, tenant: &str, rate_per_minute: u32) -> String {
 }
 
 /// A port nobody listens on at the moment, for a server started as its own process.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::cluster::free_port;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Limits {

@@ -3,6 +3,8 @@
 
 #[path = "../common/blobs.rs"]
 mod blobs;
+#[path = "../common/cluster.rs"]
+mod cluster;
 mod helpers;
 mod models;
 #[path = "../common/python_reference.rs"]

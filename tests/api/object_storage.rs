@@ -5,106 +5,44 @@
 //! unless COMPRESSD_REQUIRE_S3=1 (set by CI) makes that a failure.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::cluster::Bucket;
 use crate::helpers::{
-    files_under, free_port, spawn_server, stop_server, wait_ready, Backend, Limits, TestApp,
+    files_under, free_port, get_text, spawn_server, stop_server, wait_ready, Backend, Limits,
+    TestApp,
 };
 use crate::models::mlp;
-
-/// moto's S3 server on a port of its own; killed on drop.
-struct Bucket {
-    server: Child,
-    endpoint: String,
-    name: &'static str,
-}
-
-impl Drop for Bucket {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
-
-impl Bucket {
-    async fn start(http: &reqwest::Client) -> Option<Bucket> {
-        let port = free_port();
-        let server = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(server) = server else {
-            assert!(
-                std::env::var("COMPRESSD_REQUIRE_S3").is_err(),
-                "COMPRESSD_REQUIRE_S3 is set but moto_server could not be started"
-            );
-            eprintln!("object_storage: no moto_server (pip install 'moto[server]'); skipped");
-            return None;
-        };
-        let bucket = Bucket {
-            server,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            name: "compressd-test",
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let made = http
-                .put(format!("{}/{}", bucket.endpoint, bucket.name))
-                .send()
-                .await;
-            if made.is_ok_and(|r| r.status().is_success()) {
-                return Some(bucket);
-            }
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The keys in the bucket under `prefix`.
-    async fn keys(&self, http: &reqwest::Client, prefix: &str) -> Vec<String> {
-        let listing = http
-            .get(format!(
-                "{}/{}?list-type=2&prefix={prefix}",
-                self.endpoint, self.name
-            ))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        listing
-            .split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn env<'a>(&'a self, prefix: &'a str, data_dir: &'a str) -> Vec<(&'a str, String)> {
-        vec![
-            ("COMPRESSD_BLOB_URL", format!("s3://{}/{prefix}", self.name)),
-            ("COMPRESSD_DATA_DIR", data_dir.to_owned()),
-            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", "test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".into()),
-        ]
-    }
-}
 
 fn start(app: &TestApp, bind: &str, role: &str, env: &[(&str, String)]) -> Child {
     let mut extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     extra.push(("COMPRESSD_ROLE", role));
     extra.push(("COMPRESSD_WORKERS", "1"));
     spawn_server(app, bind, Limits::None, &extra)
+}
+
+async fn wait_succeeded(http: &reqwest::Client, base: &str, job_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job: Value = http
+            .get(format!("{base}/v1/jobs/{job_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "succeeded" {
+            return job;
+        }
+        assert!(job["status"] != "failed", "{job}");
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn blob_files(data_dir: &Path) -> Vec<std::path::PathBuf> {
@@ -168,24 +106,7 @@ async fn replicas_with_separate_disks_share_one_bucket(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let job = loop {
-        let job: Value = app
-            .http
-            .get(format!("{base}/v1/jobs/{job_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == "succeeded" {
-            break job;
-        }
-        assert!(job["status"] != "failed", "{job}");
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let job = wait_succeeded(&app.http, &base, &job_id).await;
 
     // A plain download goes straight to the bucket at a presigned URL; what arrives is what
     // the worker wrote, byte for byte. Ranges are served by the API replica itself.
@@ -221,6 +142,30 @@ async fn replicas_with_separate_disks_share_one_bucket(backend: Backend) {
         .unwrap();
     assert_eq!(tail.status(), 206);
     assert_eq!(tail.bytes().await.unwrap(), pruned.slice(100..));
+
+    // A second job on the same model starts from the worker's kept copy, not the bucket.
+    let res = app
+        .http
+        .post(format!("{base}/v1/jobs"))
+        .json(
+            &json!({ "model_id": model_id, "pipeline": [{ "op": "quantize", "scheme": "int8" }] }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let second = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_succeeded(&app.http, &base, &second).await;
+    let metrics = get_text(&app.http, &format!("http://{worker_bind}/metrics")).await;
+    assert!(
+        metrics.contains("compressd_input_cache_misses_total 1")
+            && metrics.contains("compressd_input_cache_hits_total 1"),
+        "{metrics}"
+    );
+    assert_eq!(files_under(&disk_b.path().join("inputs")).len(), 1);
 
     // Neither disk holds a blob; the bucket holds the model and the job's artifacts, and no
     // upload part outlives its upload.

@@ -245,6 +245,11 @@ async fn metrics_are_described_from_start_up() {
 /// Uploads the small MLP to the server at `base`, runs `pipeline` on it as request
 /// `request_id`, and returns the succeeded job.
 async fn run_job(base: &str, pipeline: Value, request_id: &str) -> Value {
+    run_job_sent_with(base, pipeline, ("x-request-id", request_id)).await
+}
+
+/// [`run_job`] with `header` on the submission.
+async fn run_job_sent_with(base: &str, pipeline: Value, header: (&str, &str)) -> Value {
     let http = reqwest::Client::new();
     let model: Value = http
         .post(format!("{base}/v1/models?name=mlp"))
@@ -258,7 +263,7 @@ async fn run_job(base: &str, pipeline: Value, request_id: &str) -> Value {
         .unwrap();
     let job: Value = http
         .post(format!("{base}/v1/jobs"))
-        .header("x-request-id", request_id)
+        .header(header.0, header.1)
         .json(&json!({"model_id": model["id"], "pipeline": pipeline}))
         .send()
         .await
@@ -340,32 +345,14 @@ async fn traces_follow_a_job_from_request_to_step() {
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ])
     .await;
-    let http = reqwest::Client::new();
-    let model: Value = http
-        .post(format!("{base}/v1/models?name=mlp"))
-        .header("content-type", "application/octet-stream")
-        .body(mlp())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_span = "00f067aa0ba902b7";
-    let job: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
-        .json(&json!({"model_id": model["id"], "pipeline": [
-            {"op": "prune", "method": "magnitude", "sparsity": 0.5},
-            {"op": "quantize", "scheme": "int8"}
-        ]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let traceparent = format!("00-{trace_id}-{client_span}-01");
+    let pipeline = json!([
+        {"op": "prune", "method": "magnitude", "sparsity": 0.5},
+        {"op": "quantize", "scheme": "int8"}
+    ]);
+    let job = run_job_sent_with(&base, pipeline, ("traceparent", &traceparent)).await;
     let job_id = job["id"].as_str().unwrap().to_owned();
 
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -124,6 +124,7 @@ async fn the_orphan_sweep_removes_what_killed_processes_left(backend: Backend) {
         tmp_dir: app.config.tmp_dir(),
         scratch_dir: app.config.scratch_dir(),
         orphans_every: Duration::from_secs(3600),
+        settle: Duration::from_secs(300),
     };
     let removed = sweeper.sweep_orphans(Duration::ZERO).await.unwrap();
     assert_eq!(removed, 3);

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    create_key, free_port, spawn_server, stop_server, wait_ready, Backend, Limits, TestApp,
+    create_key, free_port, get_text, spawn_server, stop_server, wait_ready, Backend, Limits,
+    TestApp,
 };
 use crate::models::mlp;
 
@@ -53,15 +54,7 @@ async fn api_and_worker_roles_scale_apart(backend: Backend) {
         res.headers()["content-type"].to_str().unwrap(),
         "application/problem+json"
     );
-    let metrics = app
-        .http
-        .get(format!("{worker_base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&app.http, &format!("{worker_base}/metrics")).await;
     assert!(metrics.contains("compressd_workers 1"), "{metrics}");
     stop_server(worker).await;
     app.finish().await;

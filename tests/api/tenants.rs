@@ -689,12 +689,7 @@ async fn keys_create_adopts_what_open_mode_stored(backend: Backend) {
             .json(&body)
             .send()
     };
-    let job: Value = submit(app.http.clone())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = json_of(submit(app.http.clone()).await.unwrap()).await;
     app.run_jobs().await;
 
     let cli = |args: &[&str]| {
@@ -720,14 +715,9 @@ async fn keys_create_adopts_what_open_mode_stored(backend: Backend) {
         said.contains("1 models, 0 datasets and 1 jobs") && said.contains("--adopt-local"),
         "{said}"
     );
-    let models: Value = client(&kept_key)
-        .get(app.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get =
+        |req: reqwest::RequestBuilder| async move { json_of(req.send().await.unwrap()).await };
+    let models = get(client(&kept_key).get(app.url("/v1/models"))).await;
     assert_eq!(models["data"].as_array().unwrap().len(), 0, "{models}");
 
     let (key, said) = cli(&["keys", "create", "--tenant", "team", "--adopt-local"]);
@@ -736,23 +726,9 @@ async fn keys_create_adopts_what_open_mode_stored(backend: Backend) {
         "{said}"
     );
     let team = client(&key);
-    let models: Value = team
-        .get(app.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = get(team.get(app.url("/v1/models"))).await;
     assert_eq!(models["data"][0]["id"], model.as_str());
-    let seen: Value = team
-        .get(app.url(&format!("/v1/jobs/{}", job["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen = get(team.get(app.url(&format!("/v1/jobs/{}", job["id"].as_str().unwrap())))).await;
     assert_eq!(seen["status"], "succeeded", "{seen:#}");
     let res = team
         .get(app.url(seen["result"]["file_url"].as_str().unwrap()))
