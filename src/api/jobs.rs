@@ -283,6 +283,7 @@ pub async fn find_job(
     params(("id" = String, Path, description = "Job id"), JobQuery),
     responses(
         (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "`view` is neither `summary` nor `full`"),
         (status = 404, description = "No such job"),
     )
 )]
