@@ -292,8 +292,8 @@ pub struct QueueView {
     /// Queued jobs of every tenant submitted before this one. Workers share out turns
     /// between tenants, so some of them may start after it.
     pub jobs_ahead: u64,
-    /// Jobs the service (every worker) finished in the last 15 minutes: the pace the
-    /// estimate assumes.
+    /// Jobs the service (every worker) ran to an end in the last 15 minutes (results-cache
+    /// answers, which run nothing, left out): the pace the estimate assumes.
     pub finished_last_15_minutes: u64,
     /// `jobs_ahead` at that pace, from now (or from the job's retry time, if later). Null
     /// when no job finished in the last 15 minutes: then there is no pace to go by.

@@ -117,7 +117,8 @@ pub struct QueueStanding {
     pub tenant_ahead: u64,
     /// Every tenant's queued jobs submitted before it.
     pub jobs_ahead: u64,
-    /// Jobs that ended (succeeded or failed) in the last `window_ms`.
+    /// Jobs that ran to an end (succeeded or failed; not results-cache answers, which run
+    /// nothing) in the last `window_ms`.
     pub finished_recently: u64,
     pub window_ms: i64,
     pub now: DateTime<Utc>,
@@ -137,7 +138,7 @@ impl Store {
             "SELECT
                 (SELECT COUNT(*) FROM jobs a WHERE a.status = 'queued' AND a.tenant_id = j.tenant_id AND a.id < j.id),
                 (SELECT COUNT(*) FROM jobs a WHERE a.status = 'queued' AND a.id < j.id),
-                (SELECT COUNT(*) FROM jobs f WHERE f.status IN ('succeeded', 'failed') AND f.finished_at >= $2),
+                (SELECT COUNT(*) FROM jobs f WHERE f.status IN ('succeeded', 'failed') AND f.finished_at >= $2 AND f.cached_from IS NULL),
                 j.run_after
              FROM jobs j WHERE j.id = $1 AND j.status = 'queued'",
         )

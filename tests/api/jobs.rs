@@ -367,6 +367,11 @@ async fn queued_jobs_say_where_they_stand(backend: Backend) {
     let first = app.get_json(&format!("/v1/jobs/{}", jobs[0])).await;
     assert_eq!(first["status"], "succeeded");
     assert!(first.get("queue").is_none(), "{first}");
+    // A results-cache answer runs nothing: it does not speed up the pace.
+    let res = app
+        .post_job(json!({"model_id": model, "pipeline": pipeline}))
+        .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["cache_hit"], true);
     let second = app.get_json(&format!("/v1/jobs/{}", jobs[1])).await;
     let third = app.get_json(&format!("/v1/jobs/{}", jobs[2])).await;
     assert_eq!(second["queue"]["position"], 1);
