@@ -50,6 +50,11 @@ pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
     }
 }
 
+/// The strong ETag of a stored file: its SHA-256, quoted.
+fn etag(sha256: &str) -> String {
+    format!("\"{sha256}\"")
+}
+
 /// A file download: from object storage by redirect where the server is set to (see
 /// [`presigned`]), otherwise streamed by [`serve_blob`].
 pub async fn serve_download(
@@ -68,7 +73,7 @@ pub async fn serve_download(
         );
         out.insert(
             header::ETAG,
-            HeaderValue::from_str(&format!("\"{sha256}\"")).map_err(ApiError::internal)?,
+            HeaderValue::from_str(&etag(sha256)).map_err(ApiError::internal)?,
         );
         out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return Ok((StatusCode::TEMPORARY_REDIRECT, out).into_response());
@@ -84,7 +89,7 @@ pub async fn serve_blob(
     content_type: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let etag = format!("\"{sha256}\"");
+    let etag = etag(sha256);
     let matches_etag = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

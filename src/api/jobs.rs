@@ -249,9 +249,9 @@ pub async fn job_view(
         }
         _ => None,
     };
-    let mut view = JobView::new(job, artifacts, metrics);
-    view.queue = queue;
-    Ok(view)
+    let mut answer = JobView::new(job, artifacts, metrics);
+    answer.queue = queue;
+    Ok(answer)
 }
 
 /// The metrics without what grows with the model (histograms, per-tensor step reports).

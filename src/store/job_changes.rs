@@ -55,7 +55,7 @@ impl Store {
 
 async fn listen(pool: PgPool, tx: broadcast::Sender<Uuid>, shutdown: CancellationToken) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let mut listener = match subscribe(&pool).await {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for job changes; event streams poll meanwhile");
@@ -65,13 +65,6 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Uuid>, shutdown: Cancellatio
                 continue;
             }
         };
-        if let Err(e) = listener.listen(CHANNEL).await {
-            tracing::warn!(error = %e, "cannot listen for job changes; event streams poll meanwhile");
-            if pause(&shutdown).await {
-                return;
-            }
-            continue;
-        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -90,6 +83,12 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Uuid>, shutdown: Cancellatio
             }
         }
     }
+}
+
+async fn subscribe(pool: &PgPool) -> sqlx::Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }
 
 /// A second's pause before trying again; true when the process is shutting down instead.

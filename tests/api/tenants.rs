@@ -75,6 +75,19 @@ pub async fn spawn(backend: Backend) -> Option<TestApp> {
     TestApp::spawn(backend, |c| c.admin_key = Some(ADMIN.into())).await
 }
 
+/// A GET of the admin API, with the admin key, answered as JSON.
+async fn admin_get(app: &TestApp, path: &str) -> Value {
+    json_of(
+        app.http
+            .get(app.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 async fn json_of(res: reqwest::Response) -> Value {
     let status = res.status();
     let text = res.text().await.unwrap();
@@ -314,15 +327,7 @@ async fn keys_are_required_once_they_exist_and_revocation_is_immediate(backend: 
         200
     );
     // The key is stored only as a hash; listings show a prefix.
-    let keys = json_of(
-        app.http
-            .get(app.url("/v1/admin/keys?tenant=alpha"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let keys = admin_get(&app, "/v1/admin/keys?tenant=alpha").await;
     let listed = keys.as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert!(a.key.starts_with(listed[0]["prefix"].as_str().unwrap()));
@@ -467,15 +472,7 @@ async fn quotas_and_rate_limits_answer_with_the_limit_named(backend: Backend) {
     assert_eq!(res.status(), 409);
     assert_eq!(json_of(res).await["limit"], "queued_jobs");
     // The admin API shows usage beside the limits it is measured against.
-    let tenants = json_of(
-        app.http
-            .get(app.url("/v1/admin/tenants"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let tenants = admin_get(&app, "/v1/admin/tenants").await;
     let listed = tenants
         .as_array()
         .unwrap()
